@@ -1,0 +1,68 @@
+"""The ``seqablate`` command.
+
+Each area of the platform registers its own sub-commands through a ``register(subparsers)``
+function in a small ``commands`` module; this file only assembles them. Those modules import
+their heavy dependencies (torch, Ray, MLflow) inside the command functions, so ``seqablate
+--help`` stays fast.
+
+Every command returns an exit code; errors that are the user's (bad input, bad config) are
+printed as one clear message and exit 2, never a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+from collections.abc import Sequence
+
+#: Modules that contribute sub-commands (each defines ``register(subparsers) -> None``).
+COMMAND_MODULES: tuple[str, ...] = (
+    "seqablate.data.commands",  # cohort inspect, phantom
+    "seqablate.trainables.commands",  # train, study, predict, evaluate
+    "seqablate.analysis.commands",  # report
+)
+
+
+class UserError(Exception):
+    """An error caused by the user's input; printed without a traceback, exit code 2."""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="seqablate",
+        description="Ablation and hyperparameter studies of multi-sequence MRI segmentation networks.",
+    )
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name in COMMAND_MODULES:
+        try:
+            module = importlib.import_module(name)
+        except ModuleNotFoundError as err:
+            if err.name == name:  # that area is not installed in this build
+                continue
+            raise
+        module.register(sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    from seqablate.config import ConfigError
+
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "func", None):
+        parser.print_help()
+        return 2
+    try:
+        return int(args.func(args) or 0)
+    except (UserError, ConfigError, FileNotFoundError, ValueError) as err:
+        # ValueError/FileNotFoundError raised by validation carry messages meant for users.
+        print(f"seqablate {args.command}: error: {err}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,266 @@
+"""Typed, validated configs (data, model, train, eval, study). YAML in; errors name the field.
+
+Every run is described by one :class:`TrialConfig` (data + model + train + eval). It is the
+*resolved* config: everything the run needs, logged to MLflow as flattened params and as a
+YAML artifact, so any run can be re-run from MLflow alone (``seqablate train run.yaml``).
+
+An unknown or mistyped key raises :class:`ConfigError` naming the dotted field and the
+closest valid name, e.g. ``model.fusoin: unknown field (did you mean 'fusion'?)``.
+"""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, Literal, TypeVar
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from seqablate.sequences import PAPER_SEQUENCES, validate_sequences
+
+Layout = Literal["auto", "nifti", "brainmetshare", "brats-mets", "ucsf-bmsr"]
+Integration = Literal["input", "mid", "end"]
+IntegrationPoint = Literal["stem", "layer1", "layer2", "layer3", "layer4"]
+Fusion = Literal["concat", "mean", "subtract"]
+Sharing = Literal["shared", "independent", "l2_tied"]
+Backbone = Literal["resnet50", "resnet101", "compact"]
+DropoutMode = Literal["bernoulli", "uniform"]
+
+
+class ConfigError(ValueError):
+    """A config that cannot be used; the message names the field (dotted path) and why."""
+
+
+class _Strict(BaseModel):
+    """Base: unknown keys are errors, values are validated on assignment too."""
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, frozen=False)
+
+
+class DataConfig(_Strict):
+    """Where the cohort is and how volumes become 2.5D samples."""
+
+    cohort: str | None = None  # cohort folder; None = a synthetic 'stanford' phantom cohort
+    layout: Layout = "auto"  # cohort layout; 'auto' detects it
+    sequences: list[str] = Field(default_factory=lambda: list(PAPER_SEQUENCES))  # study order = S axis
+    image_size: int = Field(256, ge=16, le=1024)  # in-plane size after resize (H = W)
+    clahe: bool = True  # adaptive histogram equalisation per slice
+    slices: int = Field(5, ge=1, le=31)  # K, 2.5D depth (odd); edge slices padded by repetition
+    lesion_labels: list[int] = Field(default_factory=lambda: [1, 3])  # label values that are lesion (BraTS: 1 core, 3 enhancing)
+    default_spacing: tuple[float, float, float] = (0.94, 0.94, 1.0)  # mm, for layouts without spacing (PNG)
+    cache_dir: str | None = None  # preprocessing cache; None = <cohort>/../.seqablate-cache
+    oversample: float = Field(10.0, ge=1.0)  # sampling weight of slices that contain lesion
+    val_patients: int = Field(2, ge=0)  # patients held out for validation
+    test_fraction: float = Field(0.25, ge=0.0, lt=1.0)  # fraction of labelled patients held out for test
+    split_seed: int = 0  # seed of the patient-level split (independent of the training seed)
+    fold: int | None = None  # with folds > 1: which fold is the test fold
+    folds: int = Field(1, ge=1)  # k-fold cross-validation when > 1
+    num_workers: int = Field(0, ge=0)  # DataLoader workers per training worker
+
+    @field_validator("sequences")
+    @classmethod
+    def _canonical_sequences(cls, v: list[str]) -> list[str]:
+        return list(validate_sequences(v))
+
+    @field_validator("slices")
+    @classmethod
+    def _odd(cls, v: int) -> int:
+        if v % 2 == 0:
+            raise ValueError(f"must be odd (centre slice plus equal context each side), got {v}")
+        return v
+
+
+class ModelConfig(_Strict):
+    """Which network, how sequences are integrated, how parallel branches share weights."""
+
+    integration: Integration = "input"  # where sequences meet: input channels, mid features, end probabilities
+    integration_point: IntegrationPoint = "layer4"  # for 'mid': last backbone stage run per sequence
+    fusion: Fusion = "concat"  # for 'mid': how branch features are combined
+    sharing: Sharing = "independent"  # for 'mid'/'end': weight sharing of parallel branches
+    backbone: Backbone = "resnet50"  # ResNet backbone of DeepLabv3 ('compact' for CPU tests)
+    sequences: list[str] | None = None  # S names in order; None = taken from data.sequences
+    slices: int | None = None  # K; None = taken from data.slices
+
+    @field_validator("sequences")
+    @classmethod
+    def _canonical_sequences(cls, v: list[str] | None) -> list[str] | None:
+        return None if v is None else list(validate_sequences(v))
+
+
+class TrainConfig(_Strict):
+    """Optimisation, regularisation, validation and bookkeeping of one trial."""
+
+    steps: int = Field(2000, ge=1)  # optimiser steps
+    batch_size: int = Field(16, ge=1)  # per worker
+    optimizer: Literal["adamw", "sgd"] = "adamw"
+    lr: float = Field(3e-4, gt=0)  # peak learning rate
+    weight_decay: float = Field(1e-4, ge=0)
+    momentum: float = Field(0.9, ge=0, lt=1)  # SGD only
+    schedule: Literal["cosine", "poly", "constant"] = "cosine"
+    warmup_steps: int = Field(0, ge=0)
+    dice_weight: float = Field(0.0, ge=0)  # loss = BCE + dice_weight * soft Dice
+    tie_lambda: float = Field(0.0, ge=0)  # strength of the L2 tie penalty ('l2_tied' only)
+    dropout_p: float = Field(0.0, ge=0, le=1)  # sequence-dropout probability; 0 = off
+    dropout_mode: DropoutMode = "bernoulli"
+    val_every: int = Field(200, ge=1)  # steps between validations
+    val_censor: list[str] = Field(default_factory=list)  # sequences censored in validation (e.g. ['t1_gre_post'])
+    saliency_every: int = Field(50, ge=0)  # steps between saliency aggregates; 0 = off
+    seed: int = 0  # training seed (init, sampling, dropout)
+    amp: Literal["auto", "bf16", "off"] = "auto"  # bf16 autocast on GPU with 'auto'
+    channels_last: bool = True  # on GPU
+    checkpoint_every: int | None = None  # steps between checkpoints; None = at each validation
+
+    @field_validator("val_censor")
+    @classmethod
+    def _canonical_censor(cls, v: list[str]) -> list[str]:
+        return list(validate_sequences(v)) if v else []
+
+
+class EvalConfig(_Strict):
+    """How the best checkpoint is evaluated."""
+
+    threshold: float = Field(0.1, gt=0, lt=1)  # probability threshold for predicted lesions
+    max_distance_mm: float = Field(1.0, gt=0)  # centre-of-mass distance for a true positive
+    censor: list[str] = Field(default_factory=lambda: ["t1_gre_post"])  # extra conditions: each censored alone too
+    each_sequence: bool = True  # also censor each sequence alone
+    all_subsets: bool = False  # evaluate all 2^S - 1 sequence subsets
+    external: dict[str, str] = Field(default_factory=dict)  # name -> cohort path (e.g. oslo)
+    bootstrap: int = Field(1000, ge=0)  # bootstrap resamples for CIs
+    batch_size: int = Field(32, ge=1)  # slices per inference batch
+
+
+class TrialConfig(_Strict):
+    """The resolved config of one run: everything needed to re-run it."""
+
+    name: str = "trial"
+    data: DataConfig = Field(default_factory=DataConfig)
+    model: ModelConfig = Field(default_factory=ModelConfig)
+    train: TrainConfig = Field(default_factory=TrainConfig)
+    eval: EvalConfig = Field(default_factory=EvalConfig)
+
+    @model_validator(mode="after")
+    def _resolve_model_inputs(self) -> TrialConfig:
+        # The model's S and K follow the data unless given; if given they must agree.
+        if self.model.sequences is None:
+            self.model.sequences = list(self.data.sequences)
+        elif list(self.model.sequences) != list(self.data.sequences):
+            raise ValueError(
+                f"model.sequences {self.model.sequences} differs from data.sequences "
+                f"{self.data.sequences}; leave model.sequences unset to follow the data"
+            )
+        if self.model.slices is None:
+            self.model.slices = self.data.slices
+        elif self.model.slices != self.data.slices:
+            raise ValueError(
+                f"model.slices {self.model.slices} differs from data.slices {self.data.slices}"
+            )
+        return self
+
+
+C = TypeVar("C", bound=BaseModel)
+
+
+def _closest(name: str, cls: type[BaseModel], loc: tuple[Any, ...]) -> str:
+    """Suggestion for an unknown key at ``loc`` (walks nested models to find valid names)."""
+    model: Any = cls
+    for part in loc[:-1]:
+        field = getattr(model, "model_fields", {}).get(part)
+        if field is None:
+            return ""
+        model = field.annotation
+    fields = list(getattr(model, "model_fields", {}))
+    close = difflib.get_close_matches(str(name), fields, n=1, cutoff=0.4)
+    hint = f" (did you mean '{close[0]}'?)" if close else ""
+    return f"{hint}; valid fields: {fields}" if fields else hint
+
+
+def _format(err: ValidationError, cls: type[BaseModel], source: str) -> str:
+    lines = []
+    for e in err.errors():
+        loc = tuple(e["loc"])
+        dotted = ".".join(str(p) for p in loc) or "<root>"
+        if e["type"] == "extra_forbidden":
+            lines.append(f"{dotted}: unknown field{_closest(str(loc[-1]), cls, loc)}")
+        else:
+            got = e.get("input")
+            shown = "" if isinstance(got, dict) else f" (got {got!r})"
+            lines.append(f"{dotted}: {e['msg']}{shown}")
+    where = f"{source}: " if source else ""
+    return f"{where}invalid {cls.__name__}:\n  " + "\n  ".join(lines)
+
+
+def parse(cls: type[C], data: Mapping[str, Any] | C | None, *, source: str = "") -> C:
+    """Validate ``data`` (a mapping, an instance, or None for defaults) as ``cls``.
+
+    Raises :class:`ConfigError` whose message names every bad field and its closest valid name.
+    """
+    if isinstance(data, cls):
+        return data
+    if data is None:
+        data = {}
+    if not isinstance(data, Mapping):
+        raise ConfigError(f"{source or 'config'}: expected a mapping, got {type(data).__name__}")
+    try:
+        return cls.model_validate(dict(data))
+    except ValidationError as err:
+        raise ConfigError(_format(err, cls, source)) from None
+
+
+def load_yaml(path: str | Path, cls: type[C] = TrialConfig) -> C:  # type: ignore[assignment]
+    """Read a YAML file and validate it as ``cls``; errors name the file and the field."""
+    p = Path(path)
+    if not p.is_file():
+        raise ConfigError(f"{p}: config file not found")
+    try:
+        raw = yaml.safe_load(p.read_text()) or {}
+    except yaml.YAMLError as err:
+        raise ConfigError(f"{p}: not valid YAML: {err}") from None
+    return parse(cls, raw, source=str(p))
+
+
+def to_yaml(cfg: BaseModel) -> str:
+    """The config as YAML (round-trips through :func:`parse`)."""
+    return yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False)
+
+
+def flatten(cfg: BaseModel | Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    """Dotted-key view of a config, e.g. ``{'model.fusion': 'concat', ...}`` (MLflow params).
+
+    Lists and tuples are rendered as comma-joined strings; None as the string 'None'.
+    """
+    raw = cfg.model_dump(mode="json") if isinstance(cfg, BaseModel) else dict(cfg)
+    out: dict[str, Any] = {}
+    for k, v in raw.items():
+        key = f"{prefix}{k}"
+        if isinstance(v, Mapping):
+            out.update(flatten(v, prefix=f"{key}."))
+        elif isinstance(v, list | tuple):
+            out[key] = ",".join(str(x) for x in v)
+        else:
+            out[key] = "None" if v is None else v
+    return out
+
+
+def with_overrides(cfg: C, overrides: Mapping[str, Any]) -> C:
+    """A copy of ``cfg`` with dotted-key overrides applied (``{'train.dropout_p': 0.25}``).
+
+    Unknown keys raise :class:`ConfigError` naming the key and the closest valid one.
+    """
+    raw = cfg.model_dump(mode="python")
+    for dotted, value in overrides.items():
+        node = raw
+        parts = dotted.split(".")
+        for part in parts[:-1]:
+            if not isinstance(node.get(part), dict):
+                raise ConfigError(f"{dotted}: unknown field{_closest(part, type(cfg), tuple(parts[: parts.index(part) + 1]))}")
+            node = node[part]
+        node[parts[-1]] = value
+    # Derived fields are re-derived from the data section unless overridden explicitly.
+    if "model" in raw and isinstance(raw["model"], dict):
+        if not any(k.startswith("model.sequences") for k in overrides):
+            raw["model"]["sequences"] = None
+        if not any(k.startswith("model.slices") for k in overrides):
+            raw["model"]["slices"] = None
+    return parse(type(cfg), raw, source="overrides")
