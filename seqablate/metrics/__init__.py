@@ -1,0 +1,45 @@
+"""Lesion-level detection and segmentation metrics with bootstrap CIs (paper section IV-G).
+
+Pure numpy/scipy functions, numpy in and out:
+
+* :func:`detection_metrics` -- mAP, max sensitivity, TP Dice and per-lesion tables;
+* :func:`bootstrap_ci` -- percentile CIs resampling patients;
+* :func:`froc` -- sensitivity at 1/8 .. 8 false positives per patient;
+* :func:`voxel_dice`, :func:`brats_lesion_dice` -- voxel and BraTS 2023 lesion-wise Dice.
+"""
+
+from __future__ import annotations
+
+from seqablate.metrics.bootstrap import METRICS, bootstrap_ci, bootstrap_distribution
+from seqablate.metrics.detection import (
+    LESION_COLUMNS,
+    DetectionResult,
+    PatientDetection,
+    detect_patient,
+    detection_metrics,
+)
+from seqablate.metrics.froc import FrocResult, froc
+from seqablate.metrics.lesions import Components, components
+from seqablate.metrics.ranking import FROC_RATES, average_precision, pr_curve
+from seqablate.metrics.segmentation import BratsLesionDice, brats_lesion_dice, voxel_dice
+
+__all__ = [
+    "FROC_RATES",
+    "LESION_COLUMNS",
+    "METRICS",
+    "BratsLesionDice",
+    "Components",
+    "DetectionResult",
+    "FrocResult",
+    "PatientDetection",
+    "average_precision",
+    "bootstrap_ci",
+    "bootstrap_distribution",
+    "brats_lesion_dice",
+    "components",
+    "detect_patient",
+    "detection_metrics",
+    "froc",
+    "pr_curve",
+    "voxel_dice",
+]
