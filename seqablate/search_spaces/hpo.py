@@ -1,0 +1,64 @@
+"""The ``hpo`` space: an Optuna define-by-run function over architecture, dropout and lr.
+
+Define-by-run lets the space be conditional: the integration point and fusion are only
+sampled for mid-level integration, sharing only where there are parallel branches, the L2
+tie strength only with ``l2_tied`` (log-uniform), and ``subtract`` fusion forces shared
+branches; so every sample is a valid model (see :mod:`seqablate.search_spaces.rules`).
+Optuna parameter names are the dotted config keys, so Ray Tune's ``OptunaSearch`` puts them
+in the trial config under the same names the function returns.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, Any
+
+from seqablate.config import TrialConfig
+from seqablate.search_spaces.paper import DROPOUT_MODES, SHARING_MODES, model_point
+from seqablate.sequences import PAPER_SEQUENCES, contrast_pair
+
+if TYPE_CHECKING:
+    import optuna
+
+INTEGRATIONS: tuple[str, ...] = ("input", "mid", "end")
+POINTS: tuple[str, ...] = ("stem", "layer1", "layer2", "layer3", "layer4")
+TIE_LAMBDA_RANGE = (1e-5, 1e-1)  # log-uniform
+DROPOUT_P_RANGE = (0.0, 0.5)  # step 0.05, so run names stay readable
+LR_RANGE = (1e-5, 3e-3)  # log-uniform
+
+
+def make_hpo(sequences: Sequence[str] = PAPER_SEQUENCES) -> Callable[[optuna.Trial], dict[str, Any]]:
+    """The define-by-run function for a study over ``sequences``.
+
+    ``subtract`` fusion is offered only when ``sequences`` hold a post/pre contrast pair.
+    The function returns the complete override dict of the trial (sampled values plus the
+    neutral values of keys that do not apply).
+    """
+    fusions = ["concat", "mean"] + (["subtract"] if contrast_pair(sequences) else [])
+
+    def hpo(trial: optuna.Trial) -> dict[str, Any]:
+        integration = trial.suggest_categorical("model.integration", list(INTEGRATIONS))
+        point, fusion, sharing = "layer4", "concat", "independent"
+        if integration == "mid":
+            point = trial.suggest_categorical("model.integration_point", list(POINTS))
+            fusion = trial.suggest_categorical("model.fusion", fusions)
+        if integration != "input":
+            if fusion == "subtract":
+                sharing = "shared"  # the only sharing subtraction makes sense with
+            else:
+                sharing = trial.suggest_categorical("model.sharing", list(SHARING_MODES))
+        tie = 0.0
+        if sharing == "l2_tied":
+            tie = trial.suggest_float("train.tie_lambda", *TIE_LAMBDA_RANGE, log=True)
+        out = model_point(integration, point=point, sharing=sharing, fusion=fusion, tie_lambda=tie)
+        out["train.dropout_p"] = trial.suggest_float("train.dropout_p", *DROPOUT_P_RANGE, step=0.05)
+        out["train.dropout_mode"] = trial.suggest_categorical("train.dropout_mode", list(DROPOUT_MODES))
+        out["train.lr"] = trial.suggest_float("train.lr", *LR_RANGE, log=True)
+        return out
+
+    return hpo
+
+
+def hpo_for(base: TrialConfig) -> Callable[[optuna.Trial], dict[str, Any]]:
+    """:func:`make_hpo` adapted to a base config's sequences."""
+    return make_hpo(base.data.sequences)
