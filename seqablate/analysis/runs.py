@@ -1,0 +1,356 @@
+"""Trial runs as plain records: their configuration, evaluation conditions, seed groups.
+
+The analysis never talks to MLflow: :func:`runs_from_frame` turns the runs table that
+:func:`seqablate.tracking.list_trials` returns (MLflow's ``search_runs`` shape: one row per
+run, columns ``run_id``, ``status``, ``params.<dotted key>``, ``tags.<key>``,
+``metrics.<key>``) into :class:`Run` records; everything else here is pure.
+
+Metric names follow the trainables' convention (issue 5): ``test.<condition>.<metric>`` with
+``<metric>`` in :data:`METRICS` and CI bounds ``<metric>_lo`` / ``<metric>_hi``, e.g.
+``test.full.mAP``, ``test.censor_t1_gre_post.mAP_lo``; external cohorts as
+``external.<cohort>.<metric>`` (or ``external.<cohort>.<condition>.<metric>``).
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections import Counter
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from seqablate.sequences import PAPER_SEQUENCES
+
+#: Lesion-level metrics shown in the tables, in column order, with their column titles.
+METRICS: dict[str, str] = {"mAP": "mAP", "max_sensitivity": "Max Sens.", "tp_dice": "TP Dice"}
+
+#: Params that differ between the seeds of one configuration (never part of its identity).
+SEED_KEYS: frozenset[str] = frozenset({"train.seed", "seed", "name"})
+#: Params describing sequence dropout (a configuration's "twin" differs only by these).
+DROPOUT_KEYS: frozenset[str] = frozenset({"train.dropout_p", "train.dropout_mode"})
+#: Param prefixes that are bookkeeping, not configuration (Tune/Ray internals).
+IGNORED_PREFIXES: tuple[str, ...] = ("tune.", "ray.", "mlflow.")
+
+#: Statuses whose metrics are used. A FAILED/KILLED run is reported as missing, never as zeros.
+USABLE_STATUSES: frozenset[str] = frozenset({"FINISHED"})
+
+_METRIC_RE = re.compile(
+    r"^(?P<split>test|external)\.(?P<rest>.+)\.(?P<metric>[A-Za-z_]+?)(?P<bound>_lo|_hi)?$"
+)
+
+
+@dataclass(frozen=True)
+class Run:
+    """One trial run.
+
+    ``metrics`` holds only metrics the run logged (latest value); a metric absent from the
+    dict was not logged, which the tables report as missing rather than as zero.
+    """
+
+    run_id: str
+    name: str
+    status: str
+    params: Mapping[str, str] = field(default_factory=dict)
+    tags: Mapping[str, str] = field(default_factory=dict)
+    metrics: Mapping[str, float] = field(default_factory=dict)
+
+    @property
+    def usable(self) -> bool:
+        """True when the run finished (its metrics are final)."""
+        return self.status in USABLE_STATUSES
+
+    def param(self, key: str, tag: str | None = None, default: str | None = None) -> str | None:
+        """A param by dotted key, else the tag ``tag`` (runs tagged but not parameterised)."""
+        if key in self.params:
+            return str(self.params[key])
+        if tag is not None and tag in self.tags:
+            return str(self.tags[tag])
+        return default
+
+    @property
+    def integration(self) -> str:
+        return self.param("model.integration", "integration", "input") or "input"
+
+    @property
+    def integration_point(self) -> str:
+        return self.param("model.integration_point", "integration_point", "layer4") or "layer4"
+
+    @property
+    def fusion(self) -> str:
+        return self.param("model.fusion", "fusion", "concat") or "concat"
+
+    @property
+    def sharing(self) -> str:
+        return self.param("model.sharing", "sharing", "independent") or "independent"
+
+    @property
+    def dropout_p(self) -> float:
+        raw = self.param("train.dropout_p", "dropout", "0")
+        try:
+            return float(raw) if raw not in (None, "None", "") else 0.0
+        except ValueError:
+            raise ValueError(
+                f"run {self.run_id} ({self.name}): train.dropout_p is not a number: {raw!r}"
+            ) from None
+
+    @property
+    def seed(self) -> str:
+        return self.param("train.seed", "seed", "?") or "?"
+
+    @property
+    def sequences(self) -> tuple[str, ...]:
+        """The sequences the model was trained on (``data.sequences``, study order)."""
+        raw = self.param("data.sequences", "sequences")
+        if not raw:
+            return PAPER_SEQUENCES
+        return tuple(s.strip() for s in re.split(r"[,+ ]+", raw.strip("[]")) if s.strip())
+
+
+def _is_missing(v: Any) -> bool:
+    return v is None or (isinstance(v, float) and math.isnan(v))
+
+
+def runs_from_frame(df: Any) -> list[Run]:
+    """Runs from an MLflow-style runs table (pandas DataFrame, one row per run).
+
+    Recognised columns: ``run_id`` (required), ``status``, ``tags.mlflow.runName`` or
+    ``run_name``, ``params.*``, ``tags.*``, ``metrics.*``. NaN cells are treated as "not
+    logged" (``search_runs`` fills absent metrics with NaN).
+
+    Raises ValueError naming the missing column when there is no ``run_id``.
+    """
+    if "run_id" not in df.columns:
+        raise ValueError(f"runs table has no 'run_id' column (columns: {list(df.columns)[:12]})")
+    runs: list[Run] = []
+    for rec in df.to_dict("records"):
+        params, tags, metrics = {}, {}, {}
+        for col, v in rec.items():
+            if _is_missing(v):
+                continue
+            if col.startswith("params."):
+                params[col[7:]] = str(v)
+            elif col.startswith("tags."):
+                tags[col[5:]] = str(v)
+            elif col.startswith("metrics."):
+                metrics[col[8:]] = float(v)
+        name = rec.get("run_name") or tags.get("mlflow.runName") or str(rec["run_id"])[:8]
+        runs.append(
+            Run(
+                run_id=str(rec["run_id"]),
+                name=str(name),
+                status=str(rec.get("status") or "FINISHED"),
+                params=params,
+                tags=tags,
+                metrics=metrics,
+            )
+        )
+    return runs
+
+
+def study_sequences(runs: Sequence[Run]) -> tuple[str, ...]:
+    """The study's full protocol: the longest sequence list any run was trained on.
+
+    Ties between equally long lists go to the most common one. Empty ``runs`` gives the
+    paper's four sequences.
+    """
+    if not runs:
+        return PAPER_SEQUENCES
+    counts = Counter(r.sequences for r in runs)
+    return max(counts, key=lambda s: (len(s), counts[s]))
+
+
+def condition_subset(condition: str, sequences: Sequence[str]) -> tuple[str, ...] | None:
+    """The sequences given to the model under an evaluation condition, in study order.
+
+    ``full`` -> all; ``censor_<names>`` -> all but the named ones; ``subset_<names>`` or
+    ``only_<names>`` -> the named ones. Several names may be joined by any separator
+    (``censor_t1_fse_pre-flair``); names are matched against ``sequences`` (longest
+    first, since canonical names contain underscores). Unknown shapes give None.
+    """
+    seqs = tuple(sequences)
+    if condition == "full":
+        return seqs
+    m = re.match(r"^(censor|subset|only|with)[_.-]?(.*)$", condition)
+    if not m:
+        return None
+    kind, rest = m.groups()
+    named: set[str] = set()
+    for name in sorted(seqs, key=len, reverse=True):
+        if re.search(rf"(^|[^a-z0-9]){re.escape(name)}($|[^a-z0-9])", rest):
+            named.add(name)
+            rest = rest.replace(name, " ")
+    if not named or rest.strip(" _-+.,"):
+        return None
+    if kind == "censor":
+        kept = tuple(s for s in seqs if s not in named)
+    else:
+        kept = tuple(s for s in seqs if s in named)
+    return kept or None
+
+
+@dataclass(frozen=True)
+class MetricName:
+    """A parsed test/external metric name."""
+
+    split: str  # 'test' or 'external'
+    condition: str  # 'full', 'censor_t1_gre_post', ... ('full' for external without one)
+    cohort: str | None  # external cohort name
+    metric: str  # 'mAP', 'max_sensitivity', ...
+    bound: str | None  # None, '_lo' or '_hi'
+
+
+def parse_metric(key: str) -> MetricName | None:
+    """Parse ``test.<cond>.<metric>[_lo|_hi]`` / ``external.<cohort>[.<cond>].<metric>``."""
+    m = _METRIC_RE.match(key)
+    if not m:
+        return None
+    split, rest, metric, bound = m["split"], m["rest"], m["metric"], m["bound"]
+    if split == "test":
+        return MetricName(split, rest, None, metric, bound)
+    cohort, _, cond = rest.partition(".")
+    return MetricName(split, cond or "full", cohort, metric, bound)
+
+
+def metric_key(split: str, condition: str, metric: str, cohort: str | None = None) -> str:
+    """Inverse of :func:`parse_metric` (external 'full' omits the condition)."""
+    if split == "external":
+        return f"external.{cohort}.{metric}" if condition == "full" else f"external.{cohort}.{condition}.{metric}"
+    return f"test.{condition}.{metric}"
+
+
+def conditions(runs: Iterable[Run]) -> list[str]:
+    """Test conditions logged by any run, 'full' first, then in first-seen order."""
+    seen: dict[str, None] = {}
+    for r in runs:
+        for k in r.metrics:
+            p = parse_metric(k)
+            if p and p.split == "test":
+                seen.setdefault(p.condition, None)
+    out = list(seen)
+    return sorted(out, key=lambda c: c != "full")
+
+
+def external_cohorts(runs: Iterable[Run]) -> list[str]:
+    """External cohort names logged by any run, in first-seen order."""
+    seen: dict[str, None] = {}
+    for r in runs:
+        for k in r.metrics:
+            p = parse_metric(k)
+            if p and p.split == "external" and p.cohort:
+                seen.setdefault(p.cohort, None)
+    return list(seen)
+
+
+def config_items(run: Run, *, drop: Iterable[str] = ()) -> tuple[tuple[str, str], ...]:
+    """A run's configuration identity: its params minus seed/bookkeeping keys (sorted)."""
+    skip = set(SEED_KEYS) | set(drop)
+    items = [
+        (k, v)
+        for k, v in run.params.items()
+        if k not in skip and not k.startswith(IGNORED_PREFIXES)
+    ]
+    if not items:  # runs without params: identify by tags (integration, sharing, ...)
+        tag_keys = ("integration", "integration_point", "fusion", "sharing", "dropout", "dropout_mode")
+        items = [(f"tag:{t}", str(run.tags[t])) for t in tag_keys if t in run.tags and t not in skip]
+    return tuple(sorted(items))
+
+
+_INTEGRATION_LABEL = {"input": "Input", "mid": "Mid", "end": "End"}
+_SHARING_LABEL = {"shared": "Fully Shared", "independent": "Fully Ind.", "l2_tied": "L2 Tied"}
+
+
+@dataclass
+class ConfigGroup:
+    """The runs of one configuration (differing only by seed)."""
+
+    key: tuple[tuple[str, str], ...]
+    runs: list[Run]  # every run of the configuration, usable or not
+    integration_label: str = ""
+    sharing_label: str = ""
+    extra: str = ""  # what distinguishes groups that would otherwise share a label
+
+    @property
+    def first(self) -> Run:
+        return self.runs[0]
+
+    @property
+    def usable(self) -> list[Run]:
+        return [r for r in self.runs if r.usable]
+
+    @property
+    def dropout_p(self) -> float:
+        return self.first.dropout_p
+
+    @property
+    def sequences(self) -> tuple[str, ...]:
+        return self.first.sequences
+
+    @property
+    def label(self) -> str:
+        """One-line label, e.g. ``Mid (layer4) / L2 Tied, p=0.25``."""
+        parts = [self.integration_label]
+        if self.sharing_label != "-":
+            parts.append(self.sharing_label)
+        text = " / ".join(parts)
+        if self.dropout_p > 0:
+            text += f", dropout p={self.dropout_p:g}"
+        if self.extra:
+            text += f" [{self.extra}]"
+        return text
+
+    @property
+    def seeds(self) -> list[str]:
+        return [r.seed for r in self.runs]
+
+
+def _labels(run: Run) -> tuple[str, str]:
+    integ = run.integration
+    label = _INTEGRATION_LABEL.get(integ, integ)
+    if integ == "mid":
+        extra = [run.integration_point]
+        if run.fusion not in ("concat", "subtract"):
+            extra.append(run.fusion)
+        label += f" ({', '.join(extra)})"
+    if integ == "input":
+        sharing = "-"
+    else:
+        sharing = _SHARING_LABEL.get(run.sharing, run.sharing)
+        if run.fusion == "subtract":
+            sharing += ", subtraction"
+    return label, sharing
+
+
+def group_by_config(runs: Iterable[Run]) -> list[ConfigGroup]:
+    """Group runs that differ only by seed; label each group like the paper's row labels.
+
+    Groups whose labels coincide although their params differ (e.g. two learning rates) get
+    the differing params appended (``extra``), so every row is distinguishable.
+    Order: first appearance.
+    """
+    groups: dict[tuple, ConfigGroup] = {}
+    for r in runs:
+        key = config_items(r)
+        if key not in groups:
+            integ, sharing = _labels(r)
+            groups[key] = ConfigGroup(key, [], integ, sharing)
+        groups[key].runs.append(r)
+    out = list(groups.values())
+    # Groups trained on different sequence lists sit in different rows/sections already.
+    by_label: dict[tuple, list[ConfigGroup]] = {}
+    for g in out:
+        by_label.setdefault((g.label, g.sequences), []).append(g)
+    for same in by_label.values():
+        if len(same) < 2:
+            continue
+        dicts = [dict(g.key) for g in same]
+        keys = sorted(set().union(*dicts))
+        differing = [k for k in keys if len({d.get(k) for d in dicts}) > 1]
+        for g, d in zip(same, dicts, strict=True):
+            g.extra = ", ".join(f"{k.split('.')[-1]}={d.get(k, '-')}" for k in differing)
+    return out
+
+
+def twin_key(group: ConfigGroup) -> tuple[tuple[str, str], ...]:
+    """The configuration identity without dropout (to pair a dropout model with its twin)."""
+    return tuple((k, v) for k, v in group.key if k not in DROPOUT_KEYS and k != "tag:dropout")
