@@ -159,6 +159,76 @@ class TrialConfig(_Strict):
         return self
 
 
+class StudyConfig(_Strict):
+    """A study: a search space over a base trial config, and how Ray runs its trials."""
+
+    name: str = "study"  # MLflow experiment name and study folder name
+    space: str = "paper-table1"  # registered space name or path of a .py file defining SPACE
+    cohort: str | None = None  # training cohort; copied into base.data.cohort (must agree if both set)
+    external: dict[str, str] = Field(default_factory=dict)  # name -> cohort path; merged into base.eval.external
+    num_samples: int = Field(8, ge=1)  # searches: trials to sample (grids run each point once per seed)
+    seeds: int = Field(1, ge=1)  # every config repeated with train.seed = 0 .. seeds-1
+    scheduler: Literal["none", "asha"] = "none"  # Tune trial scheduler (ASHA stops weak trials early)
+    max_concurrent: int | None = Field(None, ge=1)  # trials at once; None = as many as resources allow
+    workers_per_trial: int = Field(1, ge=1)  # Ray Train workers (DDP ranks) per trial
+    gpus_per_worker: float = Field(0.0, ge=0)  # 0 = CPU training
+    cpus_per_worker: float = Field(1.0, gt=0)  # CPUs reserved per training worker
+    storage: str | None = None  # study folder: local path or URI (s3://, gs://); None = ./seqablate-runs/<name>
+    tracking_uri: str | None = None  # MLflow URI; None = MLFLOW_TRACKING_URI, else SQLite in the study folder
+    smoke: bool = False  # tiny, fast everything (few steps, small images): CI and job tests
+    base: TrialConfig = Field(default_factory=TrialConfig)  # the trial config every space point overrides
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, v: str) -> str:
+        # The name becomes an experiment name and a folder name: keep it path-safe.
+        if not v or v.strip() != v or "/" in v or "\\" in v or v in (".", ".."):
+            raise ValueError(f"must be a non-empty name without slashes or surrounding spaces, got {v!r}")
+        return v
+
+    @field_validator("external")
+    @classmethod
+    def _external_names(cls, v: dict[str, str]) -> dict[str, str]:
+        # Names become metric keys (external.<name>.mAP): letters, digits, '_' and '-' only.
+        bad = [k for k in v if not k or not all(ch.isalnum() or ch in "_-" for ch in k)]
+        if bad:
+            raise ValueError(f"external cohort names {bad} must use letters, digits, '_' or '-'")
+        return v
+
+    @model_validator(mode="before")
+    @classmethod
+    def _resolve_base(cls, data: Any) -> Any:
+        # One source of truth: the resolved base (hence every trial's logged config) carries
+        # the cohort and the external cohorts, so any trial re-runs from its config alone.
+        # Done on the raw mapping: assigning fields after validation would re-trigger it.
+        if not isinstance(data, Mapping):
+            return data
+        data = dict(data)
+        base = data.get("base")
+        if isinstance(base, BaseModel):
+            base = base.model_dump()
+        if not isinstance(base, Mapping | None):
+            return data  # let field validation report the bad section
+        base = dict(base or {})
+        if not isinstance(base.get("data", {}), Mapping) or not isinstance(base.get("eval", {}), Mapping):
+            return data  # let field validation report the bad section
+        bdata, beval = dict(base.get("data") or {}), dict(base.get("eval") or {})
+        cohort, bcohort = data.get("cohort"), bdata.get("cohort")
+        if cohort is not None and bcohort is not None and cohort != bcohort:
+            raise ValueError(f"cohort {cohort!r} differs from base.data.cohort {bcohort!r}; set one")
+        if cohort is not None or bcohort is not None:
+            data["cohort"] = bdata["cohort"] = cohort if cohort is not None else bcohort
+        ext, bext = dict(data.get("external") or {}), dict(beval.get("external") or {})
+        clash = sorted(k for k in ext if k in bext and bext[k] != ext[k])
+        if clash:
+            raise ValueError(f"external cohorts {clash} differ from base.eval.external; set one")
+        if ext or bext:
+            data["external"] = beval["external"] = {**bext, **ext}
+        base["data"], base["eval"] = bdata, beval
+        data["base"] = base
+        return data
+
+
 C = TypeVar("C", bound=BaseModel)
 
 
