@@ -24,6 +24,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from functools import cached_property
 
 import numpy as np
 import pandas as pd
@@ -248,10 +249,11 @@ class DetectionResult:
         n_truth, n_pred, n_tp: lesion counts over the cohort.
         voxel_dice: mean over patients of the voxel-level Dice of the thresholded mask
             (patients where both masks are empty are skipped; NaN if all are).
-        lesions: DataFrame, one row per predicted lesion (:data:`LESION_COLUMNS`), sorted by
-            descending score (the global ranking; ties in patient order).
-        truth_lesions: DataFrame, one row per truth lesion: patient, lesion, volume_mm3,
-            detected.
+        lesions: (property, built on first use) DataFrame, one row per predicted lesion
+            (:data:`LESION_COLUMNS`), sorted by descending score (the global ranking; ties
+            in patient order).
+        truth_lesions: (property) DataFrame, one row per truth lesion: patient, lesion,
+            volume_mm3, detected.
         per_patient: the :class:`PatientDetection` of each patient, for the bootstrap.
         threshold, max_distance_mm: the settings used.
     """
@@ -263,8 +265,6 @@ class DetectionResult:
     n_pred: int
     n_tp: int
     voxel_dice: float
-    lesions: pd.DataFrame = field(repr=False)
-    truth_lesions: pd.DataFrame = field(repr=False)
     per_patient: tuple[PatientDetection, ...] = field(repr=False)
     threshold: float = 0.1
     max_distance_mm: float = 1.0
@@ -290,21 +290,6 @@ class DetectionResult:
         vd = np.array([p.voxel_dice for p in pts], dtype=np.float64)
         voxel_dice = float(np.nanmean(vd)) if np.any(np.isfinite(vd)) else float("nan")
 
-        tables = [p.table() for p in pts]
-        lesions = (
-            pd.concat(tables, ignore_index=True) if tables else pd.DataFrame(columns=LESION_COLUMNS)
-        )
-        lesions = lesions.sort_values("score", ascending=False, kind="stable").reset_index(drop=True)
-        truth_lesions = pd.DataFrame(
-            {
-                "patient": [p.patient_id for p in pts for _ in range(p.n_truth)],
-                "lesion": np.concatenate([np.arange(1, p.n_truth + 1) for p in pts])
-                if pts
-                else np.zeros(0, dtype=np.int64),
-                "volume_mm3": np.concatenate([p.truth_volumes_mm3 for p in pts]) if pts else [],
-                "detected": np.concatenate([p.truth_detected for p in pts]) if pts else [],
-            }
-        )
         return cls(
             mAP=m_ap,
             max_sensitivity=float(sens),
@@ -313,11 +298,31 @@ class DetectionResult:
             n_pred=int(scores.size),
             n_tp=n_tp,
             voxel_dice=voxel_dice,
-            lesions=lesions,
-            truth_lesions=truth_lesions,
             per_patient=pts,
             threshold=threshold,
             max_distance_mm=max_distance_mm,
+        )
+
+    @cached_property
+    def lesions(self) -> pd.DataFrame:
+        """One row per predicted lesion (:data:`LESION_COLUMNS`), by descending score."""
+        tables = [p.table() for p in self.per_patient]
+        if not tables:
+            return pd.DataFrame(columns=list(LESION_COLUMNS))
+        lesions = pd.concat(tables, ignore_index=True)
+        return lesions.sort_values("score", ascending=False, kind="stable").reset_index(drop=True)
+
+    @cached_property
+    def truth_lesions(self) -> pd.DataFrame:
+        """One row per truth lesion: patient, lesion, volume_mm3, detected."""
+        pts = self.per_patient
+        return pd.DataFrame(
+            {
+                "patient": [p.patient_id for p in pts for _ in range(p.n_truth)],
+                "lesion": np.concatenate([np.arange(1, p.n_truth + 1) for p in pts] + [np.zeros(0, np.int64)]),
+                "volume_mm3": np.concatenate([p.truth_volumes_mm3 for p in pts] + [np.zeros(0)]),
+                "detected": np.concatenate([p.truth_detected for p in pts] + [np.zeros(0, bool)]),
+            }
         )
 
     def pr_curve(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
