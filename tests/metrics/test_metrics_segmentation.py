@@ -118,6 +118,9 @@ def _brats_reference(pred, gt, min_volume=2.0):
 @pytest.mark.parametrize("seed", range(4))
 def test_brats_matches_loop_reference(seed):
     rng = np.random.default_rng(seed)
-    gt = ndimage.binary_opening(rng.random((14, 14, 10)) < 0.25) | (rng.random((14, 14, 10)) < 0.01)
-    pred = ndimage.binary_opening(rng.random((14, 14, 10)) < 0.25) | (rng.random((14, 14, 10)) < 0.01)
+    shape = (16, 16, 12)
+    gt = ndimage.binary_dilation(rng.random(shape) < 0.006) | (rng.random(shape) < 0.004)
+    # Prediction: the GT shifted by one voxel, partly eroded, plus stray voxels and blobs.
+    pred = np.roll(gt, 1, axis=int(rng.integers(0, 3))) & (rng.random(shape) < 0.8)
+    pred |= ndimage.binary_dilation(rng.random(shape) < 0.002) | (rng.random(shape) < 0.002)
     assert brats_lesion_dice(pred, gt).score == pytest.approx(_brats_reference(pred, gt), abs=1e-12)
