@@ -57,14 +57,17 @@ class SaliencyTrace:
 
 
 def trace_from_history(
-    history: Mapping[str, Sequence[tuple[int, float]]], kind: str = "sequence"
+    history: Mapping[str, Sequence[tuple[int, float]]],
+    kind: str = "sequence",
+    order: Sequence[str] | None = None,
 ) -> SaliencyTrace | None:
     """Build a trace from metric histories ``{key: [(step, value), ...]}`` of one run.
 
     Uses the logged cumulative traces (``saliency.cumulative.<kind>.<name>``) when present,
     else sums the per-step aggregates (``saliency.<kind>.<name>``) cumulatively. Steps logged
     for only some names are dropped (a crash mid-logging). Returns None when the run logged
-    no saliency of this ``kind``. ``kind`` is 'sequence' or 'slice'.
+    no saliency of this ``kind``. ``kind`` is 'sequence' or 'slice'. ``order`` (e.g. the
+    study's sequence order) orders the names it contains; others follow.
     """
     if kind not in CUMULATIVE_PREFIX:
         raise ValueError(f"saliency kind must be 'sequence' or 'slice', got {kind!r}")
@@ -78,6 +81,8 @@ def trace_from_history(
     if not series:
         return None
     names = tuple(_sort_names(series, kind))
+    if order is not None:
+        names = tuple([n for n in order if n in series] + [n for n in names if n not in order])
     per_name = [dict((int(s), float(v)) for s, v in series[n]) for n in names]
     steps = sorted(set.intersection(*(set(d) for d in per_name)))
     if not steps:

@@ -181,6 +181,12 @@ def value_cell(agg: Aggregate, *, with_ci: bool) -> Cell:
     return Cell(agg.mean, fmt(agg.mean), detail)
 
 
+def relative_change(value: float, base: float) -> str:
+    """``(value - base) / base`` as a signed percent with one decimal; never ``-0.0%``."""
+    rel = round(100.0 * (value - base) / base, 1) + 0.0  # + 0.0 turns -0.0 into 0.0
+    return f"{rel:+.1f}%"
+
+
 def mark_best(rows: Sequence[Row], *, higher_is_better: bool = True) -> None:
     """Mark, per value column, the best displayed value 'best' and the second 'second'.
 
@@ -225,7 +231,7 @@ PAPER_ROWS: list[tuple[str, str, str, str]] = [
 ]
 
 
-def _order(g: ConfigGroup) -> tuple:
+def row_order(g: ConfigGroup) -> tuple:
     r = g.first
     return (
         r.fusion == "subtract",
@@ -322,7 +328,7 @@ def table_integration(runs: Sequence[Run], *, dropout: bool) -> Table:
             + "; the study has none"
         )
         return table
-    groups.sort(key=_order)
+    groups.sort(key=row_order)
     twins: dict[tuple, ConfigGroup] = {}
     if dropout:
         twins = {
@@ -354,7 +360,7 @@ def table_integration(runs: Sequence[Run], *, dropout: bool) -> Table:
                 elif base == 0:
                     cell.detail += " (n/a)"
                 else:
-                    cell.detail += f" ({100 * (cell.value - base) / base:+.1f}%)"
+                    cell.detail += f" ({relative_change(cell.value, base)})"
             if twin is None:
                 table.notes.append(f"{g.label}: no no-dropout twin in this study; relative change not shown")
         table.rows.append(row)
@@ -399,10 +405,10 @@ def table_censored(runs: Sequence[Run], *, dropout: bool, censored: str = CENSOR
     cond = _condition_for(runs, kept, seqs)
     all_groups = group_by_config(runs)
     groups = sorted(
-        (g for g in all_groups if g.sequences == seqs and (g.dropout_p > 0) == dropout), key=_order
+        (g for g in all_groups if g.sequences == seqs and (g.dropout_p > 0) == dropout), key=row_order
     )
     exact = sorted(
-        (g for g in all_groups if g.sequences == kept and g.dropout_p == 0), key=_order
+        (g for g in all_groups if g.sequences == kept and g.dropout_p == 0), key=row_order
     ) if not dropout else []
     if groups and cond is None:
         table.missing.append(
@@ -460,10 +466,10 @@ def table_subsets(runs: Sequence[Run]) -> list[Table]:
         if sub is not None:
             conds.setdefault(sub, c)
     full_groups = [g for g in group_by_config(runs) if g.sequences == seqs]
-    candidates = sorted((g for g in full_groups if g.dropout_p > 0), key=_order)
+    candidates = sorted((g for g in full_groups if g.dropout_p > 0), key=row_order)
     fallback = not candidates
     if fallback:
-        candidates = sorted(full_groups, key=_order)
+        candidates = sorted(full_groups, key=row_order)
     tables: list[Table] = []
     for i, g in enumerate(candidates):
         logged = {
@@ -528,7 +534,7 @@ def table_external(runs: Sequence[Run]) -> list[Table]:
     tables = []
     groups = sorted(
         group_by_config(runs),
-        key=lambda g: (g.sequences != seqs, g.dropout_p == 0, _order(g)),
+        key=lambda g: (g.sequences != seqs, g.dropout_p == 0, row_order(g)),
     )
     for cohort in cohorts:
         t = Table(
