@@ -34,6 +34,7 @@ import math
 import os
 import random
 import re
+import shutil
 import sqlite3
 import subprocess
 import tempfile
@@ -246,21 +247,82 @@ def _file_lock(path: Path) -> Iterator[None]:
             fcntl.flock(fh, fcntl.LOCK_UN)
 
 
+def _template_dir() -> Path:
+    return Path(os.environ.get("SEQABLATE_CACHE", Path.home() / ".cache" / "seqablate"))
+
+
+def _copy_db(src: Path, dst: Path) -> None:
+    """Copy a SQLite database with the backup API (consistent even while in WAL mode)."""
+    tmp = dst.with_name(dst.name + f".tmp{os.getpid()}")
+    a, b = sqlite3.connect(src, timeout=30), sqlite3.connect(tmp)
+    try:
+        with b:
+            a.backup(b)
+    finally:
+        a.close()
+        b.close()
+    os.replace(tmp, dst)  # never a half-written database under the real name
+
+
+def _seed_new_db(db: Path) -> None:
+    """Create ``db`` from a cached, already-migrated empty MLflow database when possible.
+
+    A fresh MLflow database runs dozens of schema migrations (10-30 s on a small machine);
+    every new study folder would pay that. The first one made by this MLflow version is kept
+    in ``$SEQABLATE_CACHE`` (default ``~/.cache/seqablate``) and byte-copied afterwards; its
+    Default experiment's artifact location is pointed into the new study folder. Set
+    ``SEQABLATE_MLFLOW_TEMPLATE=0`` to always let MLflow build the database itself.
+    """
+    if os.environ.get("SEQABLATE_MLFLOW_TEMPLATE", "1") == "0":
+        return
+    try:
+        cache = _template_dir()
+        cache.mkdir(parents=True, exist_ok=True)
+        template = cache / f"mlflow-{mlflow.__version__}-empty.db"
+        with _file_lock(cache / (template.name + ".lock")):
+            if not template.is_file():
+                work = cache / f"build-{os.getpid()}"
+                work.mkdir(exist_ok=True)
+                built = work / DB_NAME
+                try:
+                    mlflow.MlflowClient(tracking_uri=_sqlite_uri(built)).search_experiments(max_results=1)
+                    _copy_db(built, template)
+                finally:
+                    shutil.rmtree(work, ignore_errors=True)
+        _copy_db(template, db)
+        con = sqlite3.connect(db)
+        with con:
+            con.execute(
+                "UPDATE experiments SET artifact_location = ? WHERE experiment_id = 0",
+                ((db.parent.resolve() / ARTIFACTS_NAME / "0").as_uri(),),
+            )
+        con.close()
+    except (OSError, sqlite3.Error, MlflowException):
+        # The cache is an optimisation only: fall back to MLflow's own initialisation.
+        with contextlib.suppress(OSError):
+            if db.is_file() and db.stat().st_size == 0:
+                db.unlink()
+
+
 @functools.cache
 def client(tracking_uri: str) -> mlflow.MlflowClient:
     """The (per-process, cached) client for ``tracking_uri``; SQLite stores are initialised here.
 
     Several processes opening a *fresh* SQLite database at once would each run MLflow's
     schema migrations and collide ("table already exists"); an inter-process file lock beside
-    the database serialises that first initialisation.
+    the database serialises that first initialisation (see also :func:`_seed_new_db`).
     """
-    c = mlflow.MlflowClient(tracking_uri=tracking_uri)
     db = sqlite_db_path(tracking_uri)
     if db is not None:
+        db.parent.mkdir(parents=True, exist_ok=True)
         with _file_lock(db.with_name(db.name + ".init-lock")):
+            if not db.is_file() or db.stat().st_size == 0:
+                _seed_new_db(db)
             _enable_wal(db)
-            _retry(c.search_experiments, max_results=1)  # forces schema creation/migration
-    return c
+            c = mlflow.MlflowClient(tracking_uri=tracking_uri)
+            _retry(c.search_experiments, max_results=1)  # creates/migrates/verifies the schema
+        return c
+    return mlflow.MlflowClient(tracking_uri=tracking_uri)
 
 
 # --------------------------------------------------------------------------------------------
