@@ -1,0 +1,220 @@
+"""Load and validate one patient's volumes (NIfTI via nibabel, or a BrainMetShare PNG series).
+
+Every volume is reoriented to RAS (``nibabel.as_closest_canonical``), so axial slices run
+along the LAST axis. All sequences and the mask of a patient must share one grid (shape, and
+affine within ``affine_tol`` mm); there is no silent resampling. Problems are collected for
+the whole patient and raised together, each naming the file and the reason.
+"""
+
+from __future__ import annotations
+
+import re
+import zlib
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+
+from seqablate.data.errors import combine
+from seqablate.data.layouts import PatientFiles
+
+#: Affine tolerance (mm) between the sequences of one patient.
+AFFINE_TOL = 1e-3
+
+
+@dataclass
+class Volume:
+    """One patient's validated volumes on the RAS grid.
+
+    ``images``: canonical name -> float32[X, Y, Z] (only sequences present on disk);
+    ``mask``: uint8[X, Y, Z] binary lesion mask, or None if unlabelled; ``affine``: float64[4, 4]
+    RAS voxel -> mm; ``spacing``: voxel size (mm) along X, Y, Z; ``orig_affine``: the affine as
+    stored on disk (before reorientation); ``labels``: the raw mask label values found.
+    """
+
+    patient_id: str
+    images: dict[str, np.ndarray]
+    mask: np.ndarray | None
+    affine: np.ndarray
+    spacing: tuple[float, float, float]
+    orig_affine: np.ndarray
+    labels: tuple[int, ...] = ()
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def shape(self) -> tuple[int, int, int]:
+        return tuple(next(iter(self.images.values())).shape)  # type: ignore[return-value]
+
+
+class _Bad(Exception):
+    """Internal: one file's problem (message already names the file)."""
+
+
+def _read_nifti(path: Path) -> nib.Nifti1Image:
+    """Read the whole file (so truncation is detected now), reoriented to RAS."""
+    try:
+        img = nib.load(str(path))
+        data = np.asarray(img.dataobj)  # forces the full read and decompression
+    except (EOFError, zlib.error, OSError, ValueError, nib.filebasedimages.ImageFileError) as err:
+        reason = str(err).strip() or type(err).__name__
+        raise _Bad(f"{path}: truncated or corrupt NIfTI file ({type(err).__name__}: {reason})") from None
+    if data.ndim == 4 and data.shape[3] == 1:
+        data = data[..., 0]
+    if data.ndim != 3:
+        raise _Bad(f"{path}: expected a 3D volume, got shape {data.shape}")
+    return nib.as_closest_canonical(nib.Nifti1Image(data, img.affine, img.header))
+
+
+_INT = re.compile(r"^(\d+)\.png$", re.IGNORECASE)
+
+
+def _read_png_series(folder: Path, spacing: Sequence[float]) -> nib.Nifti1Image:
+    """Stack ``<n>.png`` slices (sorted numerically) into a RAS volume with ``spacing``.
+
+    PNG rows run anterior -> posterior and columns right -> left (radiological display), so
+    the stacked array ``[col, row, slice]`` is L-P-S; its affine says so and reorientation
+    makes it RAS like every other layout.
+    """
+    from PIL import Image, UnidentifiedImageError
+
+    pngs = [p for p in folder.iterdir() if p.suffix.lower() == ".png"]
+    bad = [p.name for p in pngs if not _INT.match(p.name)]
+    if bad:
+        raise _Bad(f"{folder}: slice file names must be integers, got {sorted(bad)[:3]}")
+    numbered = sorted(((int(_INT.match(p.name).group(1)), p) for p in pngs), key=lambda t: t[0])  # type: ignore[union-attr]
+    idx = [i for i, _ in numbered]
+    missing = sorted(set(range(idx[0], idx[-1] + 1)) - set(idx))
+    if missing:
+        raise _Bad(
+            f"{folder}: series has {len(missing)} slice(s) missing in the middle "
+            f"(no {', '.join(f'{m}.png' for m in missing[:5])}; slices {idx[0]}..{idx[-1]})"
+        )
+    slices = []
+    for _, p in numbered:
+        try:
+            with Image.open(p) as im:
+                arr = np.asarray(im.convert("L") if im.mode not in ("L", "I", "I;16", "F") else im)
+        except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as err:
+            raise _Bad(f"{p}: truncated or corrupt PNG file ({type(err).__name__}: {err})") from None
+        if slices and arr.shape != slices[0].shape:
+            raise _Bad(f"{p}: slice shape {arr.shape} differs from {numbered[0][1].name} {slices[0].shape}")
+        slices.append(arr)
+    vol = np.stack(slices, axis=-1).transpose(1, 0, 2)  # [row, col, z] -> [col, row, z]
+    sx, sy, sz = (float(s) for s in spacing)
+    affine = np.diag([-sx, -sy, sz, 1.0])  # voxel axes point Left, Posterior, Superior
+    return nib.as_closest_canonical(nib.Nifti1Image(vol.astype(np.float32), affine))
+
+
+def _read(path: Path, pf: PatientFiles) -> nib.Nifti1Image:
+    if path.is_dir():
+        if pf.spacing is None:
+            raise _Bad(f"{path}: a folder where a NIfTI file is expected")
+        return _read_png_series(path, pf.spacing)
+    return _read_nifti(path)
+
+
+def _check_finite(path: Path, data: np.ndarray) -> None:
+    finite = np.isfinite(data)
+    if not finite.all():
+        n_nan = int(np.isnan(data).sum())
+        n_inf = int(data.size - finite.sum() - n_nan)
+        raise _Bad(f"{path}: {n_nan} NaN and {n_inf} Inf voxel(s)")
+
+
+def _mask(path: Path, data: np.ndarray, pf: PatientFiles) -> tuple[np.ndarray, tuple[int, ...]]:
+    """Binary uint8 lesion mask from a label image; unexpected labels are an error."""
+    _check_finite(path, data)
+    rounded = np.rint(data)
+    if not np.allclose(rounded, data, atol=1e-3):
+        raise _Bad(f"{path}: mask has non-integer values (e.g. {data[rounded != data].flat[0]:g}); expected labels {list(pf.mask_labels)}")
+    values = tuple(int(v) for v in np.unique(rounded))
+    unexpected = sorted(set(values) - set(pf.mask_labels))
+    if unexpected:
+        raise _Bad(
+            f"{path}: unexpected mask label(s) {unexpected} (allowed for layout "
+            f"'{pf.layout}': {list(pf.mask_labels)})"
+        )
+    return np.isin(rounded, pf.lesion_labels).astype(np.uint8), values
+
+
+def load_patient(
+    pf: PatientFiles,
+    sequences: Sequence[str] | None = None,
+    *,
+    affine_tol: float = AFFINE_TOL,
+) -> Volume:
+    """Load, validate and reorient one patient's volumes.
+
+    ``sequences``: load only these canonical names (those present on disk); None = all.
+    Returns a :class:`Volume` (images float32[X, Y, Z], mask uint8[X, Y, Z] or None).
+
+    Raises :class:`DataError` naming patient, file and reason for: discovery problems,
+    truncated/corrupt files, NaN/Inf voxels, unexpected mask labels, grids (shape or affine)
+    that differ between sequences, and a patient with no usable sequence. All problems of
+    the patient are reported at once.
+    """
+    problems = list(pf.problems)
+    wanted = [s for s in (sequences if sequences is not None else pf.files) if s in pf.files]
+    if not problems and not wanted:
+        problems.append(
+            f"{pf.folder or pf.patient_id}: no usable sequence: has {sorted(pf.files)}, "
+            f"the study needs one of {list(sequences or [])}"
+        )
+    images: dict[str, np.ndarray] = {}
+    grids: dict[str, tuple[Path, nib.Nifti1Image]] = {}
+    orig_affine: np.ndarray | None = None
+    for name in wanted:
+        path = pf.files[name]
+        try:
+            img = _read(path, pf)
+            data = np.asarray(img.dataobj, dtype=np.float32)
+            _check_finite(path, data)
+        except _Bad as bad:
+            problems.append(str(bad))
+            continue
+        images[name] = data
+        grids[name] = (path, img)
+        if orig_affine is None:
+            orig_affine = nib.load(str(path)).affine if path.is_file() else img.affine
+    mask = None
+    labels: tuple[int, ...] = ()
+    if pf.mask is not None:
+        try:
+            img = _read(pf.mask, pf)
+            mask, labels = _mask(pf.mask, np.asarray(img.dataobj, dtype=np.float32), pf)
+            grids["seg"] = (pf.mask, img)
+        except _Bad as bad:
+            problems.append(str(bad))
+    # One grid per patient: compare everything with the first readable sequence.
+    if grids:
+        ref_name, (ref_path, ref) = next(iter(grids.items()))
+        for name, (path, img) in list(grids.items())[1:]:
+            if img.shape[:3] != ref.shape[:3]:
+                problems.append(
+                    f"{path}: sequence '{name}' has shape {tuple(img.shape[:3])}, but "
+                    f"'{ref_name}' ({ref_path.name}) has {tuple(ref.shape[:3])}; all sequences "
+                    "of a patient must share one grid (co-register them first)"
+                )
+            elif not np.allclose(img.affine, ref.affine, atol=affine_tol):
+                diff = float(np.abs(img.affine - ref.affine).max())
+                problems.append(
+                    f"{path}: sequence '{name}' has an affine that differs from '{ref_name}' "
+                    f"({ref_path.name}) by up to {diff:.4g} mm (tolerance {affine_tol:g}); all "
+                    "sequences of a patient must share one grid (co-register them first)"
+                )
+    if problems:
+        raise combine(f"patient {pf.patient_id}", problems)
+    _, ref = next(iter(grids.values()))
+    zooms = tuple(float(z) for z in ref.header.get_zooms()[:3])
+    return Volume(
+        patient_id=pf.patient_id,
+        images=images,
+        mask=mask,
+        affine=np.asarray(ref.affine, dtype=np.float64),
+        spacing=zooms,  # type: ignore[arg-type]
+        orig_affine=np.asarray(orig_affine, dtype=np.float64),
+        labels=labels,
+        notes=list(pf.notes),
+    )
