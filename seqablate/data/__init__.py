@@ -36,8 +36,8 @@ _EXPORTS: dict[str, str] = {
     "keep_vector": "dropout",
     "presence_weights": "dropout",
     "make_phantom_cohort": "phantom",
-    "inspect_cohort": "inspect",
-    "count_lesions": "inspect",
+    "inspect_cohort": "inspection",
+    "count_lesions": "inspection",
 }
 
 __all__ = sorted(_EXPORTS)
