@@ -21,11 +21,23 @@ from typing import Any
 
 import pandas as pd
 
-from seqablate.analysis.consistency import Consistency, SaliencyTrace, consistency, trace_from_history
+from seqablate.analysis.consistency import (
+    Consistency,
+    SaliencyTrace,
+    consistency,
+    trace_from_history,
+)
 from seqablate.analysis.document import Document, Figure, Frame, Heading, PaperTable, Paragraph
 from seqablate.analysis.hpo import summarize_hpo
-from seqablate.analysis.runs import ConfigGroup, Run, group_by_config, runs_from_frame, study_sequences, twin_key
-from seqablate.analysis.tables import CENSORED, row_order, build_tables
+from seqablate.analysis.runs import (
+    ConfigGroup,
+    Run,
+    group_by_config,
+    runs_from_frame,
+    study_sequences,
+    twin_key,
+)
+from seqablate.analysis.tables import CENSORED, build_tables, row_order
 
 FORMATS = ("html", "md")
 
@@ -282,7 +294,11 @@ def build_document(
     """The whole report as a :class:`Document`; figures are written into ``figdir``."""
     from tqdm.auto import tqdm
 
-    from seqablate.analysis.plots import plot_consistency, plot_objective_vs_params, plot_saliency_seeds
+    from seqablate.analysis.plots import (
+        plot_consistency,
+        plot_objective_vs_params,
+        plot_saliency_seeds,
+    )
 
     figdir.mkdir(parents=True, exist_ok=True)
     runs = data.runs

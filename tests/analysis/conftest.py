@@ -35,6 +35,19 @@ def _saliency(logger, weights_per_step):
         logger.log_metrics(m, step=step)
 
 
+def _curves(logger):
+    """PR curves and a per-lesion table, as the trainables' evaluation writes them."""
+    import pandas as pd
+
+    pr = pd.DataFrame({"condition": ["test.full"] * 3 + ["test.censor_t1_gre_post"] * 2,
+                       "precision": [1.0, 0.5, 0.5, 1.0, 0.3], "recall": [0.25, 0.25, 0.5, 0.1, 0.2],
+                       "threshold": [0.9, 0.8, 0.7, 0.9, 0.5]})
+    lesions = pd.DataFrame({"condition": ["test.full"] * 4, "patient": ["p1", "p1", "p2", "p2"],
+                            "score": [0.9, 0.8, 0.7, 0.2], "is_tp": [True, False, True, False]})
+    logger.log_table(pr, "eval/pr_curves.csv")
+    logger.log_table(lesions, "eval/lesions.csv")
+
+
 # (overrides, test metrics, saliency weights per step or None, fail?)
 TRIALS = [
     ({"model.integration": "input", "train.seed": 0},
@@ -66,6 +79,7 @@ TRIALS = [
     ({"model.integration": "input", "train.dropout_p": 0.25, "train.seed": 1},
      {"test.full.mAP": 0.46, "test.full.mAP_lo": 0.42, "test.full.mAP_hi": 0.50,
       "test.full.max_sensitivity": 0.85, "test.full.tp_dice": 0.73, "test.full.n_tp": 5,
+      "test.full.n_truth": 4,
       "test.censor_t1_gre_post.mAP": 0.40, "test.censor_t1_gre_post.max_sensitivity": 0.6,
       "test.censor_t1_gre_post.tp_dice": 0.7, "test.censor_t1_gre_post.n_tp": 4,
       "test.censor_flair.mAP": 0.45, "test.censor_flair.max_sensitivity": 0.8,
@@ -100,6 +114,8 @@ def build_study(root: Path, name: str = "toy") -> Path:
                     if saliency is not None:
                         _saliency(log, saliency)
                     log.log_metrics(metrics, step=30)
+                    if overrides.get("train.dropout_p") and overrides["train.seed"] == 1:
+                        _curves(log)
             except RuntimeError:
                 pass
     return root
