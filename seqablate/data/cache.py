@@ -182,8 +182,10 @@ def _worker(pf: PatientFiles, sequences: Sequence[str], params: PreprocessParams
     try:
         build_entry(pf, sequences, params, final)
         return pf.patient_id, None
-    except (DataError, ValueError, OSError) as err:
-        return pf.patient_id, str(err)
+    except DataError as err:
+        return pf.patient_id, str(err)  # already names the patient
+    except (ValueError, OSError) as err:
+        return pf.patient_id, f"patient {pf.patient_id}: {type(err).__name__}: {err}"
 
 
 def _sweep_stale(cache_dir: Path) -> None:
