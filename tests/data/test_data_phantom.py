@@ -1,0 +1,102 @@
+"""Synthetic cohorts: files, affines, lesions, site differences, contrasts."""
+
+from __future__ import annotations
+
+import json
+
+import nibabel as nib
+import numpy as np
+import pytest
+
+from seqablate.data import DataError, count_lesions, discover, load_patient, make_phantom_cohort
+from seqablate.data.phantom import FOV_MAX, FOV_MIN
+from seqablate.sequences import PAPER_SEQUENCES
+
+SHAPE = (40, 40, 20)
+
+
+def _load(path):
+    return nib.load(str(path)).get_fdata(dtype=np.float32)
+
+
+def test_stanford_files_shapes_affines(phantom_dir):
+    root = phantom_dir / "stanford"
+    cohort = discover(root)
+    assert cohort.layout == "nifti" and cohort.ids() == ["stanford_000", "stanford_001"]
+    spacing = (FOV_MAX - FOV_MIN) / np.array(SHAPE)
+    for pf in cohort.patients:
+        assert sorted(pf.files) == sorted(PAPER_SEQUENCES) and pf.mask is not None
+        for f in [*pf.files.values(), pf.mask]:
+            img = nib.load(str(f))
+            assert img.shape == SHAPE
+            np.testing.assert_allclose(np.diag(img.affine)[:3], spacing)  # RAS, positive axes
+            # voxel centres span the field of view
+            np.testing.assert_allclose(img.affine[:3, 3], FOV_MIN + spacing / 2)
+        vol = load_patient(pf)
+        assert vol.mask.sum() > 0
+        assert vol.spacing == pytest.approx(tuple(spacing))
+
+
+def test_manifest_matches_masks(phantom_dir):
+    meta = json.loads((phantom_dir / "stanford" / "phantom.json").read_text())
+    assert meta["site"] == "stanford" and meta["reference"] == "t1_gre_post"
+    for info in meta["patients_info"]:
+        seg = _load(phantom_dir / "stanford" / info["patient_id"] / "seg.nii.gz")
+        assert set(np.unique(seg)) <= {0.0, 1.0}
+        assert count_lesions(seg) == len(info["lesions"]) >= 1
+        for les in info["lesions"]:
+            assert 2.0 <= les["diameter_mm"] <= 30.0 * 1.15 and les["kind"] in ("solid", "ring")
+        assert sorted(info["registration_error"]) == ["flair", "t1_fse_post", "t1_fse_pre"]
+
+
+def test_lesions_enhance_only_post_contrast(phantom_dir):
+    for pid in ("stanford_000", "stanford_001"):
+        d = phantom_dir / "stanford" / pid
+        seg = _load(d / "seg.nii.gz") > 0
+        pre, post, gre = (_load(d / f"{s}.nii.gz") for s in ("t1_fse_pre", "t1_fse_post", "t1_gre_post"))
+        brain = pre > np.percentile(pre, 60)
+        # relative to the normal-appearing brain of each scan
+        assert post[seg].mean() / post[brain & ~seg].mean() > 1.15 * pre[seg].mean() / pre[brain & ~seg].mean()
+        assert gre[seg].mean() > gre[brain & ~seg].mean()
+
+
+def test_flair_csf_dark_and_edema_outside_mask(phantom_dir):
+    d = phantom_dir / "stanford" / "stanford_000"
+    flair, gre = _load(d / "flair.nii.gz"), _load(d / "t1_gre_post.nii.gz")
+    # Ventricles: dark on T1 inside the head centre; they must be dark on FLAIR as well.
+    centre = np.zeros(flair.shape, bool)
+    cx, cy, cz = (s // 2 for s in flair.shape)
+    centre[cx - 4 : cx + 4, cy - 4 : cy + 6, cz - 2 : cz + 4] = True
+    csf = centre & (gre < np.percentile(gre[centre], 15))
+    wm = centre & (gre > np.percentile(gre[centre], 80))
+    assert flair[csf].mean() < 0.6 * flair[wm].mean()
+
+
+def test_oslo_site(phantom_dir):
+    meta = json.loads((phantom_dir / "oslo" / "phantom.json").read_text())
+    assert meta["reference"] == "t1_fse_post"
+    cohort = discover(phantom_dir / "oslo")
+    assert all("t1_gre_post" not in p.files for p in cohort.patients)
+    without_pre = [p.patient_id for p in cohort.patients if "t1_fse_pre" not in p.files]
+    assert len(without_pre) == 2  # paper III-B: two Oslo patients lack the pre-contrast FSE
+    for info in meta["patients_info"]:
+        assert all(les["diameter_mm"] >= 5.0 * 0.85 for les in info["lesions"])
+        assert "t1_fse_post" not in info["registration_error"]
+
+
+def test_reproducible_and_reused(phantom_dir, tmp_path):
+    a = make_phantom_cohort(tmp_path / "a", site="stanford", patients=1, seed=3, shape=SHAPE)
+    np.testing.assert_array_equal(_load(a / "stanford_000" / "flair.nii.gz"), _load(phantom_dir / "stanford" / "stanford_000" / "flair.nii.gz"))
+    mtime = (a / "stanford_000" / "flair.nii.gz").stat().st_mtime_ns
+    make_phantom_cohort(tmp_path / "a", site="stanford", patients=1, seed=3, shape=SHAPE)  # reused as is
+    assert (a / "stanford_000" / "flair.nii.gz").stat().st_mtime_ns == mtime
+    with pytest.raises(DataError, match="not this phantom cohort"):
+        make_phantom_cohort(tmp_path / "a", site="stanford", patients=1, seed=4, shape=SHAPE)
+    assert not any(p.name.startswith(".tmp-") for p in tmp_path.iterdir())
+
+
+def test_bad_arguments(tmp_path):
+    with pytest.raises(DataError, match="unknown phantom site 'paris'"):
+        make_phantom_cohort(tmp_path / "x", site="paris", patients=1, seed=0)
+    with pytest.raises(DataError, match="patients must be >= 1"):
+        make_phantom_cohort(tmp_path / "x", patients=0, seed=0)
