@@ -101,6 +101,63 @@ def train_worker_nodes(address: str) -> list[str]:
     return [a.node_id for a in actors]
 
 
+
+def _synthetic_trial(config: dict[str, Any]) -> None:
+    """A stand-in trial: fixed CPU work (a small conv net, 1 thread) with periodic checkpoints.
+
+    Reports per-step compute and checkpoint seconds so the driver can split wall time into
+    compute, checkpointing and everything else (scheduling, process start-up).
+    """
+    import tempfile
+
+    import ray.tune
+    import torch
+
+    torch.set_num_threads(1)
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(torch.nn.Conv2d(20, 32, 3, padding=1), torch.nn.ReLU(),
+                              torch.nn.Conv2d(32, 1, 3, padding=1))
+    opt = torch.optim.SGD(net.parameters(), lr=0.01)
+    x = torch.randn(4, 20, 64, 64)
+    compute = ckpt = 0.0
+    for step in range(1, config["steps"] + 1):
+        t0 = time.perf_counter()
+        opt.zero_grad()
+        net(x).square().mean().backward()
+        opt.step()
+        compute += time.perf_counter() - t0
+        checkpoint = None
+        t0 = time.perf_counter()
+        if step % config["ckpt_every"] == 0 or step == config["steps"]:
+            d = tempfile.mkdtemp()
+            torch.save({"model": net.state_dict(), "opt": opt.state_dict(), "step": step}, f"{d}/ckpt.pt")
+            checkpoint = ray.tune.Checkpoint.from_directory(d)
+        ray.tune.report({"step": step, "compute_s": compute, "ckpt_s": ckpt,
+                         "node": ray.get_runtime_context().get_node_id()}, checkpoint=checkpoint)
+        ckpt += time.perf_counter() - t0
+
+
+def run_synthetic(address: str, trials: int, storage: Path, *, steps: int, ckpt_every: int
+                  ) -> tuple[float, list[dict[str, Any]]]:
+    """Tune ``trials`` synthetic trials (1 CPU each) on the cluster; (wall s, last results)."""
+    import ray
+    from ray import tune
+
+    ray.init(address=address, log_to_driver=False)
+    try:
+        t0 = time.perf_counter()
+        tuner = tune.Tuner(
+            tune.with_resources(_synthetic_trial, {"cpu": 1}),
+            param_space={"steps": steps, "ckpt_every": ckpt_every, "i": tune.grid_search(list(range(trials)))},
+            run_config=tune.RunConfig(storage_path=str(storage), name=f"synthetic{trials}", verbose=0),
+        )
+        results = tuner.fit()
+        wall = time.perf_counter() - t0
+        return wall, [r.metrics for r in results]
+    finally:
+        ray.shutdown()
+
+
 def main(argv: list[str] | None = None) -> int:
     import argparse
     import platform
@@ -112,7 +169,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--patients", type=int, default=6, help="phantom cohort size")
     parser.add_argument("--node-cpus", type=float, default=1, help="CPUs per worker node (= one trial)")
     parser.add_argument("--out", type=Path, default=None, help="keep logs/studies here")
+    parser.add_argument("--synthetic", action="store_true",
+                        help="Tune trials of a fixed CPU workload instead of `seqablate study run`")
+    parser.add_argument("--steps", type=int, default=60, help="--synthetic: steps per trial")
+    parser.add_argument("--ckpt-every", type=int, default=10, help="--synthetic: steps per checkpoint")
     args = parser.parse_args(argv)
+    if args.synthetic:
+        return _main_synthetic(args)
 
     work = args.out or Path(tempfile.mkdtemp(prefix="bench-packing-"))
     work.mkdir(parents=True, exist_ok=True)
@@ -144,6 +207,42 @@ def main(argv: list[str] | None = None) -> int:
     if len(nodes["2 trials"]) < 2:
         print("warning: both trials' workers ran on one node", file=sys.stderr)
     return 0
+
+
+def _main_synthetic(args: Any) -> int:
+    import tempfile
+
+    from tqdm import tqdm
+
+    work = args.out or Path(tempfile.mkdtemp(prefix="bench-packing-"))
+    runs = [("warm-up (untimed)", 1), ("1 trial", 1), ("2 trials", 2)]
+    rows: dict[str, tuple[float, list[dict[str, Any]]]] = {}
+    with local_cluster(2, cpus_per_node=args.node_cpus) as cluster:
+        for label, n in tqdm(runs, desc="tune runs", unit="run"):
+            rows[label] = run_synthetic(cluster.address, n, work / label.split()[0],
+                                        steps=args.steps, ckpt_every=args.ckpt_every)
+    print(f"\n{_machine()}; cluster: head (0 CPUs) + 2 nodes x {args.node_cpus:g} CPU; "
+          f"synthetic trial = {args.steps} steps, checkpoint every {args.ckpt_every}")
+    print(f"{'run':<10}{'wall s':>9}{'compute s':>11}{'ckpt s':>9}{'other s':>9}{'nodes':>7}")
+    for label in ("1 trial", "2 trials"):
+        wall, res = rows[label]
+        comp = max(r["compute_s"] for r in res)
+        ck = max(r["ckpt_s"] for r in res)
+        nodes = len({r["node"] for r in res})
+        print(f"{label:<10}{wall:>9.1f}{comp:>11.1f}{ck:>9.2f}{wall - comp - ck:>9.1f}{nodes:>7}")
+    ratio = rows["2 trials"][0] / rows["1 trial"][0]
+    print(f"ratio T(2 trials on 2 nodes) / T(1 trial) = {ratio:.2f}  (1.0 = perfect packing, 2.0 = serial)")
+    print("(compute/ckpt: slowest trial's seconds in its steps / in checkpoint+report; "
+          "other = wall - both: Tune start-up, scheduling, trial process start)")
+    return 0
+
+
+def _machine() -> str:
+    import platform
+
+    cpu = next((ln.split(":", 1)[1].strip() for ln in Path("/proc/cpuinfo").read_text().splitlines()
+                if ln.startswith("model name")), platform.processor())
+    return f"machine: {os.cpu_count()} CPUs ({cpu}), {time.strftime('%Y-%m-%d')}"
 
 
 if __name__ == "__main__":
