@@ -46,11 +46,9 @@ def _cfg(integration: str, point: str, fusion: str, sharing: str) -> dict:
 # the rest of the grid is marked slow (`pytest -m slow`).
 FAST = {
     ("input", "layer4", "concat", "independent"),
-    ("mid", "layer4", "concat", "independent"),
     ("mid", "layer4", "mean", "shared"),
     ("mid", "layer4", "subtract", "shared"),
     ("mid", "layer2", "mean", "l2_tied"),
-    ("mid", "stem", "concat", "independent"),
     ("end", "layer4", "concat", "l2_tied"),
 }
 PARAMS = [pytest.param(*c, marks=() if c in FAST else pytest.mark.slow, id="-".join(c)) for c in COMBOS]

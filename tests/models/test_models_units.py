@@ -10,7 +10,13 @@ import torch
 import torch.nn as nn
 
 from seqablate.config import ConfigError, ModelConfig
-from seqablate.models import FUSIONS, INTEGRATIONS, build_model, mean_probability_logits, resolve_spec
+from seqablate.models import (
+    FUSIONS,
+    INTEGRATIONS,
+    build_model,
+    mean_probability_logits,
+    resolve_spec,
+)
 from seqablate.models.fusion import ConcatFusion, MeanFusion, SubtractFusion
 from seqablate.models.registry import Registry
 from seqablate.models.sharing import Branches, run_present
