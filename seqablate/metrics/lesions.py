@@ -63,11 +63,11 @@ class Components:
 
     def centroids(self) -> np.ndarray:
         """float64[n, 3]: unweighted centroid of each component in voxel-index units."""
-        coords = self.coords()
+        coords = np.unravel_index(self.flat, self.shape)  # 3 index arrays, no [N, 3] copy
         sizes = self.sizes
         out = np.empty((self.n, 3), dtype=np.float64)
         for axis in range(3):  # 3 axes, each a vectorised bincount over the foreground
-            out[:, axis] = np.bincount(self.labels, weights=coords[:, axis], minlength=self.n + 1)[1:]
+            out[:, axis] = np.bincount(self.labels, weights=coords[axis], minlength=self.n + 1)[1:]
         return out / np.maximum(sizes, 1)[:, None]
 
     def sums(self, volume: np.ndarray) -> np.ndarray:
