@@ -27,6 +27,11 @@ class FrocResult:
     fps_per_patient: np.ndarray
     curve_sensitivity: np.ndarray
 
+    @property
+    def mean_sensitivity(self) -> float:
+        """Alias of :attr:`mean` (the name ``trainables.evaluate`` reads)."""
+        return self.mean
+
 
 def as_patients(
     results: DetectionResult | Sequence[PatientDetection],
