@@ -222,10 +222,10 @@ def _enable_wal(db: Path) -> None:
     """
     if os.environ.get("SEQABLATE_SQLITE_WAL", "1") == "0":
         return
-    db.parent.mkdir(parents=True, exist_ok=True)
     con = sqlite3.connect(db, timeout=30)
     try:
-        _retry(con.execute, "PRAGMA journal_mode=WAL")
+        if con.execute("PRAGMA journal_mode").fetchone()[0].lower() != "wal":
+            _retry(con.execute, "PRAGMA journal_mode=WAL")
     finally:
         con.close()
 
@@ -247,8 +247,18 @@ def _file_lock(path: Path) -> Iterator[None]:
             fcntl.flock(fh, fcntl.LOCK_UN)
 
 
-def _template_dir() -> Path:
-    return Path(os.environ.get("SEQABLATE_CACHE", Path.home() / ".cache" / "seqablate"))
+def _initialised(db: Path) -> bool:
+    """True when ``db`` holds a (fully built) MLflow schema: its alembic version is stamped."""
+    if not db.is_file() or db.stat().st_size == 0:
+        return False
+    try:
+        con = sqlite3.connect(f"{db.resolve().as_uri()}?mode=ro", uri=True, timeout=30)
+        try:
+            return con.execute("SELECT version_num FROM alembic_version").fetchone() is not None
+        finally:
+            con.close()
+    except sqlite3.Error:
+        return False
 
 
 def _copy_db(src: Path, dst: Path) -> None:
@@ -261,47 +271,51 @@ def _copy_db(src: Path, dst: Path) -> None:
     finally:
         a.close()
         b.close()
-    os.replace(tmp, dst)  # never a half-written database under the real name
+    os.replace(tmp, dst)  # the database appears complete, or not at all
+
+
+def _build_db(dst: Path) -> None:
+    """Let MLflow create and migrate a database beside ``dst``, then move it into place."""
+    work = dst.parent / f".mlflow-build-{os.getpid()}"
+    work.mkdir(parents=True, exist_ok=True)
+    try:
+        built = work / DB_NAME
+        _retry(mlflow.MlflowClient(tracking_uri=_sqlite_uri(built)).search_experiments, max_results=1)
+        _copy_db(built, dst)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
 
 
 def _seed_new_db(db: Path) -> None:
-    """Create ``db`` from a cached, already-migrated empty MLflow database when possible.
+    """Create the MLflow database ``db`` so that it appears complete, in WAL mode.
 
     A fresh MLflow database runs dozens of schema migrations (10-30 s on a small machine);
-    every new study folder would pay that. The first one made by this MLflow version is kept
-    in ``$SEQABLATE_CACHE`` (default ``~/.cache/seqablate``) and byte-copied afterwards; its
-    Default experiment's artifact location is pointed into the new study folder. Set
-    ``SEQABLATE_MLFLOW_TEMPLATE=0`` to always let MLflow build the database itself.
+    every new study folder would pay that. The first one built by this MLflow version is kept
+    in ``$SEQABLATE_CACHE`` (default ``~/.cache/seqablate``) and byte-copied afterwards
+    (``SEQABLATE_MLFLOW_TEMPLATE=0`` turns the cache off). Either way the database is built
+    under a temporary name and renamed, so concurrent processes never see a half-migrated
+    schema. The Default experiment's artifact location is pointed into the study folder.
     """
-    if os.environ.get("SEQABLATE_MLFLOW_TEMPLATE", "1") == "0":
-        return
-    try:
-        cache = _template_dir()
-        cache.mkdir(parents=True, exist_ok=True)
-        template = cache / f"mlflow-{mlflow.__version__}-empty.db"
-        with _file_lock(cache / (template.name + ".lock")):
-            if not template.is_file():
-                work = cache / f"build-{os.getpid()}"
-                work.mkdir(exist_ok=True)
-                built = work / DB_NAME
-                try:
-                    mlflow.MlflowClient(tracking_uri=_sqlite_uri(built)).search_experiments(max_results=1)
-                    _copy_db(built, template)
-                finally:
-                    shutil.rmtree(work, ignore_errors=True)
-        _copy_db(template, db)
-        con = sqlite3.connect(db)
-        with con:
-            con.execute(
-                "UPDATE experiments SET artifact_location = ? WHERE experiment_id = 0",
-                ((db.parent.resolve() / ARTIFACTS_NAME / "0").as_uri(),),
-            )
-        con.close()
-    except (OSError, sqlite3.Error, MlflowException):
-        # The cache is an optimisation only: fall back to MLflow's own initialisation.
-        with contextlib.suppress(OSError):
-            if db.is_file() and db.stat().st_size == 0:
-                db.unlink()
+    db.parent.mkdir(parents=True, exist_ok=True)
+    if os.environ.get("SEQABLATE_MLFLOW_TEMPLATE", "1") != "0":
+        try:
+            cache = Path(os.environ.get("SEQABLATE_CACHE", Path.home() / ".cache" / "seqablate"))
+            template = cache / f"mlflow-{mlflow.__version__}-empty.db"
+            with _file_lock(cache / (template.name + ".lock")):
+                if not _initialised(template):
+                    _build_db(template)
+            _copy_db(template, db)
+        except (OSError, sqlite3.Error, MlflowException):
+            pass  # the cache is an optimisation only: build the database directly below
+    if not _initialised(db):
+        _build_db(db)
+    con = sqlite3.connect(db, timeout=30)
+    with con:
+        con.execute(
+            "UPDATE experiments SET artifact_location = ? WHERE experiment_id = 0",
+            ((db.parent.resolve() / ARTIFACTS_NAME / "0").as_uri(),),
+        )
+    con.close()
 
 
 @functools.cache
@@ -309,20 +323,24 @@ def client(tracking_uri: str) -> mlflow.MlflowClient:
     """The (per-process, cached) client for ``tracking_uri``; SQLite stores are initialised here.
 
     Several processes opening a *fresh* SQLite database at once would each run MLflow's
-    schema migrations and collide ("table already exists"); an inter-process file lock beside
-    the database serialises that first initialisation (see also :func:`_seed_new_db`).
+    schema migrations and collide ("table already exists"); the first creation is serialised
+    by an inter-process file lock beside the database and the database only ever appears
+    complete (see :func:`_seed_new_db`). Opening an existing database takes no lock.
     """
     db = sqlite_db_path(tracking_uri)
     if db is not None:
-        db.parent.mkdir(parents=True, exist_ok=True)
-        with _file_lock(db.with_name(db.name + ".init-lock")):
-            if not db.is_file() or db.stat().st_size == 0:
-                _seed_new_db(db)
-            _enable_wal(db)
-            c = mlflow.MlflowClient(tracking_uri=tracking_uri)
-            _retry(c.search_experiments, max_results=1)  # creates/migrates/verifies the schema
-        return c
-    return mlflow.MlflowClient(tracking_uri=tracking_uri)
+        # MLflow imports its SQL store lazily (seconds of CPU): do it before any lock.
+        import mlflow.store.tracking.sqlalchemy_store  # noqa: F401
+
+        if not _initialised(db):
+            with _file_lock(db.with_name(db.name + ".init-lock")):
+                if not _initialised(db):
+                    _seed_new_db(db)
+        _enable_wal(db)
+    c = mlflow.MlflowClient(tracking_uri=tracking_uri)
+    if db is not None:
+        _retry(c.search_experiments, max_results=1)  # builds the store, verifies the schema
+    return c
 
 
 # --------------------------------------------------------------------------------------------

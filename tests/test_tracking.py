@@ -384,7 +384,7 @@ def _trial_process(ref: tuple[str, str, str], seed: int, start: Any, out: Any) -
 def test_concurrent_trials_lose_nothing(storage: Path) -> None:
     # forkserver with tracking preloaded: children start fast and share no DB connection.
     ctx = mp.get_context("forkserver")
-    ctx.set_forkserver_preload(["seqablate.tracking"])
+    ctx.set_forkserver_preload(["seqablate.tracking", "mlflow.store.tracking.sqlalchemy_store"])
     with T.study_run("conc", storage=str(storage)) as study:
         start, out = ctx.Barrier(N_PROCS), ctx.Queue()
         procs = [ctx.Process(target=_trial_process, args=(tuple(study.ref), s, start, out)) for s in range(N_PROCS)]
@@ -416,20 +416,34 @@ def test_concurrent_trials_lose_nothing(storage: Path) -> None:
     assert n == N_PROCS * N_STEPS * len(KEYS)
 
 
-@pytest.mark.slow
-def test_concurrent_first_use_of_a_fresh_database(tmp_path: Path) -> None:
-    """Processes opening a brand-new database at once: the init lock serialises migrations."""
+def _open_client(uri: str, template: str) -> None:
+    os.environ["SEQABLATE_MLFLOW_TEMPLATE"] = template  # forkserver children keep its env
+    from seqablate import tracking as TT
+
+    TT.client(uri)
+
+
+@pytest.mark.parametrize(
+    "template", ["1", pytest.param("0", marks=pytest.mark.slow, id="no-template")]
+)
+def test_concurrent_first_use_of_a_fresh_database(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, template: str, _warm_template: None
+) -> None:
+    """Processes opening a brand-new database at once: one builds it, none sees it half-made."""
+    monkeypatch.setenv("SEQABLATE_MLFLOW_TEMPLATE", template)  # "0": MLflow migrates itself
     ctx = mp.get_context("forkserver")
-    ctx.set_forkserver_preload(["seqablate.tracking"])
+    ctx.set_forkserver_preload(["seqablate.tracking", "mlflow.store.tracking.sqlalchemy_store"])
     uri = T.default_tracking_uri(str(tmp_path / "fresh"))
-    procs = [ctx.Process(target=T.client, args=(uri,)) for _ in range(3)]
+    procs = [ctx.Process(target=_open_client, args=(uri, template)) for _ in range(3)]
     for p in procs:
         p.start()
     for p in procs:
         p.join(timeout=180)
     assert [p.exitcode for p in procs] == [0, 0, 0]
-    with T.study_run("fresh", tracking_uri=uri):
+    assert sorted(x.name for x in (tmp_path / "fresh").iterdir() if not x.name.startswith("mlflow.db")) == []
+    with T.study_run("fresh", tracking_uri=uri) as study:
         pass
+    assert T.resolve_study(str(tmp_path / "fresh")) == study.ref
 
 
 # ------------------------------------------------------------------------------------------
@@ -451,6 +465,7 @@ def _post(url: str, body: dict[str, Any]) -> dict[str, Any]:
         return json.loads(resp.read())
 
 
+@pytest.mark.slow  # `mlflow server` alone needs ~15 s of CPU to start (60-90 s on a loaded 2-core box)
 def test_mlflow_server_shows_trials(storage: Path, tmp_path: Path) -> None:
     points = get_space("paper-table1").grid(seeds=1)[:2]
     with T.study_run("ui", storage=str(storage)) as study:
@@ -462,6 +477,7 @@ def test_mlflow_server_shows_trials(storage: Path, tmp_path: Path) -> None:
     proc = subprocess.Popen(
         [str(mlflow_bin), "server", "--backend-store-uri", study.ref.tracking_uri,
          "--host", "127.0.0.1", "--port", str(port), "--workers", "1"],
+        env={**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"},  # no job workers
         stdout=subprocess.DEVNULL,
         stderr=open(tmp_path / "server.log", "wb"),
         start_new_session=True,  # its own process group: teardown kills workers too
