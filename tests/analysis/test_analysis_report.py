@@ -89,3 +89,17 @@ def test_froc_points_by_hand():
     np.testing.assert_allclose(sens, [0.25, 0.25, 0.5, 0.5])
     with pytest.raises(ValueError, match="score"):
         froc_points(pd.DataFrame({"p": [1]}), 1, 1)
+
+
+def test_study_by_folder_experiment_name_or_run_id(toy_study):
+    from seqablate.analysis.report import load_study
+
+    by_folder = load_study(str(toy_study))
+    uri = by_folder.tracking_uri
+    by_name = load_study("toy", tracking_uri=uri)
+    by_id = load_study(by_folder.parent_run_id, tracking_uri=uri)
+    assert by_folder.parent_run_id == by_name.parent_run_id == by_id.parent_run_id
+    assert len(by_name.runs) == len(by_id.runs) == 7
+    assert by_folder.name == "toy"
+    with pytest.raises(ValueError, match="no-such-study"):
+        load_study("no-such-study", tracking_uri=uri)
