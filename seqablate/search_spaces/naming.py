@@ -34,7 +34,7 @@ _NAMED = {
 
 
 def _num(x: float) -> str:
-    """Compact number: 0.25 -> '0.25', 0.0003 -> '3e-04', 1.0 -> '1'."""
+    """Compact number: 0.25 -> '0.25', 0.00031 -> '3.1e-4', 1.0 -> '1'."""
     x = float(x)
     if x == 0:
         return "0"
@@ -42,7 +42,8 @@ def _num(x: float) -> str:
         return str(int(x))
     if 1e-2 <= abs(x) < 1e4:
         return f"{x:.4g}"
-    return f"{x:.2g}".replace("e-0", "e-").replace("e+0", "e")
+    mantissa, exponent = f"{x:.1e}".split("e")
+    return f"{mantissa.rstrip('0').rstrip('.')}e{int(exponent)}"
 
 
 def _value(v: Any) -> str:

@@ -1,0 +1,77 @@
+"""The hpo define-by-run space: conditional parameters, only valid models."""
+
+from __future__ import annotations
+
+import math
+
+import optuna
+import pytest
+
+from seqablate.config import TrialConfig, with_overrides
+from seqablate.search_spaces import get_space, model_problems, validate_space
+from seqablate.search_spaces.hpo import LR_RANGE, TIE_LAMBDA_RANGE, make_hpo
+
+optuna.logging.set_verbosity(optuna.logging.WARNING)
+
+
+def _sample(fn, n: int, sampler: optuna.samplers.BaseSampler) -> list[tuple[dict, dict]]:
+    study = optuna.create_study(direction="maximize", sampler=sampler)
+    out = []
+    for i in range(n):
+        trial = study.ask()
+        overrides = fn(trial)
+        out.append((overrides, dict(trial.params)))
+        study.tell(trial, float(i % 7))
+    return out
+
+
+def test_random_samples_are_valid_and_conditional() -> None:
+    samples = _sample(get_space("hpo").search_fn(), 300, optuna.samplers.RandomSampler(seed=1))
+    seen = set()
+    for overrides, params in samples:
+        cfg = with_overrides(TrialConfig(), overrides)
+        assert model_problems(cfg) == [], overrides
+        m = cfg.model
+        seen.add((m.integration, m.fusion, m.sharing))
+        # Sampled (searched) parameters exist only where they matter.
+        assert ("model.integration_point" in params) == (m.integration == "mid")
+        assert ("model.fusion" in params) == (m.integration == "mid")
+        assert ("model.sharing" in params) == (m.integration != "input" and m.fusion != "subtract")
+        assert ("train.tie_lambda" in params) == (m.sharing == "l2_tied")
+        if m.sharing == "l2_tied":
+            assert TIE_LAMBDA_RANGE[0] <= cfg.train.tie_lambda <= TIE_LAMBDA_RANGE[1]
+        assert LR_RANGE[0] <= cfg.train.lr <= LR_RANGE[1]
+        assert 0 <= cfg.train.dropout_p <= 0.5
+        assert math.isclose(round(cfg.train.dropout_p / 0.05) * 0.05, cfg.train.dropout_p)
+    # Every kind of architecture is reachable.
+    assert ("mid", "subtract", "shared") in seen
+    assert {i for i, _, _ in seen} == {"input", "mid", "end"}
+    assert {s for i, _, s in seen if i != "input"} == {"independent", "shared", "l2_tied"}
+
+
+def test_no_subtract_without_a_contrast_pair() -> None:
+    fn = make_hpo(["t1_gre_post", "flair"])
+    for overrides, _ in _sample(fn, 150, optuna.samplers.RandomSampler(seed=2)):
+        assert overrides["model.fusion"] != "subtract"
+    base = with_overrides(TrialConfig(), {"data.sequences": ["t1_gre_post", "flair"]})
+    validate_space(get_space("hpo"), base, samples=40)  # the space adapts to the base
+
+
+def test_tpe_handles_the_conditional_space() -> None:
+    sampler = optuna.samplers.TPESampler(seed=0, n_startup_trials=5)
+    for overrides, _ in _sample(get_space("hpo").search_fn(), 25, sampler):
+        assert model_problems(with_overrides(TrialConfig(), overrides)) == []
+
+
+def test_ray_optuna_search_passes_dotted_keys_through() -> None:
+    # The Tune driver hands this function to Ray's OptunaSearch; its suggestions must be the
+    # same flat dotted override dicts (Ray unflattens on '/', not '.').
+    pytest.importorskip("ray.tune.search.optuna")
+    from ray.tune.search.optuna import OptunaSearch
+
+    search = OptunaSearch(space=get_space("hpo").search_fn(), metric="val.mAP", mode="max", seed=3)
+    for i in range(5):
+        config = search.suggest(f"t{i}")
+        assert "model.integration" in config and "train.lr" in config
+        assert model_problems(with_overrides(TrialConfig(), config)) == []
+        search.on_trial_complete(f"t{i}", {"val.mAP": 0.1 * i})
