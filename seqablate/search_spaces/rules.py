@@ -9,7 +9,8 @@ satisfy them, the ``hpo`` define-by-run function only branches into valid combin
 
 The rules follow the paper (arXiv 1912.08775):
 
-- ``input`` integration has one network: weight sharing and fusion do not apply.
+- ``input`` integration has one network: weight sharing, fusion and the integration point do
+  not apply (they keep their defaults, as ``seqablate.models.build`` requires).
 - ``end`` integration averages the branches' probabilities: fusion does not apply.
 - ``subtract`` fusion is a mid-level scheme that subtracts pre- from post-contrast features,
   which "makes sense only if the weights in the pre- and post-contrast branches are fully
@@ -45,6 +46,12 @@ RULES: tuple[Rule, ...] = (
         lambda c: c.model.integration != "input" or c.model.sharing == "independent",
     ),
     Rule(
+        "point-mid-only",
+        "model.integration_point applies to mid integration only; leave it 'layer4' "
+        "(its default) for input and end",
+        lambda c: c.model.integration == "mid" or c.model.integration_point == "layer4",
+    ),
+    Rule(
         "fusion-mid-only",
         "model.fusion other than 'concat' applies to mid integration only (input "
         "concatenates channels, end averages probabilities)",
@@ -76,6 +83,23 @@ RULES: tuple[Rule, ...] = (
 )
 
 
-def model_problems(cfg: TrialConfig) -> list[str]:
-    """Messages of every rule ``cfg`` breaks (empty list = valid), each prefixed by its name."""
-    return [f"{r.name}: {r.message}" for r in RULES if not r.ok(cfg)]
+def model_problems(cfg: TrialConfig, *, check_builder: bool = True) -> list[str]:
+    """Messages of every rule ``cfg`` breaks (empty list = valid), each prefixed by its name.
+
+    When the rules pass and ``check_builder`` is set, the model builder's own validation
+    (:func:`seqablate.models.build.resolve_spec`, which imports torch) is asked too, so a rule
+    added there and missing here still stops a bad point before anything runs; it reports as
+    ``model-builder: <its message>``.
+    """
+    problems = [f"{r.name}: {r.message}" for r in RULES if not r.ok(cfg)]
+    if problems or not check_builder:
+        return problems
+    try:
+        from seqablate.models.build import resolve_spec
+    except ImportError:  # a build without the models package: the rules above are all we have
+        return problems
+    try:
+        resolve_spec(cfg.model)
+    except ValueError as err:
+        problems.append(f"model-builder: {err}")
+    return problems
