@@ -32,7 +32,14 @@ def main() -> None:
     args = ap.parse_args()
 
     from seqablate.config import DataConfig
-    from seqablate.data import SequenceDropout, SliceDataset, discover, load_patient, make_phantom_cohort, preprocess_cohort
+    from seqablate.data import (
+        SequenceDropout,
+        SliceDataset,
+        discover,
+        load_patient,
+        make_phantom_cohort,
+        preprocess_cohort,
+    )
     from seqablate.data.dataset import stack_indices
     from seqablate.data.preprocess import PreprocessParams, preprocess_image
 

@@ -86,8 +86,8 @@ class SliceDataset(Dataset):
         p = self.patients[self._patient[i]]
         z = int(self._z[i])
         zs = stack_indices(z, p.n_slices, self.slices)
-        # Fancy indexing on the memmap copies only the S*K needed slices.
-        image = np.asarray(p.image[:, zs], dtype=np.float32)
+        # np.take on the memmap copies only the S*K needed slices (faster than fancy indexing).
+        image = np.take(p.image, zs, axis=1).astype(np.float32, copy=False)
         if p.mask is not None:
             mask = np.array(p.mask[z], dtype=np.uint8)
         else:

@@ -58,7 +58,7 @@ FOV_MAX = np.array([84.0, 86.0, 94.0])
 _TISSUES = ("csf", "gm", "wm", "skull", "scalp")
 _CONTRAST: dict[str, dict[str, float]] = {
     #                 csf   gm    wm   skull scalp vessel enh  core edema
-    "t1_gre_post": dict(csf=0.08, gm=0.45, wm=0.80, skull=0.04, scalp=0.90, vessel=1.15, enh=1.20, core=0.18, edema=0.55),
+    "t1_gre_post": dict(csf=0.08, gm=0.45, wm=0.80, skull=0.04, scalp=0.90, vessel=1.40, enh=1.30, core=0.18, edema=0.55),
     "t1_fse_pre": dict(csf=0.15, gm=0.55, wm=0.72, skull=0.04, scalp=0.85, vessel=0.10, enh=0.52, core=0.30, edema=0.58),
     "t1_fse_post": dict(csf=0.15, gm=0.55, wm=0.72, skull=0.04, scalp=0.85, vessel=0.22, enh=1.05, core=0.30, edema=0.58),
     "flair": dict(csf=0.05, gm=0.62, wm=0.45, skull=0.04, scalp=0.60, vessel=0.15, enh=0.68, core=0.72, edema=0.92),
@@ -197,9 +197,18 @@ def _vessels(rng: np.random.Generator, brain_pts: np.ndarray, n: int) -> tuple[c
 
 
 def _render_patient(
-    rng: np.random.Generator, site: _Site, shape: tuple[int, int, int], affine: np.ndarray, sequences: tuple[str, ...]
+    rng: np.random.Generator,
+    site: _Site,
+    shape: tuple[int, int, int],
+    affine: np.ndarray,
+    sequences: tuple[str, ...],
+    debug: dict[str, np.ndarray] | None = None,
 ) -> tuple[dict[str, np.ndarray], np.ndarray, dict[str, Any]]:
-    """One patient: images float32[X, Y, Z] per sequence, mask uint8[X, Y, Z], manifest."""
+    """One patient: images float32[X, Y, Z] per sequence, mask uint8[X, Y, Z], manifest.
+
+    ``debug`` (tests): filled with the noise-free tissue/vessel/edema fractions of the
+    reference grid, float32[X, Y, Z] each ('wm', 'csf', 'vessel', 'edema').
+    """
     spacing = np.abs(np.diag(affine)[:3])
     width = float(np.cbrt(np.prod(spacing)))  # partial-volume width (mm)
     maps, t_aff = _template()
@@ -244,6 +253,8 @@ def _render_patient(
     brain_pts = world[parenchyma.reshape(-1)]
     n_vessels = int(rng.integers(8, 16))
     vtree, vrad = _vessels(rng, brain_pts, n=n_vessels)
+    # On coarse grids (test/demo phantoms) keep vessels about a voxel wide so they still show.
+    vrad = np.maximum(vrad, 0.6 * float(spacing[:2].mean()))
 
     center = world.mean(axis=0)
     images: dict[str, np.ndarray] = {}
@@ -270,6 +281,7 @@ def _render_patient(
         fv[near] = _soft(vrad[idx[near]] - dist[near], 1.0, width) * (tissue[0, near] + tissue[1, near] + tissue[2, near]).clip(0, 1)
         img = img * (1 - fv) + c["vessel"] * fv
         les_all = np.zeros(len(pts))
+        edema_all = np.zeros(len(pts))
         for les in lesions:
             sel = les.box(pts, width)  # only voxels near the lesion (and its edema)
             fl, fc, fe = les.fields(pts[sel], width)
@@ -277,8 +289,11 @@ def _render_patient(
             part = img[sel] * (1 - fe) + c["edema"] * fe
             img[sel] = part * (1 - fl) + c["enh"] * (fl - fc) + c["core"] * fc
             les_all[sel] = np.maximum(les_all[sel], fl)
+            edema_all[sel] = np.maximum(edema_all[sel], fe)
         if seq == site.reference:
             mask = (les_all >= 0.5).reshape(shape).astype(np.uint8)
+            if debug is not None:
+                debug.update(wm=tissue[2].reshape(shape), csf=tissue[0].reshape(shape), vessel=fv.reshape(shape), edema=edema_all.reshape(shape))
         vol = img.reshape(shape) * np.exp(_smooth_field(rng, shape, 3, 0.12))  # coil bias field
         sigma = _NOISE[seq]
         vol = np.sqrt((vol + rng.normal(0, sigma, shape)) ** 2 + rng.normal(0, sigma, shape) ** 2)  # Rician

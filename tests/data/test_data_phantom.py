@@ -100,3 +100,31 @@ def test_bad_arguments(tmp_path):
         make_phantom_cohort(tmp_path / "x", site="paris", patients=1, seed=0)
     with pytest.raises(DataError, match="patients must be >= 1"):
         make_phantom_cohort(tmp_path / "x", patients=0, seed=0)
+
+
+def _debug_patient():
+    from seqablate.data.phantom import _SITES, _grid, _render_patient
+
+    debug: dict = {}
+    shape = (48, 48, 24)
+    images, mask, info = _render_patient(np.random.default_rng([11, 0, 0]), _SITES["stanford"], shape, _grid(shape), PAPER_SEQUENCES, debug)
+    return images, mask, info, debug
+
+
+def test_vessels_bright_on_bravo_suppressed_on_fse_and_edema_flair_bright():
+    images, mask, info, dbg = _debug_patient()
+    lesion = mask > 0
+    vessel = (dbg["vessel"] > 0.6) & ~lesion
+    wm = (dbg["wm"] > 0.9) & ~lesion & (dbg["vessel"] < 0.05) & (dbg["edema"] < 0.05)
+    assert vessel.sum() > 20 and wm.sum() > 100
+    gre, fse_post, flair = images["t1_gre_post"], images["t1_fse_post"], images["flair"]
+    # BRAVO: vessels brighter than white matter and as bright as enhancing lesion -> confusable
+    assert gre[vessel].mean() > 1.2 * gre[wm].mean()
+    assert gre[vessel].mean() > 0.7 * gre[lesion].mean()
+    # black-blood FSE: vessels darker than white matter (lesion enhancement: test above)
+    assert fse_post[vessel].mean() < fse_post[wm].mean()
+    # edema: bright on FLAIR, outside the lesion mask
+    edema = (dbg["edema"] > 0.6) & ~lesion
+    assert edema.sum() > 5
+    assert flair[edema].mean() > 1.3 * flair[wm].mean()
+    assert not (lesion & (dbg["edema"] > 0.6)).any()
