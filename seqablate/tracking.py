@@ -686,9 +686,12 @@ def study_run(
             handle.log_dict(_describe_space(space), "space.json")
         yield handle
     except BaseException as err:
+        with contextlib.suppress(Exception):
+            close_dangling_trials(handle.ref)
         handle.fail(err)
         raise
     else:
+        close_dangling_trials(handle.ref)
         handle.finish()
 
 
@@ -772,6 +775,30 @@ def get_or_create_trial_run(
     }
     run = _retry(c.create_run, study.experiment_id, run_name=run_name, tags=all_tags)
     return run.info.run_id, None
+
+
+def close_dangling_trials(study: StudyRef) -> list[str]:
+    """Mark the study's trial runs still RUNNING as KILLED; returns their run ids.
+
+    A trial process killed without Python cleanup (SIGKILL, a Ray actor stopped early by a
+    scheduler, a lost node) cannot close its own run. :func:`study_run` calls this on exit,
+    when no trial of the study can still be running, so no run is left RUNNING; each gets an
+    ``error`` tag saying so.
+    """
+    c = client(study.tracking_uri)
+    flt = f"tags.`{TAG_PARENT}` = '{_quote(study.parent_run_id)}' and attributes.status = 'RUNNING'"
+    closed = []
+    for run in _search_all(c, study.experiment_id, flt):
+        run_id = run.info.run_id
+        _retry(
+            c.set_tag,
+            run_id,
+            TAG_ERROR,
+            "trial process ended without closing its run (killed, or stopped early by the scheduler)",
+        )
+        _retry(c.set_terminated, run_id, RunStatus.to_string(RunStatus.KILLED))
+        closed.append(run_id)
+    return closed
 
 
 class TrialAlreadyFinished(RuntimeError):

@@ -520,3 +520,16 @@ def test_mlflow_server_shows_trials(storage: Path, tmp_path: Path) -> None:
             with __import__("contextlib").suppress(ProcessLookupError):
                 os.killpg(proc.pid, signal.SIGKILL)
             proc.wait(timeout=15)
+
+
+def test_study_exit_closes_trials_left_running(storage: Path) -> None:
+    # A trial whose process died without cleanup leaves a RUNNING run behind.
+    with T.study_run("s8", storage=str(storage)) as study:
+        run_id, _ = T.get_or_create_trial_run(study.ref, "k1", run_name="orphan")
+        with T.trial_run(study.ref, _cfg(), overrides={"train.seed": 0}):
+            pass
+    df = T.list_trials(study.ref).set_index("run_name")
+    assert df.loc["orphan", "status"] == "KILLED"
+    assert "without closing its run" in df.loc["orphan", "tags.error"]
+    assert df.loc["seed0", "status"] == "FINISHED"
+    assert T.close_dangling_trials(study.ref) == []
