@@ -891,24 +891,51 @@ def _study_from_db(db: Path, uri: str) -> StudyRef:
     return StudyRef(uri, run.info.experiment_id, run.info.run_id)
 
 
+STUDY_RECORD = "study.yaml"  # the resolved StudyConfig the study driver writes into its folder
+
+
+def _recorded_study(folder: Path) -> tuple[str, str | None] | None:
+    """``(name, tracking_uri)`` from a study folder's ``study.yaml``, or None."""
+    import yaml
+
+    p = folder / STUDY_RECORD
+    if not p.is_file():
+        return None
+    try:
+        raw = yaml.safe_load(p.read_text()) or {}
+    except (OSError, yaml.YAMLError):
+        return None
+    if not isinstance(raw, Mapping) or not isinstance(raw.get("name"), str):
+        return None
+    uri = raw.get("tracking_uri")
+    return raw["name"], uri if isinstance(uri, str) and uri else None
+
+
 def resolve_study(study: str | StudyRef, tracking_uri: str | None = None) -> StudyRef:
     """A study folder, a ``.db`` file, an experiment name or a parent run id -> :class:`StudyRef`.
 
     A folder (or file:// URI) reads ``<folder>/mlflow.db`` (unless ``tracking_uri`` is given);
-    a name or run id is looked up at ``tracking_uri`` (default :func:`default_tracking_uri`).
+    a folder without one whose ``study.yaml`` names a tracking server is looked up there by
+    the study's name; a name or run id is looked up at ``tracking_uri`` (default
+    :func:`default_tracking_uri`).
     A trial's run id resolves to its study. Raises ValueError naming what was tried.
     """
     if isinstance(study, StudyRef):
         return study
     local = _local_path(study)
     if local is not None and (local.is_dir() or local.suffix == ".db"):
+        recorded = _recorded_study(local) if local.is_dir() else None
         if tracking_uri:
             uri = default_tracking_uri(explicit=tracking_uri)
+        elif local.is_dir() and not (local / DB_NAME).is_file() and recorded and recorded[1]:
+            uri = default_tracking_uri(explicit=recorded[1])  # runs went to a tracking server
         else:
             uri = _sqlite_uri(local if local.suffix == ".db" else local / DB_NAME)
         db = sqlite_db_path(uri)
-        if db is not None:
+        if db is not None and (db.is_file() or recorded is None or recorded[1] is None):
             return _study_from_db(db, uri)
+        if recorded is not None:  # a study folder whose runs live elsewhere: find by name
+            return resolve_study(recorded[0], uri)
     uri = default_tracking_uri(explicit=tracking_uri)
     db = sqlite_db_path(uri)
     if db is not None and not db.is_file():

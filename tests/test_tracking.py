@@ -533,3 +533,16 @@ def test_study_exit_closes_trials_left_running(storage: Path) -> None:
     assert "without closing its run" in df.loc["orphan", "tags.error"]
     assert df.loc["seed0", "status"] == "FINISHED"
     assert T.close_dangling_trials(study.ref) == []
+
+
+def test_study_folder_recording_a_tracking_uri(storage: Path, tmp_path: Path) -> None:
+    # Runs went to another store (a server in real life); the study folder only records it.
+    with T.study_run("s9", storage=str(storage)) as study:
+        pass
+    folder = tmp_path / "study-elsewhere"
+    folder.mkdir()
+    (folder / "study.yaml").write_text(f"name: s9\ntracking_uri: {study.ref.tracking_uri}\n")
+    assert T.resolve_study(str(folder)) == study.ref
+    (folder / "study.yaml").write_text("name: s9\ntracking_uri: null\n")
+    with pytest.raises(ValueError, match=r"study-elsewhere: no MLflow database \(mlflow.db\) in this study folder"):
+        T.resolve_study(str(folder))
