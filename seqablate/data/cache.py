@@ -218,7 +218,9 @@ def preprocess_cohort(
     ``cfg``: a :class:`~seqablate.config.DataConfig` (or mapping); uses ``layout``,
     ``sequences``, ``image_size``, ``clahe``, ``lesion_labels``, ``default_spacing``,
     ``cache_dir``. ``workers``: processes for cold patients (default ``min(cpus, 4)``; 1 runs
-    in this process). ``errors="skip"`` drops failed patients instead of raising.
+    in this process; more use the ``spawn`` start method, so a script that calls this at
+    import level needs the usual ``if __name__ == "__main__":`` guard).
+    ``errors="skip"`` drops failed patients instead of raising.
 
     Returns CachedPatients in cohort order (patient id). Raises :class:`DataError` listing
     every failed patient with its reason; the other patients are cached all the same.
