@@ -401,10 +401,13 @@ def _check_key(key: str, what: str) -> str:
 
 
 def _log_params_tags(
-    c: mlflow.MlflowClient, run_id: str, params: Mapping[str, Any] = {}, tags: Mapping[str, Any] = {}
+    c: mlflow.MlflowClient,
+    run_id: str,
+    params: Mapping[str, Any] | None = None,
+    tags: Mapping[str, Any] | None = None,
 ) -> None:
-    ps = [Param(_check_key(k, "param"), _str(v)) for k, v in params.items()]
-    ts = [RunTag(k, _str(v)) for k, v in tags.items()]
+    ps = [Param(_check_key(k, "param"), _str(v)) for k, v in (params or {}).items()]
+    ts = [RunTag(k, _str(v)) for k, v in (tags or {}).items()]
     if ps or ts:
         _retry(c.log_batch, run_id, params=ps, tags=ts)
 
@@ -732,7 +735,7 @@ def _trial_tags(cfg: TrialConfig) -> dict[str, str]:
     }
 
 
-def find_trial_run(study: StudyRef, trial_key: str, *, study_name: str | None = None) -> Any:
+def find_trial_run(study: StudyRef, trial_key: str) -> Any:
     """The newest trial run of ``study`` tagged with ``trial_key`` (an MLflow Run), or None."""
     c = client(study.tracking_uri)
     flt = (
