@@ -13,7 +13,14 @@ The ``config`` dict a worker gets::
      "run": {"split": {"train": [...], "val": [...], "test": [...]},   # patient ids
              "cpus_per_worker": 1,          # torch threads
              "tracking": {...} | None,      # MLflow child run to log into (rank 0), or None
+             "evaluate": True,              # evaluate the best model at the end (rank 0)
              "fail_at_step": None}}         # test hook: raise at that step (failure handling)
+
+After the last step, rank 0 evaluates the best weights (``evaluate.evaluate_model``: test
+patients under every censoring condition, plus ``eval.external`` cohorts) on the worker's
+own device (the GPU on a cluster), logs metrics, PR curves, the per-lesion CSV and the best
+model to the trial's MLflow run, and reports the test metrics in one last report. A worker
+restarted after a failure past the last step resumes straight into this evaluation.
 """
 
 from __future__ import annotations
@@ -49,6 +56,7 @@ def worker_config(
     *,
     cpus_per_worker: int = 1,
     tracking: dict[str, Any] | None = None,
+    evaluate: bool = True,
     fail_at_step: int | None = None,
 ) -> dict[str, Any]:
     """The config dict :func:`train_loop_per_worker` expects (JSON-able; Ray ships it)."""
@@ -56,8 +64,9 @@ def worker_config(
         "trial": cfg.model_dump(mode="json"),
         "run": {
             "split": split.as_dict(),
-            "cpus_per_worker": int(cpus_per_worker),
+            "cpus_per_worker": max(1, int(cpus_per_worker)),
             "tracking": tracking,
+            "evaluate": evaluate,
             "fail_at_step": fail_at_step,
         },
     }
@@ -264,9 +273,10 @@ def train_loop_per_worker(config: dict[str, Any], session: Session | None = None
                 state.best_metric = score if not math.isnan(score) else state.best_metric
                 state.best_step = step
                 best_state = {k: x.detach().cpu().clone() for k, x in bare.state_dict().items()}
-            metrics["val.best_mAP"] = state.best_metric if state.best_step >= 0 else float("nan")
             if logger is not None:
                 logger.log_metrics({k: v for k, v in metrics.items() if k.startswith("val.")}, step=step)
+        # Every report carries the objective, so Tune's schedulers/searchers always find it.
+        metrics["val.best_mAP"] = _best(state)
         if saliency_acc is not None:
             metrics.update(saliency_acc.to_metrics("saliency"))
         if is_ckpt:
@@ -280,8 +290,43 @@ def train_loop_per_worker(config: dict[str, Any], session: Session | None = None
         else:
             session.report(metrics, None)  # [ray]
     progress.close()
+    if run.get("evaluate", True):
+        final: dict[str, float] = {"step": state.step, "done": 1.0, "val.best_mAP": _best(state)}
+        if rank == 0:
+            final.update(_evaluate_best(bare, best_state, cfg, patients, split, device, logger))
+        session.report(final, None)  # [ray] every rank reports (it is a barrier)
     if logger is not None:
         logger.flush()
+
+
+def _best(state: TrainState) -> float:
+    """Best validation mAP so far (0 before any validation: Tune needs a number)."""
+    return float(state.best_metric) if state.best_step >= 0 and math.isfinite(state.best_metric) else 0.0
+
+
+def _evaluate_best(model: torch.nn.Module, best_state: dict[str, torch.Tensor] | None, cfg: TrialConfig,
+                   patients: list[Any], split: TrialSplit, device: torch.device, logger: Any) -> dict[str, float]:
+    """Evaluate the best weights on the test split and external cohorts; log to MLflow."""
+    import copy
+
+    from seqablate.trainables.evaluate import evaluate_model
+
+    best = copy.deepcopy(model)
+    if best_state is not None:
+        best.load_state_dict(best_state)
+    best.eval()
+    externals = {name: load_cached(cfg.data, cohort=path) for name, path in cfg.eval.external.items()}
+    report = evaluate_model(best, cfg, select(patients, split.test), externals=externals, device=device)
+    metrics = report.metrics
+    if logger is not None:
+        logger.log_metrics(metrics, step=cfg.train.steps)
+        with tempfile.TemporaryDirectory(prefix="seqablate-eval-") as tmp:
+            for path in report.write_artifacts(Path(tmp) / "eval"):
+                logger.log_artifact(path, "eval")
+            torch.save({k: v.detach().cpu() for k, v in best.state_dict().items()}, Path(tmp) / "best_model.pt")
+            logger.log_model_checkpoint(Path(tmp) / "best_model.pt", config=cfg)
+        logger.flush()
+    return metrics
 
 
 def _progress(rank: int, start: int, total: int, name: str) -> Any:
@@ -309,6 +354,7 @@ class FitResult:
     state: TrainState  # step / best validation mAP / best step
     history: list[dict[str, Any]] = field(default_factory=list)  # reported metrics, in order
     split: TrialSplit | None = None
+    metrics: dict[str, float] = field(default_factory=dict)  # test./external. metrics (if evaluated)
 
 
 def fit_trial(
@@ -319,6 +365,7 @@ def fit_trial(
     tracking: dict[str, Any] | None = None,
     use_gpu: bool = True,
     cpus: int | None = None,
+    evaluate: bool = True,
     fail_at_step: int | None = None,
 ) -> FitResult:
     """Run :func:`train_loop_per_worker` in this process, without Ray.
@@ -331,7 +378,9 @@ def fit_trial(
         split = plan_split(cfg, load_cached(cfg.data, progress=True))
     session = LocalSession(storage, use_gpu=use_gpu)
     config = worker_config(cfg, split, cpus_per_worker=cpus or torch.get_num_threads(),
-                           tracking=tracking, fail_at_step=fail_at_step)
+                           tracking=tracking, evaluate=evaluate, fail_at_step=fail_at_step)
     train_loop_per_worker(config, session)
     last = session.checkpoints()[-1]
-    return FitResult(checkpoint=last, state=read_state(last), history=session.reported, split=split)
+    final = session.reported[-1] if session.reported and "done" in session.reported[-1] else {}
+    return FitResult(checkpoint=last, state=read_state(last), history=session.reported, split=split,
+                     metrics={k: v for k, v in final.items() if k.startswith(("test.", "external."))})

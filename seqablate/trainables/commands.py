@@ -1,0 +1,183 @@
+"""CLI: ``seqablate train``, ``seqablate study spaces|run|resume``, ``seqablate predict``,
+``seqablate demo``.
+
+Heavy imports (torch, Ray, MLflow) happen inside the command functions. User errors raise
+ValueError subclasses with a message naming the file/field/value; ``seqablate.cli`` prints
+them and exits 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import Any
+
+
+def _external(values: list[str] | None) -> dict[str, str]:
+    out: dict[str, str] = {}
+    for v in values or []:
+        name, sep, path = v.partition("=")
+        if not sep or not name or not path:
+            raise ValueError(f"--external {v!r}: expected NAME=PATH (e.g. oslo=/data/oslo)")
+        out[name] = path
+    return out
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    """Add ``train``, ``study``, ``predict`` and ``demo``."""
+    tr = subparsers.add_parser("train", help="train + evaluate one trial from a config YAML (no Tune)",
+                               description="Runs the same per-worker training function as a study "
+                               "trial, in this process, then evaluates the best model; logs to MLflow.")
+    tr.add_argument("config", help="TrialConfig YAML (unknown keys are errors)")
+    tr.add_argument("--out", default=None, help="run folder (checkpoints, mlflow.db); default ./seqablate-runs/<name>")
+    tr.add_argument("--tracking-uri", default=None, help="MLflow URI (default: SQLite in --out)")
+    tr.add_argument("--cpu", action="store_true", help="train on the CPU even if a GPU is present")
+    tr.set_defaults(func=_train)
+
+    st = subparsers.add_parser("study", help="run search-space studies on Ray Tune")
+    ssub = st.add_subparsers(dest="study_command", metavar="ACTION")
+    sp = ssub.add_parser("spaces", help="list the named search spaces")
+    sp.set_defaults(func=_spaces)
+    run = ssub.add_parser("run", help="run a study: SPACE over a cohort, every trial in MLflow")
+    run.add_argument("space", help="space name (see `seqablate study spaces`) or a .py file defining SPACE")
+    run.add_argument("--cohort", required=True, help="training cohort folder")
+    run.add_argument("--external", action="append", metavar="NAME=PATH", help="external test cohort (repeatable)")
+    run.add_argument("--base", default=None, help="base TrialConfig YAML every trial overrides")
+    run.add_argument("--name", default=None, help="study name (MLflow experiment; default: the space name)")
+    run.add_argument("--num-samples", type=int, default=None, help="searches: trials to sample")
+    run.add_argument("--seeds", type=int, default=None, help="repeat every config with N seeds")
+    run.add_argument("--scheduler", choices=["none", "asha"], default=None)
+    run.add_argument("--max-concurrent", type=int, default=None)
+    run.add_argument("--workers-per-trial", type=int, default=None)
+    run.add_argument("--gpus-per-worker", type=float, default=None)
+    run.add_argument("--cpus-per-worker", type=float, default=None)
+    run.add_argument("--storage", default=None, help="study folder or URI (default ./seqablate-runs/<name>)")
+    run.add_argument("--tracking-uri", default=None, help="MLflow URI (default: SQLite in the study folder)")
+    run.add_argument("--smoke", action="store_true", help="tiny, fast trials (CI, job-submission checks)")
+    run.set_defaults(func=_study_run)
+    res = ssub.add_parser("resume", help="continue a killed study (finished trials are not re-run)")
+    res.add_argument("path", help="study folder")
+    res.set_defaults(func=_study_resume)
+    st.set_defaults(func=lambda args: (st.print_help(), 2)[1])
+
+    pr = subparsers.add_parser("predict", help="segment one patient folder with a trained model")
+    pr.add_argument("--model", required=True, help="MLflow run id, runs:/<id>/model, or a model/checkpoint folder")
+    pr.add_argument("--input", required=True, help="patient folder (one NIfTI per sequence)")
+    pr.add_argument("--out", required=True, help="output folder")
+    pr.add_argument("--sequences", nargs="+", default=None, help="use only these sequences (others treated as missing)")
+    pr.add_argument("--force", action="store_true", help="predict with missing sequences even if the model was trained without sequence dropout")
+    pr.add_argument("--tracking-uri", default=None)
+    pr.set_defaults(func=_predict)
+
+    de = subparsers.add_parser("demo", help="synthetic cohorts + a small dropout study + paper-style tables")
+    de.add_argument("--out", default="demo-out")
+    de.add_argument("--steps", type=int, default=None, help="training steps per trial (default: the demo's)")
+    de.set_defaults(func=_demo)
+
+
+def _train(args: argparse.Namespace) -> int:
+    from seqablate import tracking
+    from seqablate.config import TrialConfig, load_yaml
+    from seqablate.trainables.loop import fit_trial
+
+    cfg = load_yaml(args.config, TrialConfig)
+    out = Path(args.out or Path.cwd() / "seqablate-runs" / cfg.name).resolve()
+    with tracking.study_run(f"train-{cfg.name}", storage=str(out), tracking_uri=args.tracking_uri) as study, \
+            tracking.trial_run(study.ref, cfg, run_name=cfg.name) as tlog:
+        result = fit_trial(cfg, storage=out / "checkpoints", use_gpu=not args.cpu,
+                           tracking={"tracking_uri": study.ref.tracking_uri, "run_id": tlog.run_id})
+    print(f"trained {cfg.name}: {result.state.step} steps, best val mAP {result.state.best_metric:.3f} "
+          f"at step {result.state.best_step}")
+    _print_metrics(result.metrics)
+    print(f"MLflow run {tlog.run_id} in {study.ref.tracking_uri}")
+    return 0
+
+
+def _print_metrics(metrics: dict[str, float]) -> None:
+    for k in sorted(metrics):
+        if k.endswith((".mAP", ".max_sensitivity", ".tp_dice")):
+            print(f"  {k:<45} {metrics[k]:.3f}")
+
+
+def _spaces(args: argparse.Namespace) -> int:
+    from seqablate.search_spaces import get_space, list_spaces
+
+    for name, desc in list_spaces().items():
+        print(f"{name:<15} {get_space(name).kind:<7} {desc}")
+    return 0
+
+
+def study_config_from_args(args: argparse.Namespace) -> Any:
+    """The StudyConfig of ``study run`` flags (flags override the --base config)."""
+    from seqablate.config import StudyConfig, TrialConfig, load_yaml, parse
+    from seqablate.search_spaces import get_space
+
+    get_space(args.space)  # unknown space: error listing the spaces, before anything else
+    cohort = Path(args.cohort)
+    if not cohort.exists():
+        raise ValueError(f"--cohort {cohort}: no such file or directory")
+    raw: dict[str, Any] = {
+        "name": args.name or Path(args.space).stem,
+        "space": args.space,
+        "cohort": str(cohort.resolve()),
+        "external": {k: str(Path(v).resolve()) for k, v in _external(args.external).items()},
+        "smoke": bool(args.smoke),
+    }
+    if args.base:
+        raw["base"] = load_yaml(args.base, TrialConfig).model_dump(mode="json")
+    for flag, key in [("num_samples", "num_samples"), ("seeds", "seeds"), ("scheduler", "scheduler"),
+                      ("max_concurrent", "max_concurrent"), ("workers_per_trial", "workers_per_trial"),
+                      ("gpus_per_worker", "gpus_per_worker"), ("cpus_per_worker", "cpus_per_worker"),
+                      ("storage", "storage"), ("tracking_uri", "tracking_uri")]:
+        v = getattr(args, flag)
+        if v is not None:
+            raw[key] = v
+    return parse(StudyConfig, raw, source="study run")
+
+
+def _study_run(args: argparse.Namespace) -> int:
+    from seqablate.trainables.driver import run_study
+
+    cfg = study_config_from_args(args)
+    result = run_study(cfg)
+    return _report_study(result)
+
+
+def _study_resume(args: argparse.Namespace) -> int:
+    from seqablate.trainables.driver import load_study_config, run_study
+
+    cfg = load_study_config(args.path)
+    result = run_study(cfg, resume=True)
+    return _report_study(result)
+
+
+def _report_study(result: Any) -> int:
+    print(f"\nstudy folder: {result.storage}")
+    for r in result.trials:
+        m = r.get("test.full.mAP")
+        c = r.get("test.censor_t1_gre_post.mAP")
+        extra = f"  test mAP {m:.3f}" if isinstance(m, float) else ""
+        extra += f"  censored t1_gre_post {c:.3f}" if isinstance(c, float) else ""
+        print(f"  {r['status']:<10} {r['name']:<40}{extra}  {r['error'][:120]}")
+    print(f"\nMLflow: mlflow ui --backend-store-uri {result.tracking_uri}")
+    failed = sum(r["status"] == "ERROR" for r in result.trials)
+    if failed:
+        print(f"{failed} trial(s) failed (marked FAILED in MLflow); the others completed", file=sys.stderr)
+    return 1 if failed == len(result.trials) else 0
+
+
+def _predict(args: argparse.Namespace) -> int:
+    from seqablate.trainables.predict import predict_patient
+
+    out = predict_patient(args.model, args.input, args.out, sequences=args.sequences,
+                          force=args.force, tracking_uri=args.tracking_uri)
+    for p in out.files:
+        print(p)
+    return 0
+
+
+def _demo(args: argparse.Namespace) -> int:
+    from seqablate.trainables.demo import run_demo
+
+    return run_demo(args.out, steps=args.steps)

@@ -1,0 +1,376 @@
+"""Studies on Ray: the Tune trial driver and :func:`run_study`.
+
+Each Tune trial runs :func:`trial_driver`, which resolves the trial's config (the study's base
+config + the trial's overrides), opens the trial's MLflow child run (found again by its
+stable trial key on resume, so no duplicates), and builds and fits a Ray Train V2
+``TorchTrainer`` running :func:`~seqablate.trainables.loop.train_loop_per_worker` on
+``workers_per_trial`` workers. ``TuneReportCallback`` forwards the workers' reports to Tune
+(so ASHA and Optuna see validation mAP); the trainer's ``FailureConfig`` restarts failed
+workers from the last checkpoint. A trial that still fails has its run marked FAILED by
+``tracking.trial_run`` and Tune records the error; the study carries on.
+
+:func:`run_study` prepares everything once on the driver (cohort cache, patient split, GPU
+check, the MLflow parent run), then runs ``Tuner.fit`` over a grid (``tune.grid_search`` of
+override dicts) or an Optuna define-by-run search, or ``Tuner.restore`` to resume.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from seqablate.config import StudyConfig, TrialConfig, parse, to_yaml, with_overrides
+from seqablate.trainables.cohort import TrialSplit, load_cached, plan_split
+
+#: Metric Tune/Optuna/ASHA optimise (best validation mAP so far, reported at each validation).
+OBJECTIVE = "val.best_mAP"
+STUDY_FILE = "study.yaml"  # the resolved StudyConfig, written into the study folder
+SPLIT_FILE = "split.json"
+
+
+class StudySetupError(ValueError):
+    """A study that cannot start (bad cohort, no GPUs, ...); the CLI exits 2 with the message."""
+
+
+@dataclass(frozen=True)
+class StudyContext:
+    """What every trial driver needs besides its overrides (pickled once by Tune)."""
+
+    name: str
+    base: dict[str, Any]  # base TrialConfig as a JSON-able dict
+    split: dict[str, list[str]]
+    study_ref: tuple[str, str, str]  # tracking.StudyRef fields (tracking_uri, experiment_id, parent_run_id)
+    train_storage: str  # storage_path of the trials' Ray Train runs
+    workers_per_trial: int = 1
+    gpus_per_worker: float = 0.0
+    cpus_per_worker: float = 1.0
+    max_failures: int = 1
+    seeds: int = 1  # searches only: each sampled config is trained with seeds 0..seeds-1
+    fail_at: dict[str, int] = field(default_factory=dict)  # test hook: run name -> step to fail at
+
+
+def trial_overrides(config: dict[str, Any]) -> dict[str, Any]:
+    """The override dict of a trial's Tune config: ``config['overrides']`` (grids) or the
+    dotted keys Optuna sampled (searches)."""
+    if "overrides" in config:
+        return dict(config["overrides"])
+    return {k: v for k, v in config.items() if "." in k}
+
+
+def _scaling(ctx: StudyContext) -> Any:
+    import ray.train
+
+    resources = {"CPU": ctx.cpus_per_worker}
+    if ctx.gpus_per_worker > 0:
+        resources["GPU"] = ctx.gpus_per_worker
+    return ray.train.ScalingConfig(
+        num_workers=ctx.workers_per_trial, use_gpu=ctx.gpus_per_worker > 0, resources_per_worker=resources
+    )
+
+
+def _fit_one(ctx: StudyContext, overrides: dict[str, Any]) -> dict[str, Any]:
+    """Train + evaluate one config as one MLflow child run; returns its final metrics."""
+    import ray.train
+    from ray.train.torch import TorchTrainer
+    from ray.tune.integration.ray_train import TuneReportCallback
+
+    from seqablate import search_spaces, tracking
+    from seqablate.trainables.loop import train_loop_per_worker, worker_config
+
+    base = parse(TrialConfig, ctx.base, source="study base config")
+    name = search_spaces.run_name(overrides)
+    cfg = with_overrides(base, overrides).model_copy(update={"name": name})
+    key = search_spaces.trial_key(overrides)
+    ref = tracking.StudyRef(*ctx.study_ref)
+    try:
+        with tracking.trial_run(ref, cfg, overrides=overrides, run_name=name, trial_key=key,
+                                study_name=ctx.name) as tlog:
+            config = worker_config(
+                cfg, TrialSplit.from_dict(ctx.split), cpus_per_worker=int(max(1, ctx.cpus_per_worker)),
+                tracking={"tracking_uri": ref.tracking_uri, "run_id": tlog.run_id},
+                fail_at_step=ctx.fail_at.get(name),
+            )
+            trainer = TorchTrainer(
+                train_loop_per_worker,
+                train_loop_config=config,
+                scaling_config=_scaling(ctx),
+                run_config=ray.train.RunConfig(
+                    # Stable per trial: a restored study resumes the trial's Train run from
+                    # its latest checkpoint instead of starting over.
+                    name=f"{name}-{key}",
+                    storage_path=ctx.train_storage,
+                    failure_config=ray.train.FailureConfig(max_failures=ctx.max_failures),
+                    checkpoint_config=ray.train.CheckpointConfig(num_to_keep=2),
+                    callbacks=[TuneReportCallback()],
+                ),
+            )
+            result = trainer.fit()  # raises TrainingFailedError after max_failures
+            metrics = dict(result.metrics or {})
+            tlog.set_tags({"seqablate.train_path": str(result.path)})
+            return {**metrics, "mlflow_run_id": tlog.run_id}
+    except tracking.TrialAlreadyFinished as done:
+        # MLflow holds a FINISHED run for this trial (the study was killed after logging it):
+        # report its metrics instead of training it again.
+        run = tracking.client(ref.tracking_uri).get_run(done.run_id)
+        return {**dict(run.data.metrics), "mlflow_run_id": done.run_id, "already_finished": 1.0}
+
+
+def trial_driver(config: dict[str, Any], ctx: StudyContext) -> None:
+    """One Tune trial (a function trainable; wrap with ``tune.with_parameters(..., ctx=...)``)."""
+    import numpy as np
+    import ray.tune
+
+    overrides = trial_overrides(config)
+    if ctx.seeds > 1 and "train.seed" not in overrides:
+        # Searches: the sampled config is trained once per seed; Optuna sees the mean.
+        finals = [_fit_one(ctx, {**overrides, "train.seed": s}) for s in range(ctx.seeds)]
+        keys = set.intersection(*(set(k for k, v in f.items() if isinstance(v, int | float)) for f in finals))
+        final = {k: float(np.mean([f[k] for f in finals])) for k in keys}
+        final["mlflow_run_ids"] = ",".join(str(f["mlflow_run_id"]) for f in finals)
+    else:
+        final = _fit_one(ctx, overrides)
+    final = {k: v for k, v in final.items() if k != "checkpoint_path"}
+    final.setdefault(OBJECTIVE, final.get("val.mAP", 0.0))
+    ray.tune.report(final)
+
+
+# --------------------------------------------------------------------------------------------
+# run_study
+# --------------------------------------------------------------------------------------------
+
+
+SMOKE: dict[str, Any] = {  # --smoke: tiny everything, for CI and `ray job submit` checks
+    "data.image_size": 32,
+    "data.slices": 3,
+    "data.val_patients": 1,
+    "model.backbone": "compact",
+    "train.steps": 4,
+    "train.batch_size": 2,
+    "train.val_every": 2,
+    "train.saliency_every": 2,
+    "eval.bootstrap": 20,
+    "eval.each_sequence": False,
+}
+
+
+def study_storage(cfg: StudyConfig) -> str:
+    """The study folder (local absolute path or URI)."""
+    s = cfg.storage or str(Path.cwd() / "seqablate-runs" / cfg.name)
+    return s if "://" in s else str(Path(s).expanduser().resolve())
+
+
+def _is_local(storage: str) -> bool:
+    return "://" not in storage or storage.startswith("file://")
+
+
+def _local(storage: str) -> Path:
+    return Path(storage[len("file://"):] if storage.startswith("file://") else storage)
+
+
+def resolve_study(cfg: StudyConfig) -> StudyConfig:
+    """Apply ``--smoke`` to the base config (explicit study values win)."""
+    if not cfg.smoke:
+        return cfg
+    base = with_overrides(cfg.base, SMOKE)
+    return cfg.model_copy(update={"base": base})
+
+
+def _init_ray(cfg: StudyConfig) -> None:
+    """Connect to the cluster (``RAY_ADDRESS``, set by ``ray job submit``) or start local Ray."""
+    import ray
+
+    if ray.is_initialized():
+        return
+    os.environ.setdefault("RAY_TRAIN_V2_ENABLED", "1")  # Train V2 (the default since Ray 2.5x)
+    if os.environ.get("RAY_ADDRESS"):
+        ray.init(address=os.environ["RAY_ADDRESS"], log_to_driver=True)
+    else:
+        # Locally, trial drivers hold only 0.01 CPU while their Train workers run; one spare
+        # logical CPU lets `cpus` trials of 1-CPU workers run side by side on `cpus` cores.
+        ray.init(num_cpus=(os.cpu_count() or 1) + 1, include_dashboard=False,
+                 runtime_env={"env_vars": {"RAY_TRAIN_V2_ENABLED": "1"}})
+
+
+def check_gpus(cfg: StudyConfig) -> None:
+    """Refuse GPU trials when Ray sees too few GPUs (before any trial starts)."""
+    import ray
+
+    need = cfg.gpus_per_worker * cfg.workers_per_trial
+    if need <= 0:
+        return
+    have = float(ray.cluster_resources().get("GPU", 0.0))
+    if have < need:
+        raise StudySetupError(
+            f"--gpus-per-worker {cfg.gpus_per_worker} x --workers-per-trial {cfg.workers_per_trial} "
+            f"needs {need:g} GPU(s) per trial, but Ray sees {have:g} GPU(s) in this cluster; "
+            "use --gpus-per-worker 0 for CPU training or connect to a GPU cluster (RAY_ADDRESS)"
+        )
+
+
+@dataclass
+class StudyResult:
+    """Outcome of a study."""
+
+    storage: str  # study folder
+    tracking_uri: str
+    parent_run_id: str
+    trials: list[dict[str, Any]]  # one row per Tune trial: name, status, error, final metrics
+
+
+def prepare(cfg: StudyConfig) -> tuple[StudyConfig, TrialSplit]:
+    """Validate the study before Ray starts: space, cohort (cached once), split, externals."""
+    from seqablate import search_spaces
+
+    cfg = resolve_study(cfg)
+    search_spaces.get_space(cfg.space)  # unknown space -> SpaceError listing the spaces
+    base = cfg.base
+    if base.data.cohort is None:
+        raise StudySetupError("no cohort: pass --cohort PATH (or set cohort in the study config)")
+    patients = load_cached(base.data, progress=True)
+    split = plan_split(base, patients)
+    for name, path in base.eval.external.items():
+        if not Path(path).exists():
+            raise StudySetupError(f"external cohort {name}={path}: no such file or directory")
+        load_cached(base.data, cohort=path, progress=True)
+    return cfg, split
+
+
+def run_study(
+    cfg: StudyConfig,
+    *,
+    resume: bool = False,
+    fail_at: dict[str, int] | None = None,
+    verbose: int = 1,
+) -> StudyResult:
+    """Run (or, with ``resume``, continue) a study; returns per-trial outcomes.
+
+    ``fail_at`` (tests): run name -> step at which that trial's workers raise.
+    """
+    import ray.tune
+
+    from seqablate import search_spaces, tracking
+
+    cfg, split = prepare(cfg)
+    storage = study_storage(cfg)
+    space = search_spaces.get_space(cfg.space)
+    _init_ray(cfg)
+    check_gpus(cfg)
+    if _is_local(storage):
+        folder = _local(storage)
+        folder.mkdir(parents=True, exist_ok=True)
+        _write_atomic(folder / STUDY_FILE, to_yaml(cfg))
+        _write_atomic(folder / SPLIT_FILE, json.dumps(split.as_dict(), indent=1))
+    parent, leaf = storage.rstrip("/").rsplit("/", 1)
+    with tracking.study_run(cfg.name, storage=storage if _is_local(storage) else None,
+                            tracking_uri=cfg.tracking_uri, config=cfg, space=space, resume=resume) as study:
+        ctx = StudyContext(
+            name=cfg.name, base=cfg.base.model_dump(mode="json"), split=split.as_dict(),
+            study_ref=tuple(study.ref), train_storage=f"{storage}/train",
+            workers_per_trial=cfg.workers_per_trial, gpus_per_worker=cfg.gpus_per_worker,
+            cpus_per_worker=cfg.cpus_per_worker, seeds=cfg.seeds if space.kind == "search" else 1,
+            fail_at=dict(fail_at or {}),
+        )
+        # The driver itself only waits on its trainer: a sliver of CPU, never a GPU.
+        trainable = ray.tune.with_resources(ray.tune.with_parameters(trial_driver, ctx=ctx), {"cpu": 0.01})
+        tuner_path = f"{parent}/{leaf}"
+        if resume and ray.tune.Tuner.can_restore(tuner_path):
+            tuner = ray.tune.Tuner.restore(tuner_path, trainable=trainable, resume_errored=True)
+        else:
+            if resume:
+                print(f"no Tune state at {tuner_path}: starting the study afresh", file=sys.stderr)
+            tuner = ray.tune.Tuner(trainable, **_tuner_args(cfg, space, parent, leaf, verbose))
+        grid = tuner.fit()
+        rows = _rows(grid)
+        study.log_summary({
+            "trials": len(rows),
+            "finished": sum(r["status"] == "TERMINATED" for r in rows),
+            "failed": sum(r["status"] == "ERROR" for r in rows),
+        })
+        study.log_table(_table(rows), "trials.csv")
+        return StudyResult(storage, study.ref.tracking_uri, study.ref.parent_run_id, rows)
+
+
+def _tuner_args(cfg: StudyConfig, space: Any, parent: str, leaf: str, verbose: int) -> dict[str, Any]:
+    import ray.tune
+    from ray.tune.schedulers import ASHAScheduler
+
+    scheduler = (
+        ASHAScheduler(time_attr="training_iteration", grace_period=1, reduction_factor=2)
+        if cfg.scheduler == "asha" else None
+    )
+    if space.kind == "grid":
+        points = space.grid(seeds=cfg.seeds)
+        param_space: dict[str, Any] = {"overrides": ray.tune.grid_search(points)}
+        search_alg, num_samples = None, 1
+    else:
+        from ray.tune.search.optuna import OptunaSearch
+
+        param_space = {}
+        search_alg = OptunaSearch(space=space.search_fn(cfg.base), metric=OBJECTIVE, mode="max")
+        num_samples = cfg.num_samples
+    return {
+        "param_space": param_space,
+        "tune_config": ray.tune.TuneConfig(
+            metric=OBJECTIVE, mode="max", search_alg=search_alg, scheduler=scheduler,
+            num_samples=num_samples, max_concurrent_trials=cfg.max_concurrent,
+            trial_name_creator=_trial_name, trial_dirname_creator=_trial_name,
+        ),
+        "run_config": ray.tune.RunConfig(
+            name=leaf, storage_path=parent, verbose=verbose,
+            failure_config=ray.tune.FailureConfig(max_failures=0),
+        ),
+    }
+
+
+def _trial_name(trial: Any) -> str:
+    """Tune trial names say what differs (``mid@layer4-l2_tied-p0.25-seed1``) + Tune's id."""
+    from seqablate import search_spaces
+
+    try:
+        name = search_spaces.run_name(trial_overrides(trial.config))
+    except Exception:  # a search's config before sampling: fall back to Tune's id
+        name = "trial"
+    return f"{name}_{trial.trial_id}"
+
+
+def _rows(grid: Any) -> list[dict[str, Any]]:
+    rows = []
+    for r in grid:
+        m = dict(r.metrics or {})
+        cfg = dict(r.config or {})
+        rows.append({
+            "name": __import__("seqablate.search_spaces", fromlist=["run_name"]).run_name(trial_overrides(cfg)),
+            "status": "ERROR" if r.error else "TERMINATED",
+            "error": f"{type(r.error).__name__}: {r.error}"[:500] if r.error else "",
+            "path": str(r.path),
+            **{k: v for k, v in m.items() if isinstance(v, int | float | str) and (
+                k.startswith(("test.", "external.", "val.")) or k in ("mlflow_run_id", "step"))},
+        })
+    return rows
+
+
+def _table(rows: list[dict[str, Any]]) -> Any:
+    import pandas as pd
+
+    return pd.DataFrame(rows)
+
+
+def _write_atomic(path: Path, text: str) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
+def load_study_config(path: str | Path) -> StudyConfig:
+    """The StudyConfig saved in a study folder (for ``study resume PATH``)."""
+    from seqablate.config import load_yaml
+
+    p = Path(path)
+    f = p / STUDY_FILE if p.is_dir() else p
+    if not f.is_file():
+        raise StudySetupError(f"{path}: not a study folder (no {STUDY_FILE})")
+    return load_yaml(f, StudyConfig)
