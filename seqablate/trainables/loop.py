@@ -291,7 +291,7 @@ def train_loop_per_worker(config: dict[str, Any], session: Session | None = None
             session.report(metrics, None)  # [ray]
     progress.close()
     if run.get("evaluate", True):
-        final: dict[str, float] = {"step": state.step, "done": 1.0, "val.best_mAP": _best(state)}
+        final: dict[str, float] = {"step": state.step, "evaluated": 1.0, "val.best_mAP": _best(state)}
         if rank == 0:
             final.update(_evaluate_best(bare, best_state, cfg, patients, split, device, logger))
         session.report(final, None)  # [ray] every rank reports (it is a barrier)
@@ -381,6 +381,6 @@ def fit_trial(
                            tracking=tracking, evaluate=evaluate, fail_at_step=fail_at_step)
     train_loop_per_worker(config, session)
     last = session.checkpoints()[-1]
-    final = session.reported[-1] if session.reported and "done" in session.reported[-1] else {}
+    final = session.reported[-1] if session.reported and "evaluated" in session.reported[-1] else {}
     return FitResult(checkpoint=last, state=read_state(last), history=session.reported, split=split,
                      metrics={k: v for k, v in final.items() if k.startswith(("test.", "external."))})

@@ -1,0 +1,144 @@
+"""``seqablate predict``: segment one patient folder with a trained model.
+
+Writes, on the input's own voxel grid and with its own affine (whatever its orientation):
+``probability.nii.gz`` (float32), ``mask.nii.gz`` (uint8, probability > eval.threshold) and
+``lesions.csv`` (one row per 26-connected predicted lesion: centre in mm (scanner RAS), volume
+in mm^3, voxel count, score = mean probability, as in the paper's lesion detection).
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from seqablate.config import TrialConfig
+
+
+class PredictRefused(ValueError):
+    """Missing sequences for a model trained without sequence dropout (use --force)."""
+
+
+@dataclass
+class PredictOutput:
+    folder: Path
+    files: list[Path] = field(default_factory=list)
+    used: tuple[str, ...] = ()  # sequences the prediction used
+    missing: tuple[str, ...] = ()  # sequences the model knows that were missing
+
+
+def _patient_files(folder: Path, cfg: TrialConfig) -> object:
+    from seqablate.data.layouts import _nifti_patient  # one patient folder in the nifti layout
+
+    if not folder.is_dir():
+        raise ValueError(f"--input {folder}: not a folder (expected one NIfTI file per sequence)")
+    return _nifti_patient(folder.name, folder, "nifti", tuple(cfg.data.lesion_labels))
+
+
+def _to_input_grid(ras: np.ndarray, orig_affine: np.ndarray) -> np.ndarray:
+    """Array on the RAS-reoriented grid -> the same voxels in the file's own axis order."""
+    import nibabel as nib
+
+    ornt = nib.orientations.io_orientation(orig_affine)
+    ras_ornt = nib.orientations.axcodes2ornt(("R", "A", "S"))
+    return nib.orientations.apply_orientation(ras, nib.orientations.ornt_transform(ras_ornt, ornt))
+
+
+def lesion_table(probs: np.ndarray, affine: np.ndarray, threshold: float) -> object:
+    """Per-lesion DataFrame of a probability volume float32[X, Y, Z] with its voxel->mm affine."""
+    import pandas as pd
+
+    from seqablate.metrics.lesions import components
+
+    comp = components(probs > threshold)
+    if comp.n == 0:
+        return pd.DataFrame(columns=["lesion", "x_mm", "y_mm", "z_mm", "volume_mm3", "voxels", "score"])
+    cen = comp.centroids()  # voxel units
+    mm = (affine[:3, :3] @ cen.T).T + affine[:3, 3]
+    voxel_mm3 = float(abs(np.linalg.det(affine[:3, :3])))
+    sizes = comp.sizes
+    return pd.DataFrame({
+        "lesion": np.arange(1, comp.n + 1), "x_mm": mm[:, 0], "y_mm": mm[:, 1], "z_mm": mm[:, 2],
+        "volume_mm3": sizes * voxel_mm3, "voxels": sizes, "score": comp.sums(probs) / np.maximum(sizes, 1),
+    })
+
+
+def predict_patient(
+    model_ref: str | Path,
+    input_dir: str | Path,
+    out_dir: str | Path,
+    *,
+    sequences: list[str] | None = None,
+    force: bool = False,
+    tracking_uri: str | None = None,
+    device: str | None = None,
+) -> PredictOutput:
+    """Predict one patient; see the module docstring. Raises :class:`PredictRefused` when
+    the model was trained without sequence dropout and a sequence it knows is missing (unless
+    ``force``), ValueError for bad inputs."""
+    import nibabel as nib
+    import torch
+
+    from seqablate import tracking
+    from seqablate.data.cache import CachedPatient
+    from seqablate.data.preprocess import PreprocessParams, preprocess_volume
+    from seqablate.data.volumes import load_patient
+    from seqablate.sequences import canonical
+    from seqablate.trainables.checkpoint import load_best_model
+    from seqablate.trainables.inference import predict_volume
+
+    folder = tracking.download_model(model_ref, tracking_uri=tracking_uri)
+    dev = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    model, cfg = load_best_model(folder, device=dev)
+    known = tuple(cfg.data.sequences)
+    pf = _patient_files(Path(input_dir), cfg)
+    if sequences:
+        wanted = [canonical(s) for s in sequences]
+        unknown = [s for s in wanted if s not in known]
+        if unknown:
+            raise ValueError(f"--sequences {unknown}: the model knows only {list(known)}")
+        pf.files = {k: v for k, v in pf.files.items() if k in wanted}
+    available = tuple(s for s in known if s in pf.files)
+    missing = tuple(s for s in known if s not in pf.files)
+    if not available:
+        raise ValueError(f"--input {input_dir}: none of the model's sequences {list(known)} found "
+                         f"(has {sorted(pf.files)})")
+    if missing and cfg.train.dropout_p <= 0 and not force:
+        raise PredictRefused(
+            f"the model was trained without sequence dropout (train.dropout_p = 0) on {list(known)}, "
+            f"but {list(missing)} {'is' if len(missing) == 1 else 'are'} missing for {input_dir}; "
+            "its predictions without them are unreliable (the paper's Table III: mAP 0). "
+            "Use a model trained with sequence dropout, or pass --force to predict anyway"
+        )
+    vol = load_patient(pf, list(available))
+    image, present, _ = preprocess_volume(vol, known, PreprocessParams(image_size=cfg.data.image_size, clahe=cfg.data.clahe))
+    patient = CachedPatient(patient_id=pf.patient_id, image=image, present=present, mask=None,
+                            spacing=tuple(vol.spacing), orig_shape=tuple(vol.shape), affine=vol.affine,
+                            sequences=known)
+    probs_ras = predict_volume(model, patient, slices=cfg.data.slices, batch_size=cfg.eval.batch_size,
+                               device=dev, amp=dev.type == "cuda")
+    probs = _to_input_grid(probs_ras, vol.orig_affine).astype(np.float32)
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    # Everything is written into a temp folder first and moved into place file by file.
+    tmp = Path(tempfile.mkdtemp(prefix=".predict-", dir=out))
+    try:
+        files = {
+            "probability.nii.gz": nib.Nifti1Image(probs, vol.orig_affine),
+            "mask.nii.gz": nib.Nifti1Image((probs > cfg.eval.threshold).astype(np.uint8), vol.orig_affine),
+        }
+        for name, img in files.items():
+            nib.save(img, tmp / name)
+        lesion_table(probs, vol.orig_affine, cfg.eval.threshold).to_csv(tmp / "lesions.csv", index=False)
+        written = []
+        for name in [*files, "lesions.csv"]:
+            os.replace(tmp / name, out / name)
+            written.append(out / name)
+    finally:
+        for leftover in tmp.glob("*"):
+            leftover.unlink()
+        tmp.rmdir()
+    return PredictOutput(out, written, available, missing)
