@@ -191,18 +191,29 @@ def _init_ray(cfg: StudyConfig) -> None:
     else:
         # Locally, trial drivers hold only 0.01 CPU while their Train workers run; one spare
         # logical CPU lets `cpus` trials of 1-CPU workers run side by side on `cpus` cores.
-        ray.init(num_cpus=(os.cpu_count() or 1) + 1, include_dashboard=False,
+        # address="local": always a fresh local instance, never someone's `ray start` cluster.
+        ray.init(address="local", num_cpus=(os.cpu_count() or 1) + 1, include_dashboard=False,
                  runtime_env={"env_vars": {"RAY_TRAIN_V2_ENABLED": "1"}})
 
 
 def check_gpus(cfg: StudyConfig) -> None:
-    """Refuse GPU trials when Ray sees too few GPUs (before any trial starts)."""
+    """Refuse GPU trials when Ray sees too few GPUs (before any trial starts).
+
+    On a cluster (``RAY_ADDRESS`` set, or Ray already initialised) the cluster's GPUs count;
+    a local Ray would see this machine's CUDA devices, so those are counted without starting it.
+    """
     import ray
 
     need = cfg.gpus_per_worker * cfg.workers_per_trial
     if need <= 0:
         return
-    have = float(ray.cluster_resources().get("GPU", 0.0))
+    if ray.is_initialized() or os.environ.get("RAY_ADDRESS"):
+        _init_ray(cfg)
+        have = float(ray.cluster_resources().get("GPU", 0.0))
+    else:
+        import torch
+
+        have = float(torch.cuda.device_count())
     if have < need:
         raise StudySetupError(
             f"--gpus-per-worker {cfg.gpus_per_worker} x --workers-per-trial {cfg.workers_per_trial} "
@@ -257,8 +268,8 @@ def run_study(
     cfg, split = prepare(cfg)
     storage = study_storage(cfg)
     space = search_spaces.get_space(cfg.space)
-    _init_ray(cfg)
     check_gpus(cfg)
+    _init_ray(cfg)
     if _is_local(storage):
         folder = _local(storage)
         folder.mkdir(parents=True, exist_ok=True)
