@@ -8,6 +8,7 @@ in mm^3, voxel count, score = mean probability, as in the paper's lesion detecti
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import tempfile
 from dataclasses import dataclass, field
@@ -100,7 +101,7 @@ def predict_patient(
         unknown = [s for s in wanted if s not in known]
         if unknown:
             raise ValueError(f"--sequences {unknown}: the model knows only {list(known)}")
-        pf.files = {k: v for k, v in pf.files.items() if k in wanted}
+        pf = dataclasses.replace(pf, files={k: v for k, v in pf.files.items() if k in wanted})
     available = tuple(s for s in known if s in pf.files)
     missing = tuple(s for s in known if s not in pf.files)
     if not available:

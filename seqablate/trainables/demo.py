@@ -1,0 +1,94 @@
+"""``seqablate demo``: the paper's sequence-dropout finding, end to end, on a laptop.
+
+Writes synthetic ``stanford`` (4 sequences) and ``oslo`` (no ``t1_gre_post``; some patients
+also lack ``t1_fse_pre``) phantom cohorts, runs a small study on local Ray (input-level
+network with and without sequence dropout p = 0.25, 2 seeds each, ``compact`` backbone,
+small images), evaluates every trial on the full protocol, with ``t1_gre_post`` censored,
+and on oslo, and prints the paper-style tables (I, III, IV, VI) built from MLflow by
+``seqablate.analysis``, plus the ``mlflow ui`` command that shows the runs.
+"""
+
+from __future__ import annotations
+
+import shutil
+import time
+from pathlib import Path
+from typing import Any
+
+#: Demo scale, chosen for wall time on a 2-core CPU (see benchmarks/RESULTS.md, "Demo").
+PATIENTS = {"stanford": 12, "oslo": 6}
+SHAPE = (32, 32, 16)  # phantom volume (X, Y, Z)
+STEPS = 150
+BASE: dict[str, Any] = {
+    "data": {"image_size": 32, "slices": 5, "val_patients": 2, "test_fraction": 0.25},
+    "model": {"backbone": "compact", "integration": "input"},
+    "train": {"steps": STEPS, "batch_size": 8, "lr": 1e-3, "warmup_steps": 10, "val_every": 50,
+              "saliency_every": 25},
+    "eval": {"bootstrap": 500, "each_sequence": False, "censor": ["t1_gre_post"]},
+}
+
+
+def run_demo(out: str | Path, *, steps: int | None = None) -> int:
+    """Run the demo into ``out``; returns the exit code."""
+    from seqablate import tracking
+    from seqablate.analysis.render import table_markdown
+    from seqablate.analysis.runs import runs_from_frame
+    from seqablate.analysis.tables import build_tables
+    from seqablate.config import StudyConfig, parse
+    from seqablate.data import make_phantom_cohort
+    from seqablate.trainables.driver import run_study
+
+    t0 = time.perf_counter()
+    out = Path(out).resolve()
+    cohorts = {
+        site: make_phantom_cohort(out / "cohorts" / site, site=site, patients=n, seed=i, shape=SHAPE, progress=True)
+        for i, (site, n) in enumerate(PATIENTS.items())
+    }
+    storage = out / "study"
+    if storage.exists():  # a fresh study each time (a kept one would resume its checkpoints)
+        shutil.rmtree(storage)
+    base = {**BASE, "train": {**BASE["train"], "steps": steps or STEPS}}
+    cfg = parse(StudyConfig, {
+        "name": "demo", "space": str(Path(__file__).with_name("demo_space.py")),
+        "cohort": str(cohorts["stanford"]), "external": {"oslo": str(cohorts["oslo"])},
+        "seeds": 2, "max_concurrent": 2, "cpus_per_worker": 1, "storage": str(storage), "base": base,
+    }, source="demo")
+    t1 = time.perf_counter()
+    result = run_study(cfg, verbose=1)
+    t2 = time.perf_counter()
+    runs = runs_from_frame(tracking.list_trials(str(storage)))
+    print("\n" + "=" * 100)
+    print("seqablate demo: input-level network without / with sequence dropout (p = 0.25), 2 seeds")
+    print("values in %, mean over seeds (± std), mAP with its 95 % bootstrap CI over test patients")
+    print("=" * 100)
+    wanted = {"I", "II", "III", "IV", "VI"}  # the paper's tables this study fills
+    for table in build_tables(runs):
+        if table.available and table.id.split(".")[0] in wanted:
+            print("\n" + table_markdown(table))
+    print("\n" + summary(result.trials))
+    failed = [r for r in result.trials if r["status"] != "TERMINATED"]
+    print(f"\nwall time: {t2 - t0:.0f} s (cohorts {t1 - t0:.0f} s, study {t2 - t1:.0f} s); "
+          f"{len(result.trials) - len(failed)}/{len(result.trials)} trials finished")
+    print(f"\nsee the runs: .venv/bin/mlflow ui --backend-store-uri {result.tracking_uri}")
+    return 1 if failed else 0
+
+
+def summary(trials: list[dict[str, Any]]) -> str:
+    """The finding in one line per arm: full vs t1_gre_post-censored mAP, and oslo."""
+    import numpy as np
+
+    lines = []
+    for arm, label in (("input-seed", "without dropout"), ("input-p0.25-seed", "with dropout p=0.25")):
+        rows = [r for r in trials if r["name"].startswith(arm) and r["status"] == "TERMINATED"]
+        if not rows:
+            continue
+
+        def mean(key: str, rows: list[dict[str, Any]] = rows) -> float:
+            vals = [r[key] for r in rows if isinstance(r.get(key), float)]
+            return float(np.mean(vals)) if vals else float("nan")
+
+        full, cens, oslo = mean("test.full.mAP"), mean("test.censor_t1_gre_post.mAP"), mean("external.oslo.mAP")
+        kept = cens / full if full > 0 else float("nan")
+        lines.append(f"{label:<22} mAP full {full:.2f} | t1_gre_post censored {cens:.2f} "
+                     f"({kept:.0%} of full) | oslo {oslo:.2f}")
+    return "\n".join(lines)
