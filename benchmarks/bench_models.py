@@ -90,6 +90,43 @@ def speed(size: int, n: int, n_branchy: int) -> dict:
     return out
 
 
+def ab_input(size: int, n: int, rounds: int) -> dict:
+    """Interleaved A/B (baseline, platform 'input', alternating) -> median slices/s of each.
+
+    On a shared, loaded machine the load drifts between the sequential timings of ``speed``;
+    alternating the two in rounds exposes both to the same drift.
+    """
+    gen = torch.Generator().manual_seed(0)
+    image = torch.rand(n, len(SEQS), K, size, size, generator=gen)
+    present = torch.ones(n, len(SEQS), dtype=torch.bool)
+    torch.manual_seed(0)
+    plain = deeplabv3_resnet50(weights=None, weights_backbone=None, num_classes=1, aux_loss=False)
+    plain.backbone.conv1 = torch.nn.Conv2d(len(SEQS) * K, 64, 7, 2, 3, bias=False)
+    plain.eval()
+    fast = inference_model(build_model(_cfg("input", "resnet50"), seed=0))
+    flat = image.flatten(1, 2)
+
+    def run_plain() -> None:
+        with torch.no_grad():
+            plain(flat)["out"]
+
+    def run_fast() -> None:
+        predict_logits(fast, image, present, batch_size=n)
+
+    run_plain()
+    run_fast()
+    times: dict[str, list[float]] = {"baseline": [], "platform": []}
+    for _ in tqdm(range(rounds), desc="A/B"):
+        for name, fn in (("baseline", run_plain), ("platform", run_fast)):
+            t = time.perf_counter()
+            fn()
+            times[name].append(n / (time.perf_counter() - t))
+    med = {k: sorted(v)[len(v) // 2] for k, v in times.items()}
+    return {"rounds": rounds, "slices_per_call": n, "median_slices_per_s": med,
+            "ratio_platform_vs_baseline": round(med["platform"] / med["baseline"], 2),
+            "all_slices_per_s": {k: [round(x, 3) for x in v] for k, v in times.items()}}
+
+
 def _blobs(n: int, size: int, gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
     """Synthetic 'lesions': bright discs on t1_gre_post / t1_fse_post over noise; target = discs."""
     yy, xx = torch.meshgrid(torch.arange(size), torch.arange(size), indexing="ij")
@@ -200,6 +237,7 @@ def main() -> None:
     ap.add_argument("--backbone", default="compact", help="backbone of the memory measurement")
     ap.add_argument("--batch", type=int, default=8)
     ap.add_argument("--skip", nargs="*", default=[], choices=["speed", "agreement", "memory"])
+    ap.add_argument("--ab-rounds", type=int, default=0, help="also run an interleaved A/B of input vs baseline")
     ap.add_argument("--memory-child", default=None, help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.memory_child:
@@ -214,6 +252,8 @@ def main() -> None:
         base = sp["baseline torchvision fp32 eager"]
         report["speed_slices_per_s"] = {k: round(v, 3) for k, v in sp.items()}
         report["speed_ratio_vs_baseline"] = {k: round(v / base, 2) for k, v in sp.items()}
+    if args.ab_rounds:
+        report["ab_input"] = ab_input(args.size, args.n, args.ab_rounds)
     if "agreement" not in args.skip:
         report["agreement"] = agreement(args.fit_size, args.fit_steps)
     if "memory" not in args.skip:
