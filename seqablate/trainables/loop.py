@@ -190,6 +190,7 @@ def train_loop_per_worker(config: dict[str, Any], session: Session | None = None
 
         saliency_acc = SaliencyAccumulator(cfg.data.sequences, cfg.data.slices)
 
+    resumed_from: int | None = None  # [infra] step of the checkpoint this worker resumed from
     with session.resume_checkpoint() as ckpt:  # [ray] get_checkpoint
         if ckpt is not None:
             bare.load_state_dict(torch.load(ckpt / "model.pt", map_location=device, weights_only=True))
@@ -198,6 +199,7 @@ def train_loop_per_worker(config: dict[str, Any], session: Session | None = None
             scheduler.load_state_dict(opt_state["scheduler"])
             best_state = torch.load(ckpt / "best_model.pt", map_location="cpu", weights_only=True)
             state = read_state(ckpt)
+            resumed_from = state.step
             if saliency_acc is not None and (ckpt / "saliency.pt").is_file():
                 saliency_acc.load_state_dict(torch.load(ckpt / "saliency.pt", weights_only=False))
 
@@ -224,6 +226,10 @@ def train_loop_per_worker(config: dict[str, Any], session: Session | None = None
     batches = iter(loader)
 
     logger = _open_logger(run.get("tracking"), rank)
+    if logger is not None and resumed_from is not None:
+        # [infra] Record where a restarted worker picked up, so a resume from a checkpoint
+        # is visible in MLflow (tests/infra/test_infra_multinode.py checks it is not step 0).
+        logger.log_metrics({"train.resumed_from_step": float(resumed_from)}, step=resumed_from)
     loss_fn = lambda logits, target: segmentation_loss(logits, target, dice_weight=t.dice_weight)  # noqa: E731
     ckpt_every = t.checkpoint_every or t.val_every
     fail_at = run.get("fail_at_step")
