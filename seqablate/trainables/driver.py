@@ -109,7 +109,11 @@ def _fit_one(ctx: StudyContext, overrides: dict[str, Any]) -> dict[str, Any]:
                 ),
             )
             result = trainer.fit()  # raises TrainingFailedError after max_failures
-            metrics = dict(result.metrics or {})
+            # Train V2's result.metrics belong to the last *checkpointed* report; the test
+            # metrics come in the final report (no checkpoint), which rank 0 also logged to
+            # the run: read them back from MLflow (latest value of every metric).
+            logged = tracking.client(ref.tracking_uri).get_run(tlog.run_id).data.metrics
+            metrics = {**dict(result.metrics or {}), **dict(logged)}
             tlog.set_tags({"seqablate.train_path": str(result.path)})
             return {**metrics, "mlflow_run_id": tlog.run_id}
     except tracking.TrialAlreadyFinished as done:

@@ -47,6 +47,7 @@ def _study(cohorts: dict[str, Path], space_file: Path, storage: Path) -> StudyCo
     })
 
 
+@pytest.mark.slow
 def test_study_logs_one_run_per_trial_and_survives_a_failure(
     cohorts: dict[str, Path], space_file: Path, tmp_path: Path, ray_local: None
 ) -> None:
