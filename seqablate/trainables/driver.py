@@ -289,8 +289,13 @@ def run_study(
             cpus_per_worker=cfg.cpus_per_worker, seeds=cfg.seeds if space.kind == "search" else 1,
             fail_at=dict(fail_at or {}),
         )
-        # The driver itself only waits on its trainer: a sliver of CPU, never a GPU.
-        trainable = ray.tune.with_resources(ray.tune.with_parameters(trial_driver, ctx=ctx), {"cpu": 0.01})
+        # [infra] The driver itself only waits on its trainer: no CPU, never a GPU, and it runs
+        # on the head node. Ray Train V2 attaches each trial's controller to its driver's node,
+        # so with drivers on the head a lost worker node takes down only training workers,
+        # which the trainer's FailureConfig restarts from the last checkpoint (a driver on the
+        # lost node would fail the whole trial). 0 CPUs: cluster heads offer none (infra/).
+        trainable = ray.tune.with_resources(ray.tune.with_parameters(trial_driver, ctx=ctx),
+                                            {"cpu": 0, "node:__internal_head__": 0.001})
         tuner_path = f"{parent}/{leaf}"
         if resume and ray.tune.Tuner.can_restore(tuner_path):
             tuner = ray.tune.Tuner.restore(tuner_path, trainable=trainable, resume_errored=True)
