@@ -32,22 +32,47 @@ from typing import Any
 REPO = Path(__file__).resolve().parents[1]
 
 
+#: Ray's switch for a loopback-only cluster: with it off, ``get_node_ip_address()`` is
+#: 127.0.0.1. Otherwise Ray rewrites 127.0.0.1 to the machine's "remotely reachable" address
+#: (``ray.init`` resolves localhost), and in sandboxes where that address cannot be
+#: connected to from the machine itself the driver never reaches the GCS.
+LOOPBACK_ENV = "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"
+
+
 @contextmanager
 def local_cluster(workers: int, *, cpus_per_node: float = 1) -> Iterator[Any]:
-    """Head (0 CPUs) + ``workers`` nodes of ``cpus_per_node`` CPUs; always shut down."""
+    """Head (0 CPUs) + ``workers`` nodes of ``cpus_per_node`` CPUs, all on 127.0.0.1.
+
+    Sets ``LOOPBACK_ENV=0`` in ``os.environ`` (subprocess drivers inherit it) and Ray's
+    in-process copy of it while the cluster lives; always shuts the cluster down and
+    restores both.
+    """
+    from ray._private import ray_constants
     from ray.cluster_utils import Cluster
 
-    cluster = Cluster(
-        initialize_head=True,
-        head_node_args={"num_cpus": 0},
-    )
+    saved = os.environ.get(LOOPBACK_ENV)
+    saved_const = ray_constants.ENABLE_RAY_CLUSTER
+    os.environ[LOOPBACK_ENV] = "0"  # for subprocesses (drivers, raylets, workers)
+    # ...and for this process, where Ray read the variable when it was first imported.
+    ray_constants.ENABLE_RAY_CLUSTER = False
+    cluster = None
     try:
+        cluster = Cluster(
+            initialize_head=True,
+            head_node_args={"num_cpus": 0, "node_ip_address": "127.0.0.1"},
+        )
         for _ in range(workers):
-            cluster.add_node(num_cpus=cpus_per_node)
+            cluster.add_node(num_cpus=cpus_per_node, node_ip_address="127.0.0.1")
         cluster.wait_for_nodes()
         yield cluster
     finally:
-        cluster.shutdown()
+        if cluster is not None:
+            cluster.shutdown()
+        ray_constants.ENABLE_RAY_CLUSTER = saved_const
+        if saved is None:
+            os.environ.pop(LOOPBACK_ENV, None)
+        else:
+            os.environ[LOOPBACK_ENV] = saved
 
 
 def make_cohort(out: Path, patients: int = 6) -> Path:

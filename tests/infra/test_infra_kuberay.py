@@ -144,8 +144,7 @@ def test_rayjob_entrypoint_is_a_valid_study_command():
 
     parser = build_parser()
     sub = parser._subparsers._group_actions[0].choices  # type: ignore[union-attr]
-    if "study" not in sub:
-        pytest.skip("seqablate.trainables.commands does not register `study` yet")
+    assert "study" in sub, "seqablate.trainables.commands must register `study`"
     args = parser.parse_args(entry[3:])
     assert args.storage.startswith("s3://")
     assert args.tracking_uri.startswith("http://mlflow.")
