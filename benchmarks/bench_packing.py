@@ -117,14 +117,13 @@ def run_study(cmd: list[str], address: str, *, timeout: float = 1200,
     return wall, proc
 
 
-def train_worker_nodes(address: str) -> list[str]:
-    """Node ids of every Ray Train worker actor the cluster has run (alive or dead)."""
+def train_worker_nodes(address: str) -> dict[str, str]:
+    """Actor id -> node id of every Ray Train worker actor the cluster has run (alive or dead)."""
     from ray.util.state import list_actors
 
     actors = list_actors(address=address, filters=[("class_name", "=", "RayTrainWorker")],
                          limit=10_000, raise_on_missing_output=False)
-    return [a.node_id for a in actors]
-
+    return {a.actor_id: a.node_id for a in actors}
 
 
 def _synthetic_trial(config: dict[str, Any]) -> None:
@@ -196,22 +195,28 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=None, help="keep logs/studies here")
     parser.add_argument("--synthetic", action="store_true",
                         help="Tune trials of a fixed CPU workload instead of `seqablate study run`")
-    parser.add_argument("--steps", type=int, default=60, help="--synthetic: steps per trial")
+    parser.add_argument("--steps", type=int, default=None,
+                        help="training steps per trial (default: --smoke's; --synthetic: 60)")
     parser.add_argument("--ckpt-every", type=int, default=10, help="--synthetic: steps per checkpoint")
     args = parser.parse_args(argv)
     if args.synthetic:
+        args.steps = args.steps or 60
         return _main_synthetic(args)
 
     work = args.out or Path(tempfile.mkdtemp(prefix="bench-packing-"))
     work.mkdir(parents=True, exist_ok=True)
     cohort = make_cohort(work / "cohort", args.patients)
-    space = write_space(work / "space.py")
+    point: dict[str, Any] = {"model.integration": "input"}
+    if args.steps:
+        point["train.steps"] = args.steps
+    space = write_space(work / "space.py", [point])
     runs = [("warm-up (untimed)", 1), ("1 trial", 1), ("2 trials", 2)]
     walls: dict[str, float] = {}
     nodes: dict[str, set[str]] = {}
+    load0 = " ".join(f"{x:.2f}" for x in os.getloadavg())
     with local_cluster(2, cpus_per_node=args.node_cpus) as cluster:
         for i, (label, seeds) in enumerate(tqdm(runs, desc="studies", unit="study")):
-            before = set(train_worker_nodes(cluster.address))
+            before = train_worker_nodes(cluster.address)
             cmd = study_cmd(space, cohort, work / f"study{i}", seeds=seeds, name=f"pack{i}")
             wall, proc = run_study(cmd, cluster.address, log=work / f"study{i}.log")
             if proc.returncode != 0:
@@ -219,12 +224,15 @@ def main(argv: list[str] | None = None) -> int:
                       f"{proc.stderr[-3000:]}", file=sys.stderr)
                 return 1
             walls[label] = wall
-            nodes[label] = set(train_worker_nodes(cluster.address)) - before
+            nodes[label] = {n for a, n in train_worker_nodes(cluster.address).items() if a not in before}
     ratio = walls["2 trials"] / walls["1 trial"]
     cpu = next((ln.split(":", 1)[1].strip() for ln in Path("/proc/cpuinfo").read_text().splitlines()
                 if ln.startswith("model name")), platform.processor())
     print(f"\nmachine: {os.cpu_count()} CPUs ({cpu}); cluster: head (0 CPUs) + 2 nodes x "
-          f"{args.node_cpus:g} CPU; {time.strftime('%Y-%m-%d')}")
+          f"{args.node_cpus:g} CPU; {time.strftime('%Y-%m-%d %H:%M')}; load average now "
+          f"{' '.join(f'{x:.2f}' for x in os.getloadavg())} (before: {load0})")
+    print(f"trial: `seqablate study run --smoke`, {args.steps or 'smoke default'} steps, "
+          "1 worker x 1 CPU (1 torch thread)")
     print(f"{'study':<20}{'wall s':>10}{'train-worker nodes':>22}")
     for label in ("1 trial", "2 trials"):
         print(f"{label:<20}{walls[label]:>10.1f}{len(nodes[label]):>22}")

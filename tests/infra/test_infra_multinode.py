@@ -76,7 +76,7 @@ def test_study_survives_a_killed_worker_node(tmp_path):
                     victim = alive[0]
                     killed_workers = alive.count(victim)
                 time.sleep(0.5)
-            spread = set(train_worker_nodes(cluster.address))
+            spread = set(train_worker_nodes(cluster.address).values())
             node = next(n for n in cluster.worker_nodes if n.node_id == victim)
             cluster.remove_node(node, allow_graceful=False)
             # The autoscaler would bring a replacement; do what it does.
