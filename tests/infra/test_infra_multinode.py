@@ -11,6 +11,7 @@ one FINISHED run per trial.
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -48,8 +49,20 @@ def _alive_train_workers(address: str) -> list[str]:
 
 
 def _trials_with_checkpoint(storage: Path) -> set[Path]:
-    """Train-run folders (one per trial) under the study's shared storage holding a checkpoint."""
-    return {p.parent for p in (storage / "train").glob("*/checkpoint_*") if p.is_dir()}
+    """Train-run folders (one per trial) whose controller has registered a checkpoint.
+
+    A ``checkpoint_*`` folder appears while the worker is still persisting it; only once the
+    Train controller has recorded it (``checkpoint_manager_snapshot.json``) would a restarted
+    worker get it back. Killing before that rightly restarts the trial from step 0.
+    """
+    done = set()
+    for snap in (storage / "train").glob("*/checkpoint_manager_snapshot.json"):
+        try:
+            if json.loads(snap.read_text()).get("checkpoint_results"):
+                done.add(snap.parent)
+        except (OSError, ValueError):  # being rewritten: look again next poll
+            pass
+    return done
 
 
 def test_study_survives_a_killed_worker_node(tmp_path):
@@ -64,7 +77,7 @@ def test_study_survives_a_killed_worker_node(tmp_path):
         env.pop("MLFLOW_TRACKING_URI", None)
         proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT)
         try:
-            # Kill a node once every trial has written a checkpoint and a training worker is
+            # Kill a node once every trial has a registered checkpoint and a training worker is
             # alive on some node: that worker's trial must resume from its checkpoint.
             victim, killed_workers = None, 0
             deadline = time.time() + 900
