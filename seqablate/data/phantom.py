@@ -14,8 +14,12 @@ brain mask; shipped inside the nilearn wheel, no download). Per patient:
   confuses vessels with small lesions;
 - the mask is drawn on the registration reference (``t1_gre_post``; ``t1_fse_post`` for Oslo,
   whose cohort lacks BRAVO); every other sequence is rendered through a small residual rigid
-  registration error (0.2-1 voxel shift, 0.3-1.5 degree rotation) and has its own noise
-  level, so BRAVO is the most informative sequence (paper VI-C);
+  registration error and has its own noise level, so BRAVO is the most informative sequence
+  (paper VI-C). The error is in mm, as in the paper's cohort (~1 mm voxels, errors sub-voxel
+  to ~1 voxel): a 0.2-1 mm shift and a 0.1-0.6 degree rotation about the volume centre
+  (<= ~0.8 mm at the edge of the brain), whatever the phantom's grid. (Version 1 drew it in
+  phantom voxels, 0.5-5 mm on a 64 x 64 x 32 grid: then even a perfect segmentation moved by
+  it fails the 1 mm lesion-centre rule, so no model can detect anything without BRAVO.)
 - a smooth multiplicative bias field and Rician noise per sequence.
 
 Sites: ``stanford`` has all four sequences; ``oslo`` has no ``t1_gre_post``, larger lesions
@@ -46,7 +50,7 @@ from scipy.spatial.transform import Rotation
 from seqablate.data.errors import DataError
 from seqablate.sequences import PAPER_SEQUENCES
 
-PHANTOM_VERSION = 1
+PHANTOM_VERSION = 2  # 2: registration error in mm (was phantom voxels)
 SITES = ("stanford", "oslo")
 SMALL_SHAPE = (64, 64, 32)
 DEFAULT_SHAPE = (128, 128, 64)
@@ -265,10 +269,10 @@ def _render_patient(
             pts, tissue = world, ref_tissue
         else:  # residual registration error: small rigid motion about the volume centre
             axis = rng.normal(size=3)
-            angle = rng.uniform(0.3, 1.5)
+            angle = rng.uniform(0.1, 0.6)
             r_err = Rotation.from_rotvec(axis / np.linalg.norm(axis) * np.deg2rad(angle)).as_matrix()
             sdir = rng.normal(size=3)
-            t_err = sdir / np.linalg.norm(sdir) * rng.uniform(0.2, 1.0) * spacing
+            t_err = sdir / np.linalg.norm(sdir) * rng.uniform(0.2, 1.0)  # mm, not voxels
             pts = (world - center) @ r_err.T + center + t_err
             tissue = anatomy(pts)
             registration[seq] = {"rotation_deg": [float(angle)], "shift_mm": t_err.round(3).tolist()}

@@ -1,8 +1,8 @@
 """The phantom models the paper's cohort (VI-C): BRAVO carries the most lesion information.
 
 The mask is drawn on ``t1_gre_post`` (the registration reference); every other sequence has
-its own, lower lesion contrast-to-noise and a residual registration error of 0.2-1 voxel and
-0.3-1.5 degrees. Measured here on rendered images, independently of the phantom's constants:
+its own, lower lesion contrast-to-noise and a residual registration error of 0.2-1 mm and
+0.1-0.6 degrees. Measured here on rendered images, independently of the phantom's constants:
 noise sigma from the air in the corners of the field of view (Rician with zero signal is
 Rayleigh: mean = sigma * sqrt(pi / 2)); lesion contrast on solid lesions (ring lesions have a
 dark necrotic core, whose mean mixes rim and core).
@@ -59,11 +59,11 @@ def test_bravo_has_highest_lesion_cnr():
 
 def test_registration_errors_of_non_reference_sequences():
     _, info = _cnr(11)
-    spacing = np.abs(np.diag(_grid(SHAPE))[:3])
     reg = info["registration_error"]
     assert sorted(reg) == sorted(s for s in PAPER_SEQUENCES if s != "t1_gre_post")
     for seq, err in reg.items():
-        # shift = unit direction x U(0.2, 1) x spacing: its length in voxel units is U(0.2, 1)
-        vox = np.linalg.norm(np.asarray(err["shift_mm"]) / spacing)
-        assert 0.2 - 1e-2 <= vox <= 1.0 + 1e-2, (seq, vox)
-        assert 0.3 <= err["rotation_deg"][0] <= 1.5, seq
+        # In mm, as in the paper's ~1 mm cohort, not in (here 3.5-7 mm) phantom voxels.
+        mm = np.linalg.norm(np.asarray(err["shift_mm"]))
+        assert 0.2 - 1e-2 <= mm <= 1.0 + 1e-2, (seq, mm)
+        # <= 0.6 degrees: <= ~0.8 mm displacement 80 mm from the centre
+        assert 0.1 <= err["rotation_deg"][0] <= 0.6, seq
