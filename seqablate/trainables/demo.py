@@ -79,6 +79,12 @@ def run_demo(out: str | Path, *, steps: int | None = None) -> int:
     print(f"\nwall time: {t2 - t0:.0f} s (cohorts {t1 - t0:.0f} s, study {t2 - t1:.0f} s); "
           f"{len(result.trials) - len(failed)}/{len(result.trials)} trials finished")
     print(f"\nsee the runs: .venv/bin/mlflow ui --backend-store-uri {result.tracking_uri}")
+    # The readable answer: tables, saliency/PR/FROC figures and overlays in one HTML file,
+    # also logged to the study's parent run (seqablate.analysis.report).
+    from seqablate.analysis.report import write_report
+
+    report = write_report(str(storage), progress=True)
+    print(f"report: {report.files[0]}")
     return 1 if failed else 0
 
 
