@@ -6,6 +6,8 @@ import argparse
 import json
 import sys
 
+from seqablate.data.layouts import LAYOUTS
+
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     """Add the ``cohort`` and ``phantom`` sub-commands."""
@@ -18,7 +20,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "Exit code 2 if any patient is unusable.",
     )
     ins.add_argument("path", help="cohort folder")
-    ins.add_argument("--layout", default="auto", choices=["auto", "nifti", "brainmetshare", "brats-mets", "ucsf-bmsr"])
+    ins.add_argument("--layout", default="auto", choices=["auto", *LAYOUTS])
     ins.add_argument("--json", action="store_true", help="machine-readable output on stdout")
     ins.add_argument("--lesion-labels", type=int, nargs="+", default=[1, 3], metavar="L", help="mask labels that are lesion (brats-mets, ucsf-bmsr; default 1 3)")
     ins.add_argument("--spacing", type=float, nargs=3, default=[0.94, 0.94, 1.0], metavar=("SX", "SY", "SZ"), help="voxel size in mm for PNG layouts (default 0.94 0.94 1.0)")
