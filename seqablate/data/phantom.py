@@ -32,6 +32,7 @@ cohort is reproducible and patient i does not depend on how many patients are ma
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import shutil
@@ -337,11 +338,15 @@ def make_phantom_cohort(
     small: bool = False,
     overwrite: bool = False,
     progress: bool = False,
+    lesion_diameter_mm: tuple[float, float] | None = None,
 ) -> Path:
     """Write a synthetic cohort to ``out`` in the ``nifti`` layout and return ``out``.
 
     ``shape``: (X, Y, Z) voxels (default 128 x 128 x 64, or 64 x 64 x 32 with ``small``).
     Patients are ``<site>_000, <site>_001, ...``, each ``<seq>.nii.gz`` + ``seg.nii.gz``.
+    ``lesion_diameter_mm``: (min, max) lesion diameters drawn log-uniformly, instead of the
+    site's (stanford 2-30 mm, oslo 5-30 mm); coarse grids may want a larger minimum, since a
+    lesion of one or two voxels is below what the network's output stride resolves.
     If ``out`` already holds the same phantom (same site, patients, seed, shape, version) it
     is reused untouched (so cache keys stay valid); a different non-empty folder is an error
     unless ``overwrite``. The cohort is built in a temp folder and moved into place.
@@ -356,7 +361,13 @@ def make_phantom_cohort(
     if len(shp) != 3 or min(shp) < 8:
         raise DataError(f"phantom shape must be three sizes >= 8, got {shape}")
     s = _SITES[site]
-    params = {"version": PHANTOM_VERSION, "site": site, "patients": patients, "seed": seed, "shape": list(shp)}
+    params: dict[str, object] = {"version": PHANTOM_VERSION, "site": site, "patients": patients, "seed": seed, "shape": list(shp)}
+    if lesion_diameter_mm is not None:
+        lo, hi = (float(v) for v in lesion_diameter_mm)
+        if not 0 < lo <= hi:
+            raise DataError(f"lesion_diameter_mm must be (min, max) with 0 < min <= max, got {lesion_diameter_mm}")
+        s = dataclasses.replace(s, diameter_mm=(lo, hi))
+        params["lesion_diameter_mm"] = [lo, hi]  # only when set: older manifests stay valid
     out = Path(out)
     manifest_path = out / "phantom.json"
     if out.exists() and any(out.iterdir()):

@@ -196,8 +196,13 @@ def _init_ray(cfg: StudyConfig) -> None:
         # Locally, trial drivers hold only 0.01 CPU while their Train workers run; one spare
         # logical CPU lets `cpus` trials of 1-CPU workers run side by side on `cpus` cores.
         # address="local": always a fresh local instance, never someone's `ray start` cluster.
+        # The commit is read here, where the checkout is, and handed to the trial processes
+        # (on a cluster `ray job submit --runtime-env-json` does it: README, "ray job submit").
+        from seqablate.tracking import git_commit
+
+        env = {"RAY_TRAIN_V2_ENABLED": "1", "SEQABLATE_GIT_COMMIT": git_commit()}
         ray.init(address="local", num_cpus=(os.cpu_count() or 1) + 1, include_dashboard=False,
-                 runtime_env={"env_vars": {"RAY_TRAIN_V2_ENABLED": "1"}})
+                 runtime_env={"env_vars": env})
 
 
 def check_gpus(cfg: StudyConfig) -> None:
@@ -272,6 +277,9 @@ def run_study(
     cfg, split = prepare(cfg)
     storage = study_storage(cfg)
     space = search_spaces.get_space(cfg.space)
+    # Every grid point / a sample of search draws must be a valid trial on this base config:
+    # a bad point is an error naming it now, not a failed trial after Ray has started.
+    search_spaces.validate_space(space, cfg.base, seeds=cfg.seeds, samples=8)
     check_gpus(cfg)
     _init_ray(cfg)
     if _is_local(storage):

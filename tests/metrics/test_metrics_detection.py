@@ -36,18 +36,23 @@ CASES = [
     # AP: one point P=1, R=1/1 -> 1. Dice = 2*27/(27+27) = 1.
     ("hit exactly", [(*vol([np.s_[2:5, 2:5, 2:5]], [(np.s_[2:5, 2:5, 2:5], 0.8)]), (1, 1, 1))],
      1.0, 1.0, 1.0, 1, 1, 1),
-    # Truth voxel (2,4,4); predicted voxels (2,4,4),(2,4,5): centroid z = 4.5 -> 0.5 voxel * 2.0 mm
-    # = 1.0 mm <= 1.0 -> TP. Dice = 2*1/(2+1) = 2/3.
-    ("1.0 mm along z (sz=2.0)", [(*vol([(2, 4, 4)], [(np.s_[2, 4, 4:6], 0.5)]), (0.5, 0.5, 2.0))],
+    # Truth voxel (2,4,4); predicted voxels (2,4,4),(2,4,5): centroid z = 4.5 lies on the face of
+    # the truth voxel's box (z 3.5..4.5) -> distance 0, TP (2.0 mm from its centre: the centre
+    # reading would call it a FP however fine the match). Dice = 2*1/(2+1) = 2/3.
+    ("centroid on the annotation's face (sz=5.0)", [(*vol([(2, 4, 4)], [(np.s_[2, 4, 4:6], 0.5)]), (0.5, 0.5, 5.0))],
      1.0, 1.0, 2 / 3, 1, 1, 1),
-    # Same voxels, sz = 2.02 -> 0.5 * 2.02 = 1.01 mm > 1.0 -> FP; 1 truth lesion missed: AP 0.
-    ("1.01 mm along z (sz=2.02)", [(*vol([(2, 4, 4)], [(np.s_[2, 4, 4:6], 0.5)]), (0.5, 0.5, 2.02))],
-     0.0, 0.0, NAN, 1, 1, 0),
-    # Prediction 2 voxels away along axis 0 with sx = 0.5: 2 * 0.5 = 1.0 mm -> TP (Dice 0, no overlap).
-    ("1.0 mm along x (sx=0.5)", [(*vol([(2, 4, 4)], [((4, 4, 4), 0.5)]), (0.5, 1.0, 2.0))],
+    # Prediction (2,4,5) next to truth (2,4,4) along z: its centre is 0.5 voxel outside the box ->
+    # 0.5 * 2.0 = 1.0 mm <= 1.0 -> TP (no overlap: Dice 0).
+    ("1.0 mm from the box along z (sz=2.0)", [(*vol([(2, 4, 4)], [((2, 4, 5), 0.5)]), (0.5, 0.5, 2.0))],
      1.0, 1.0, 0.0, 1, 1, 1),
-    # Same offset but the spacing of axis 0 is 2.0 -> 4.0 mm -> FP (axes follow `spacings`).
-    ("axis order matters", [(*vol([(2, 4, 4)], [((4, 4, 4), 0.5)]), (2.0, 1.0, 0.5))],
+    # Same voxels, sz = 2.02 -> 0.5 * 2.02 = 1.01 mm > 1.0 -> FP; 1 truth lesion missed: AP 0.
+    ("1.01 mm from the box along z (sz=2.02)", [(*vol([(2, 4, 4)], [((2, 4, 5), 0.5)]), (0.5, 0.5, 2.02))],
+     0.0, 0.0, NAN, 1, 1, 0),
+    # Prediction 3 voxels away along axis 0 with sx = 0.4: (3 - 0.5) * 0.4 = 1.0 mm -> TP (Dice 0).
+    ("1.0 mm along x (sx=0.4)", [(*vol([(2, 4, 4)], [((5, 4, 4), 0.5)]), (0.4, 1.0, 2.0))],
+     1.0, 1.0, 0.0, 1, 1, 1),
+    # Same offset but the spacing of axis 0 is 2.0 -> 5.0 mm -> FP (axes follow `spacings`).
+    ("axis order matters", [(*vol([(2, 4, 4)], [((5, 4, 4), 0.5)]), (2.0, 1.0, 0.4))],
      0.0, 0.0, NAN, 1, 1, 0),
     # Truth bar x=2..6 (5 voxels). Fragment F1 x=2..3 (p .9, centroid x=2.5 -> 0.5 mm), F2 x=6
     # (p .6, on the bar). F1 ranks first: TP; F2 same lesion: duplicate FP.
@@ -59,12 +64,13 @@ CASES = [
     ("two fragments, other wins",
      [(*vol([np.s_[2:7, 4, 4]], [(np.s_[2:4, 4, 4], 0.6), ((6, 4, 4), 0.9)]), (1, 1, 1))],
      1.0, 1.0, 1 / 3, 1, 2, 1),
-    # Truth voxels (2,4,4) and (6,4,4); one bar x=2..6: centroid x=4, 2 mm from both -> FP.
+    # Truth voxels (2,4,4) and (6,4,4); one bar x=2..6: centroid x=4, 1.5 mm from both boxes -> FP.
     ("one prediction spanning two lesions, far",
      [(*vol([(2, 4, 4), (6, 4, 4)], [(np.s_[2:7, 4, 4], 0.5)]), (1, 1, 1))],
      0.0, 0.0, NAN, 2, 1, 0),
-    # Bar x=2..5 with sx=0.5: centroid x=3.5 -> 1.5*0.5 = 0.75 mm from (2,4,4), 1.25 mm from (6,4,4):
-    # matches lesion 1 only. AP = P 1 * R 1/2 = 0.5; Dice = 2*1/(4+1) = 0.4.
+    # Bar x=2..5 with sx=0.5: centroid x=3.5 -> (1.5-0.5)*0.5 = 0.5 mm from (2,4,4)'s box, 1.0 mm
+    # from (6,4,4)'s: both within 1 mm, the nearest (lesion 1) is matched. AP = P 1 * R 1/2 = 0.5;
+    # Dice = 2*1/(4+1) = 0.4.
     ("one prediction spanning two lesions, near one",
      [(*vol([(2, 4, 4), (6, 4, 4)], [(np.s_[2:6, 4, 4], 0.5)]), (0.5, 1, 1))],
      0.5, 0.5, 0.4, 2, 1, 1),
@@ -113,9 +119,10 @@ def test_score_is_mean_probability_and_table_fields():
     assert first["volume_mm3"] == pytest.approx(27 * 1.0)  # 27 voxels of 0.5*1*2 mm^3
     assert first["patient"] == "pat-7" and first["matched_lesion"] == 1 and first["is_tp"]
     assert first["distance_mm"] == 0.0 and first["dice"] == 1.0
-    # FP at (6,12,12): nearest truth voxel (4,4,4) -> sqrt((2*.5)^2 + (8*1)^2 + (8*2)^2) = sqrt(321).
+    # FP at (6,12,12): nearest truth voxel (4,4,4), box half-size (.25,.5,1) mm ->
+    # sqrt((2*.5 - .25)^2 + (8*1 - .5)^2 + (8*2 - 1)^2) = sqrt(.5625 + 56.25 + 225).
     assert second["matched_lesion"] == -1 and not second["is_tp"] and math.isnan(second["dice"])
-    assert second["distance_mm"] == pytest.approx(math.sqrt(321))
+    assert second["distance_mm"] == pytest.approx(math.sqrt(0.5625 + 56.25 + 225))
     assert r.truth_lesions.to_dict("list") == {
         "patient": ["pat-7"], "lesion": [1], "volume_mm3": [27.0], "detected": [True]
     }
@@ -132,7 +139,7 @@ def test_threshold_and_distance_arguments():
     # Component of p .3 next to the lesion: at threshold .4 it disappears.
     p, t = vol([(2, 4, 4)], [((2, 4, 4), 0.3)])
     assert detection_metrics([p], [t], [(1, 1, 1)], threshold=0.4).n_pred == 0
-    # Prediction 2 mm away: FP at 1 mm, TP at 2 mm.
+    # Prediction 2 voxels from the truth voxel = 1.5 mm from its box: FP at 1 mm, TP at 2 mm.
     p, t = vol([(2, 4, 4)], [((2, 4, 6), 0.9)])
     assert detection_metrics([p], [t], [(1, 1, 1)]).n_tp == 0
     assert detection_metrics([p], [t], [(1, 1, 1)], max_distance_mm=2.0).n_tp == 1
@@ -179,7 +186,8 @@ def _naive_detection(probs, truths, spacings, threshold=0.1, max_distance=1.0):
             centre = vox.mean(axis=0) * sp
             lesion, dice = -1, NAN
             if len(tvox):
-                d = np.sqrt((((tvox * sp) - centre) ** 2).sum(axis=1))
+                # distance to each truth voxel's box (centre +- half a voxel), clamped per axis
+                d = np.array([math.dist(centre, np.clip(centre, (v - 0.5) * sp, (v + 0.5) * sp)) for v in tvox])
                 k = int(np.argmin(d))
                 if d[k] <= max_distance + 1e-6:
                     lesion = (id(truth), tlab[tuple(tvox[k])])

@@ -80,3 +80,17 @@ def test_spaces_listed(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["study", "spaces"]) == 0
     out = capsys.readouterr().out
     assert "paper-table1" in out and "hpo" in out and "search" in out
+
+
+def test_invalid_point_in_a_user_space_is_refused_before_ray_starts(
+    cohorts: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import ray
+
+    space = tmp_path / "myspace.py"
+    space.write_text('SPACE = [{"train.dropout_p": 0.25}, {"train.dropout_p": 1.5}]\n')
+    code, err = _run(["study", "run", str(space), "--cohort", str(cohorts["stanford"]), "--smoke",
+                      "--storage", str(tmp_path / "s")], capsys)
+    assert code == 2
+    assert "point 1" in err and "dropout_p" in err and "1.5" in err
+    assert not ray.is_initialized() and not (tmp_path / "s").exists()
