@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -120,6 +121,8 @@ def test_ray_job_submit(cohorts: dict[str, Path], space_file: Path, tmp_path: Pa
             time.sleep(1)
         proc = subprocess.run(
             [ray, "job", "submit", "--address", address, "--working-dir", str(repo),
+             # as the README shows: .git does not travel with --working-dir, the commit does
+             "--runtime-env-json", json.dumps({"env_vars": {"SEQABLATE_GIT_COMMIT": "c0ffee-test"}}),
              "--", "python", "-m", "seqablate", "study", "run", str(space_file), "--cohort",
              str(cohorts["stanford"]), "--smoke", "--storage", str(storage), "--name", "job"],
             env=env, cwd=repo, capture_output=True, text=True, timeout=900,
@@ -130,6 +133,7 @@ def test_ray_job_submit(cohorts: dict[str, Path], space_file: Path, tmp_path: Pa
         df = _trials(storage)
         assert sorted(df["run_name"]) == ["input-p0.25-seed0", "input-seed0"]
         assert (df["status"] == "FINISHED").all()
+        assert (df["tags.git_commit"] == "c0ffee-test").all()
     finally:
         head.terminate()
         try:
