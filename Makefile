@@ -9,7 +9,9 @@ DEMO_OUT ?= demo-out
 # The venv is (re)built whenever pyproject.toml changes.
 $(VENV)/.installed: pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
-	$(BIN)/python -m pip install -q -e '.[dev]'
+	# --no-compile: byte-compiling every installed file (torch alone has thousands) took ~95 of
+	# 256 s here; Python compiles what is imported, on first import.
+	$(BIN)/python -m pip install -q --no-compile -e '.[dev]'
 	touch $@
 
 demo: $(VENV)/.installed

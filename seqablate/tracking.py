@@ -46,7 +46,11 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, NamedTuple, TypeVar
 from urllib.parse import unquote, urlparse
 
-import mlflow
+# A report or predict reads dozens of small artifacts; MLflow would draw a progress bar for
+# each download, burying the command's own progress. Users can still turn them back on.
+os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+
+import mlflow  # noqa: E402
 from mlflow.entities import Metric, Param, RunStatus, RunTag, ViewType
 from mlflow.exceptions import MlflowException
 

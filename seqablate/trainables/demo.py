@@ -16,21 +16,27 @@ from pathlib import Path
 from typing import Any
 
 #: Demo scale, chosen for wall time on a 2-core CPU (see benchmarks/RESULTS.md, "Demo").
-PATIENTS = {"stanford": 24, "oslo": 8}
+# 32 stanford patients: 22 train / 2 validation / 8 test (~20 test lesions; each lesion is
+# 1/n of the recall, so fewer makes mAP jumpy); preprocessing them costs seconds, not steps.
+PATIENTS = {"stanford": 32, "oslo": 8}
 # 64 x 64 in-plane: DeepLabv3 predicts at output stride 8, so 32 x 32 images give 4 x 4 logit
 # maps that cannot resolve these lesions (measured: mAP 0 for both arms at 32 x 32).
 # 32 slices (5.3 mm) rather than 16 (10.5 mm): lesions are 2-30 mm (median ~8 mm), so at 10.5 mm
 # most span a single slice and the 5-slice 2.5D stack spans 5 cm; the 1 mm centre rule is also
 # looser on finer voxels. Training cost is unchanged (it samples slices); evaluation doubles.
 SHAPE = (64, 64, 32)  # phantom volume (X, Y, Z)
-STEPS = 150
+# 280 steps: at 150 no trial detected anything (mAP 0, see benchmarks/RESULTS.md "Demo"); in
+# single-run checks a no-dropout model reached full mAP ~0.4 and a p = 0.25 one ~0.25 by 300.
+# A step costs ~0.57 s on one idle core (benchmarks/bench_train_step.py); 280 rather than 300
+# keeps `make demo` (install included) under 15 minutes here.
+STEPS = 280
 BASE: dict[str, Any] = {
     "data": {"image_size": 64, "slices": 5, "val_patients": 2, "test_fraction": 0.25},
     "model": {"backbone": "compact", "integration": "input"},
     # BCE alone predicts no lesion voxel above 0.1 after a few hundred steps on these tiny,
     # imbalanced images (measured: n_pred = 0); soft Dice (same for both arms) fixes that.
-    "train": {"steps": STEPS, "batch_size": 4, "lr": 1e-3, "warmup_steps": 10, "val_every": 50,
-              "saliency_every": 25, "dice_weight": 1.0},
+    "train": {"steps": STEPS, "batch_size": 4, "lr": 1e-3, "warmup_steps": 10, "val_every": 140,
+              "saliency_every": 40, "dice_weight": 1.0},
     "eval": {"bootstrap": 500, "each_sequence": False, "censor": ["t1_gre_post"]},
 }
 
@@ -58,9 +64,11 @@ def run_demo(out: str | Path, *, steps: int | None = None) -> int:
     cfg = parse(StudyConfig, {
         "name": "demo", "space": str(Path(__file__).with_name("demo_space.py")),
         "cohort": str(cohorts["stanford"]), "external": {"oslo": str(cohorts["oslo"])},
-        # All 4 trials at once, half a core each: Ray's per-trial start-up (worker processes,
-        # torch import) overlaps instead of being paid twice; compute is the same.
-        "seeds": 2, "max_concurrent": 4, "cpus_per_worker": 0.5, "storage": str(storage), "base": base,
+        # Two trials at a time, one core each. Measured (benchmarks/RESULTS.md, "Demo"): with
+        # all 4 at once, each trial's Ray actors (driver, controller, queue, cleaner: ~8 % of a
+        # core each) and 4 workers on 2 cores left the workers ~1.45 cores; steps took 1.7 s
+        # instead of 2 x 0.57 s.
+        "seeds": 2, "max_concurrent": 2, "cpus_per_worker": 1.0, "storage": str(storage), "base": base,
     }, source="demo")
     t1 = time.perf_counter()
     result = run_study(cfg, verbose=1)

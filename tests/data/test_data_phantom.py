@@ -128,3 +128,20 @@ def test_vessels_bright_on_bravo_suppressed_on_fse_and_edema_flair_bright():
     assert edema.sum() > 5
     assert flair[edema].mean() > 1.3 * flair[wm].mean()
     assert not (lesion & (dbg["edema"] > 0.6)).any()
+
+
+def test_lesion_diameter_override(tmp_path):
+    out = make_phantom_cohort(tmp_path / "big", site="stanford", patients=2, seed=5, shape=SHAPE,
+                              lesion_diameter_mm=(12.0, 20.0))
+    meta = json.loads((out / "phantom.json").read_text())
+    assert meta["lesion_diameter_mm"] == [12.0, 20.0]
+    diameters = [les["diameter_mm"] for info in meta["patients_info"] for les in info["lesions"]]
+    # drawn in [12, 20] mm, then each semi-axis jittered by 0.85-1.15 (the mean of three)
+    assert diameters and all(12.0 * 0.85 <= d <= 20.0 * 1.15 for d in diameters)
+    # the option is part of the cohort's identity: the same folder without it is another cohort
+    with pytest.raises(DataError, match="not this phantom cohort"):
+        make_phantom_cohort(tmp_path / "big", site="stanford", patients=2, seed=5, shape=SHAPE)
+    with pytest.raises(DataError, match=r"lesion_diameter_mm.*\(30.0, 5.0\)"):
+        make_phantom_cohort(tmp_path / "bad", site="stanford", patients=1, seed=0, shape=SHAPE,
+                            lesion_diameter_mm=(30.0, 5.0))
+    assert not (tmp_path / "bad").exists()
