@@ -9,9 +9,9 @@ DEMO_OUT ?= demo-out
 # The venv is (re)built whenever pyproject.toml changes.
 $(VENV)/.installed: pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
-	# --no-compile: byte-compiling every installed file (torch alone has thousands) took ~95 of
-	# 256 s here; Python compiles what is imported, on first import.
-	$(BIN)/python -m pip install -q --no-compile -e '.[dev]'
+	# Not --no-compile: it saved 96 of 256 s of install here, but the demo's dozen Ray
+	# processes then compiled torch & co. on first import, costing ~250 s (benchmarks/RESULTS.md).
+	$(BIN)/python -m pip install -q -e '.[dev]'
 	touch $@
 
 demo: $(VENV)/.installed

@@ -374,7 +374,8 @@ def make_phantom_cohort(
         if manifest_path.is_file():
             try:
                 old = json.loads(manifest_path.read_text())
-                if {k: old.get(k) for k in params} == params:
+                keys = (*params, "lesion_diameter_mm")  # an override, or its absence, is identity
+                if {k: old.get(k) for k in keys} == {k: params.get(k) for k in keys}:
                     return out
             except (OSError, ValueError):
                 pass
