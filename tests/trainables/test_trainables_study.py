@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import json
 import os
+import re
+import shutil
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -100,21 +103,35 @@ def test_ray_job_submit(cohorts: dict[str, Path], space_file: Path, tmp_path: Pa
     """Local head on 127.0.0.1, `ray job submit --working-dir .`, SUCCEEDED, runs in MLflow."""
     repo = Path(__file__).resolve().parents[2]
     ray = str(Path(sys.executable).parent / "ray")
-    env = {**os.environ, "RAY_ADDRESS": "", "RAY_TRAIN_V2_ENABLED": "1"}
+    # RAY_AUTH_MODE explicit: Ray 2.60 turns token auth on for a `ray start --head` whenever
+    # ~/.ray/auth_token exists (any earlier local ray.init writes one), and then `ray job`
+    # clients without the token are refused. This head is bound to 127.0.0.1 and lives for
+    # this test only.
+    # PATH: the job's `python` must be the one with the project installed (on a cluster every
+    # node's; here this venv's), as the README's entrypoint says plain `python`.
+    env = {**os.environ, "RAY_ADDRESS": "", "RAY_TRAIN_V2_ENABLED": "1", "RAY_AUTH_MODE": "disabled",
+           "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"}
     env.pop("RAY_ADDRESS")
     storage = tmp_path / "study"
     port = "8266"
+    # A short --temp-dir: Ray's unix sockets live under it and a path over 107 bytes (pytest's
+    # /tmp/pytest-of-root/pytest-NN/test_ray_job_submit0/ray/session_<date>_<pid>/sockets/...
+    # is ~116) makes the head exit at once.
+    ray_tmp = Path(tempfile.mkdtemp(prefix="sqa-ray-", dir="/tmp"))
+    head_log = tmp_path / "head.log"
     # --block: the head lives as long as this process; terminating it stops exactly this
     # cluster (never `ray stop`, which would stop every Ray instance on a shared machine).
-    head = subprocess.Popen(
-        [ray, "start", "--head", "--block", "--node-ip-address", "127.0.0.1", "--port", "6390",
-         "--dashboard-host", "127.0.0.1", "--dashboard-port", port, "--num-cpus", "3",
-         "--include-dashboard", "true", "--temp-dir", str(tmp_path / "ray")],
-        env=env, cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-    )
+    with open(head_log, "wb") as log:
+        head = subprocess.Popen(
+            [ray, "start", "--head", "--block", "--node-ip-address", "127.0.0.1", "--port", "6390",
+             "--dashboard-host", "127.0.0.1", "--dashboard-port", port, "--num-cpus", "3",
+             "--include-dashboard", "true", "--temp-dir", str(ray_tmp)],
+            env=env, cwd=tmp_path, stdout=log, stderr=subprocess.STDOUT,
+        )
     address = f"http://127.0.0.1:{port}"
     try:
         for _ in range(120):  # wait for the job server
+            assert head.poll() is None, f"ray head exited: {head_log.read_text()[-2000:]}"
             if subprocess.run([ray, "job", "list", "--address", address], env=env,
                               capture_output=True).returncode == 0:
                 break
@@ -128,7 +145,8 @@ def test_ray_job_submit(cohorts: dict[str, Path], space_file: Path, tmp_path: Pa
             env=env, cwd=repo, capture_output=True, text=True, timeout=900,
         )
         assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-        assert "SUCCEEDED" in proc.stdout + proc.stderr
+        # Ray 2.60's CLI ends with "Job '<id>' succeeded" (the status itself is SUCCEEDED)
+        assert re.search(r"Job '\S+' succeeded", re.sub(r"\x1b\[[0-9;]*m", "", proc.stdout + proc.stderr))
         assert "Trial status" in proc.stdout  # Tune's progress streamed back
         df = _trials(storage)
         assert sorted(df["run_name"]) == ["input-p0.25-seed0", "input-seed0"]
@@ -140,3 +158,4 @@ def test_ray_job_submit(cohorts: dict[str, Path], space_file: Path, tmp_path: Pa
             head.wait(timeout=60)
         except subprocess.TimeoutExpired:
             head.kill()
+        shutil.rmtree(ray_tmp, ignore_errors=True)
