@@ -191,11 +191,11 @@ def _nearest_annotation(
     tree = cKDTree(centres)
     _, nearest = tree.query(points)
     nearest = np.asarray(nearest, dtype=np.int64)
-    distances = np.array([_box_distance(q, centres[[k]], half)[0] for q, k in zip(points, nearest, strict=True)])
+    distances = np.sqrt((np.maximum(np.abs(centres[nearest] - points) - half, 0.0) ** 2).sum(axis=1))
     reach = max_distance + float(np.linalg.norm(half)) + DISTANCE_TOLERANCE_MM
     for i, rows in enumerate(tree.query_ball_point(points, r=reach)):
         if rows:
-            rows = np.asarray(sorted(rows), dtype=np.int64)  # sorted: ties go to the lowest row
+            rows = np.asarray(rows, dtype=np.int64)
             d = _box_distance(points[i], centres[rows], half)
             k = int(np.argmin(d))
             if d[k] < distances[i]:

@@ -22,8 +22,8 @@ PATIENTS = {"stanford": 32, "oslo": 8}
 # 64 x 64 in-plane: DeepLabv3 predicts at output stride 8, so 32 x 32 images give 4 x 4 logit
 # maps that cannot resolve these lesions (measured: mAP 0 for both arms at 32 x 32).
 # 32 slices (5.3 mm) rather than 16 (10.5 mm): lesions are 2-30 mm (median ~8 mm), so at 10.5 mm
-# most span a single slice and the 5-slice 2.5D stack spans 5 cm; the 1 mm centre rule is also
-# looser on finer voxels. Training cost is unchanged (it samples slices); evaluation doubles.
+# most span a single slice and the 5-slice 2.5D stack spans 5 cm. Training cost is unchanged
+# (it samples slices); evaluation doubles.
 SHAPE = (64, 64, 32)  # phantom volume (X, Y, Z)
 # 200 steps at lr 3e-3. At 150 steps and lr 1e-3 no trial detected anything (mAP 0); at 300
 # steps / 1e-3 the demo took 11.6 min (+ 4.3 min install). Single-run checks on this cohort
