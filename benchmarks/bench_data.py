@@ -70,7 +70,7 @@ def main() -> None:
         # Baseline: what a loader without the cache does per sample: read and validate the
         # NIfTI files, rescale each volume, resize + CLAHE only the K slices needed.
         cohort = discover(root)
-        params = PreprocessParams(image_size=args.image_size, clahe=True)
+        params = PreprocessParams(image_size=args.image_size, intensity="minmax_clahe")
         plain = SliceDataset(pats, slices=args.slices)
         bidx = rng.integers(0, len(ds), args.baseline_samples)
         t0 = time.perf_counter()

@@ -9,8 +9,11 @@ interleaved (A, B, A, B, ...) in one run:
 * seqablate: the same network with :mod:`seqablate.models.atrous` (taps that can only read
   padding skipped: the same function) and the fused AdamW of ``build_optimizer``.
 
-Prints seconds per step for each, the speed-up ratio, and checks that both compute the same
-forward pass. ::
+* tiny: the same seqablate path on ``backbone: tiny`` (DeepLabv3's structure at reduced
+  width: the demo's network), against seqablate's ``compact`` step in the same run.
+
+Prints seconds per step for each, the speed-up ratios, parameter counts, and checks that the
+baseline and seqablate's ``compact`` compute the same forward pass. ::
 
     .venv/bin/python benchmarks/bench_train_step.py [--size 64] [--rounds 5] [--steps 5]
 """
@@ -73,8 +76,11 @@ def main() -> None:
     ours.train(), base.train()
     opt_ours, _ = build_optimizer(list(ours.parameters()), TrainConfig(lr=1e-3))
     opt_base = torch.optim.AdamW(base.parameters(), lr=1e-3, weight_decay=1e-4, foreach=False)
+    tiny = build_model({**cfg, "backbone": "tiny"}, seed=0).train()
+    opt_tiny, _ = build_optimizer(list(tiny.parameters()), TrainConfig(lr=1e-3))
     runs = {"baseline (torchvision head, per-tensor AdamW)": _step_fn(base, opt_base, x, p, y),
-            "seqablate (atrous taps skipped, fused AdamW)": _step_fn(ours, opt_ours, x, p, y)}
+            "seqablate (atrous taps skipped, fused AdamW)": _step_fn(ours, opt_ours, x, p, y),
+            "seqablate, backbone tiny": _step_fn(tiny, opt_tiny, x, p, y)}
     times: dict[str, list[float]] = {k: [] for k in runs}
     for fn in runs.values():  # warm-up
         fn()
@@ -89,8 +95,10 @@ def main() -> None:
     med = {k: statistics.median(v) for k, v in times.items()}
     for k, v in med.items():
         print(f"  {k:<48} {v:.3f} s/step")
-    b, o = med.values()
-    print(f"  speed-up: {b / o:.2f}x")
+    b, o, t = med.values()
+    print(f"  speed-up of seqablate's compact step over the baseline: {b / o:.2f}x")
+    n_c, n_t = (sum(q.numel() for q in m.parameters()) for m in (ours, tiny))
+    print(f"  tiny vs compact: {o / t:.1f}x cheaper per step; parameters {n_t / 1e6:.2f} M vs {n_c / 1e6:.1f} M")
 
 
 if __name__ == "__main__":

@@ -25,7 +25,10 @@ Integration = Literal["input", "mid", "end"]
 IntegrationPoint = Literal["stem", "layer1", "layer2", "layer3", "layer4"]
 Fusion = Literal["concat", "mean", "subtract"]
 Sharing = Literal["shared", "independent", "l2_tied"]
-Backbone = Literal["resnet50", "resnet101", "compact"]
+Backbone = Literal["resnet50", "resnet101", "compact", "tiny"]
+Norm = Literal["batch", "group", "instance"]
+NormStats = Literal["stored", "per_subset"]
+Intensity = Literal["minmax_clahe", "minmax", "zscore"]
 DropoutMode = Literal["bernoulli", "uniform"]
 
 
@@ -34,9 +37,11 @@ class ConfigError(ValueError):
 
 
 class _Strict(BaseModel):
-    """Base: unknown keys are errors, values are validated on assignment too."""
+    """Base: unknown keys are errors, numbers must be finite, values are validated on assignment too."""
 
-    model_config = ConfigDict(extra="forbid", validate_assignment=True, frozen=False)
+    # allow_inf_nan=False: an "lr: .inf" or "dropout_p: .nan" is refused here, naming the field,
+    # instead of training to NaN and failing far from its cause.
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, frozen=False, allow_inf_nan=False)
 
 
 class DataConfig(_Strict):
@@ -46,13 +51,19 @@ class DataConfig(_Strict):
     layout: Layout = "auto"  # cohort layout; 'auto' detects it
     sequences: list[str] = Field(default_factory=lambda: list(PAPER_SEQUENCES))  # study order = S axis
     image_size: int = Field(256, ge=16, le=1024)  # in-plane size after resize (H = W)
-    clahe: bool = True  # adaptive histogram equalisation per slice
+    # intensities: 'minmax_clahe' = volume rescaled to [0, 1] (min .. 99.5th percentile) then CLAHE
+    # per slice (the paper's); 'minmax' = the same without CLAHE; 'zscore' = per sequence, zero mean
+    # and unit variance over the head (a mask computed from the volume, as nnU-Net does for MRI),
+    # background 0, no CLAHE, so an absent sequence (zeros) sits at the mean
+    intensity: Intensity = "minmax_clahe"
     slices: int = Field(5, ge=1, le=31)  # K, 2.5D depth (odd); edge slices padded by repetition
     lesion_labels: list[int] = Field(default_factory=lambda: [1, 3])  # label values that are lesion (BraTS: 1 core, 3 enhancing)
     default_spacing: tuple[float, float, float] = (0.94, 0.94, 1.0)  # mm, for layouts without spacing (PNG)
     cache_dir: str | None = None  # preprocessing cache; None = <cohort>/../.seqablate-cache
     oversample: float = Field(10.0, ge=1.0)  # sampling weight of slices that contain lesion
-    val_patients: int = Field(2, ge=0)  # patients held out for validation
+    val_patients: int | None = Field(None, ge=0)  # validation patients; None = enough for val_fraction and val_min_lesions
+    val_fraction: float = Field(0.15, ge=0.0, lt=1.0)  # with val_patients None: at least this fraction of labelled patients
+    val_min_lesions: int = Field(10, ge=0)  # with val_patients None: at least this many validation lesions
     test_fraction: float = Field(0.25, ge=0.0, lt=1.0)  # fraction of labelled patients held out for test
     split_seed: int = 0  # seed of the patient-level split (independent of the training seed)
     fold: int | None = None  # with folds > 1: which fold is the test fold
@@ -79,7 +90,8 @@ class ModelConfig(_Strict):
     integration_point: IntegrationPoint = "layer4"  # for 'mid': last backbone stage run per sequence
     fusion: Fusion = "concat"  # for 'mid': how branch features are combined
     sharing: Sharing = "independent"  # for 'mid'/'end': weight sharing of parallel branches
-    backbone: Backbone = "resnet50"  # ResNet backbone of DeepLabv3 ('compact' for CPU tests)
+    backbone: Backbone = "resnet50"  # ResNet backbone of DeepLabv3 ('compact', 'tiny' for CPUs)
+    norm: Norm = "batch"  # normalisation layers: 'batch' (the paper's), 'group', 'instance'
     sequences: list[str] | None = None  # S names in order; None = taken from data.sequences
     slices: int | None = None  # K; None = taken from data.slices
 
@@ -111,6 +123,7 @@ class TrainConfig(_Strict):
     amp: Literal["auto", "bf16", "off"] = "auto"  # bf16 autocast on GPU with 'auto'
     channels_last: bool = True  # on GPU
     checkpoint_every: int | None = None  # steps between checkpoints; None = at each validation
+    select: Literal["best", "last"] = "best"  # evaluated weights: best validation mAP, or the final ones
 
     @field_validator("val_censor")
     @classmethod
@@ -129,6 +142,12 @@ class EvalConfig(_Strict):
     external: dict[str, str] = Field(default_factory=dict)  # name -> cohort path (e.g. oslo)
     bootstrap: int = Field(1000, ge=0)  # bootstrap resamples for CIs
     batch_size: int = Field(32, ge=1)  # slices per inference batch
+    # BatchNorm statistics at inference: 'stored' = the running statistics of training (the
+    # paper's); 'per_subset' = re-estimated after training for every sequence subset a patient may
+    # have, and chosen by the subset the patient actually has (validation too)
+    norm_stats: NormStats = "stored"
+    norm_batches: int = Field(30, ge=1)  # per_subset: training batches per subset's statistics
+    norm_batch_size: int = Field(16, ge=1)  # per_subset: slices per such batch
 
 
 class TrialConfig(_Strict):
@@ -176,6 +195,7 @@ class StudyConfig(_Strict):
     storage: str | None = None  # study folder: local path or URI (s3://, gs://); None = ./seqablate-runs/<name>
     tracking_uri: str | None = None  # MLflow URI; None = MLFLOW_TRACKING_URI, else SQLite in the study folder
     smoke: bool = False  # tiny, fast everything (few steps, small images): CI and job tests
+    trials: list[str] = Field(default_factory=list)  # grids: run only points whose name matches one of these globs
     base: TrialConfig = Field(default_factory=TrialConfig)  # the trial config every space point overrides
 
     @field_validator("name")
@@ -334,3 +354,17 @@ def with_overrides(cfg: C, overrides: Mapping[str, Any]) -> C:
         if not any(k.startswith("model.slices") for k in overrides):
             raw["model"]["slices"] = None
     return parse(type(cfg), raw, source="overrides")
+
+
+def config_diff(old: BaseModel | Mapping[str, Any], new: BaseModel | Mapping[str, Any]) -> list[str]:
+    """``'<dotted key>: <old> -> <new>'`` for every flattened key whose value differs (sorted).
+
+    A key present on one side only shows ``<unset>`` on the other. Empty list = same config.
+    """
+    a, b = flatten(old), flatten(new)
+    out = []
+    for key in sorted(set(a) | set(b)):
+        va, vb = a.get(key, "<unset>"), b.get(key, "<unset>")
+        if va != vb:
+            out.append(f"{key}: {va!r} -> {vb!r}")
+    return out

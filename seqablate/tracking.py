@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import importlib
 import math
 import os
 import random
@@ -251,8 +252,19 @@ def _file_lock(path: Path) -> Iterator[None]:
             fcntl.flock(fh, fcntl.LOCK_UN)
 
 
+class TrackingStoreError(ValueError):
+    """A tracking store that cannot be used as asked (unreadable, foreign, missing, unreachable).
+
+    seqablate never replaces or re-creates an existing database: the message says what is
+    wrong and what to do instead.
+    """
+
+
 def _initialised(db: Path) -> bool:
-    """True when ``db`` holds a (fully built) MLflow schema: its alembic version is stamped."""
+    """True when ``db`` holds a (fully built) MLflow schema: its alembic version is stamped.
+
+    For seqablate's own template database only (any doubt means: build a new template).
+    """
     if not db.is_file() or db.stat().st_size == 0:
         return False
     try:
@@ -263,6 +275,47 @@ def _initialised(db: Path) -> bool:
             con.close()
     except sqlite3.Error:
         return False
+
+
+def _read_schema(db: Path) -> tuple[list[str], bool]:
+    """(table names, whether an alembic version is stamped) of a SQLite file, read-only."""
+    con = sqlite3.connect(f"{db.resolve().as_uri()}?mode=ro", uri=True, timeout=30)
+    try:
+        tables = [r[0] for r in con.execute("SELECT name FROM sqlite_master WHERE type = 'table'")]
+        stamped = "alembic_version" in tables and (
+            con.execute("SELECT version_num FROM alembic_version").fetchone() is not None
+        )
+        return tables, stamped
+    finally:
+        con.close()
+
+
+def db_state(db: Path) -> str:
+    """``'missing'`` or ``'mlflow'`` for a SQLite tracking database path.
+
+    Raises :class:`TrackingStoreError` for anything seqablate must not touch: a folder, a
+    file that is not a readable SQLite database (corrupt, truncated, another format), or a
+    SQLite database without MLflow's schema (someone else's data). "Database is locked"
+    errors are retried (:func:`_retry`), never taken for corruption.
+    """
+    if not db.exists() and not db.is_symlink():
+        return "missing"
+    advice = (
+        "seqablate never replaces or re-creates an existing database; restore it from a backup, "
+        "or pass another --tracking-uri (a new .db path, or a tracking server)"
+    )
+    if not db.is_file():
+        raise TrackingStoreError(f"{db}: the tracking database path is {'a folder' if db.is_dir() else 'not a file'}; {advice}")
+    try:
+        tables, stamped = _retry(_read_schema, db)
+    except sqlite3.Error as err:
+        raise TrackingStoreError(f"{db}: cannot be read as an SQLite database ({err}); {advice}") from None
+    if not stamped:
+        shown = ", ".join(sorted(tables)[:8]) or "none"
+        raise TrackingStoreError(
+            f"{db}: an SQLite database that is not an MLflow tracking store (tables: {shown}); {advice}"
+        )
+    return "mlflow"
 
 
 def _copy_db(src: Path, dst: Path) -> None:
@@ -323,28 +376,95 @@ def _seed_new_db(db: Path) -> None:
 
 
 @functools.cache
-def client(tracking_uri: str) -> mlflow.MlflowClient:
-    """The (per-process, cached) client for ``tracking_uri``; SQLite stores are initialised here.
-
-    Several processes opening a *fresh* SQLite database at once would each run MLflow's
-    schema migrations and collide ("table already exists"); the first creation is serialised
-    by an inter-process file lock beside the database and the database only ever appears
-    complete (see :func:`_seed_new_db`). Opening an existing database takes no lock.
-    """
+def _client(tracking_uri: str) -> mlflow.MlflowClient:
     db = sqlite_db_path(tracking_uri)
     if db is not None:
         # MLflow imports its SQL store lazily (seconds of CPU): do it before any lock.
-        import mlflow.store.tracking.sqlalchemy_store  # noqa: F401
-
-        if not _initialised(db):
+        importlib.import_module("mlflow.store.tracking.sqlalchemy_store")
+        if db_state(db) == "missing":
             with _file_lock(db.with_name(db.name + ".init-lock")):
-                if not _initialised(db):
+                if db_state(db) == "missing":
                     _seed_new_db(db)
         _enable_wal(db)
     c = mlflow.MlflowClient(tracking_uri=tracking_uri)
     if db is not None:
         _retry(c.search_experiments, max_results=1)  # builds the store, verifies the schema
     return c
+
+
+def client(tracking_uri: str, *, create: bool = True) -> mlflow.MlflowClient:
+    """The (per-process, cached) client for ``tracking_uri``; SQLite stores are initialised here.
+
+    A SQLite database that does not exist yet is created only with ``create`` (writers);
+    readers (``create=False``: reports, predict by run id, metric histories) get a
+    :class:`TrackingStoreError` naming the path instead of a new empty database. An existing
+    database that is not a readable MLflow store is never replaced (:func:`db_state`).
+
+    Several processes opening a *fresh* SQLite database at once would each run MLflow's
+    schema migrations and collide ("table already exists"); the first creation is serialised
+    by an inter-process file lock beside the database and the database only ever appears
+    complete (see :func:`_seed_new_db`). Opening an existing database takes no lock. A
+    tracking server (``http(s)://``) is asked once per process whether it answers
+    (:func:`check_reachable`); other URIs (``postgresql://``, ...) make a plain client.
+    """
+    db = sqlite_db_path(tracking_uri)
+    if db is not None and db_state(db) == "missing":
+        if not create:
+            raise TrackingStoreError(
+                f"no MLflow database at {db} (nothing was created); pass the study folder or "
+                "--tracking-uri of the runs you mean"
+            )
+        _forget_stores()  # a database deleted under a cached client (--overwrite) starts afresh
+    _reachable(tracking_uri)
+    return _client(tracking_uri)
+
+
+def _forget_stores() -> None:
+    """Drop cached clients and MLflow's cached stores (their connection pools may still hold a
+    deleted database file open; the next client must open the new one)."""
+    _client.cache_clear()
+    with contextlib.suppress(Exception):  # MLflow internals: best effort, they may move
+        from mlflow.tracking._tracking_service.utils import _tracking_store_registry
+
+        _tracking_store_registry._get_store_with_resolved_uri.cache_clear()
+    with contextlib.suppress(Exception):
+        from mlflow.tracking._model_registry import utils as registry_utils
+
+        if registry_utils._model_registry_store_registry is not None:
+            registry_utils._model_registry_store_registry._get_store_with_resolved_uri.cache_clear()
+
+
+@functools.cache
+def _reachable(tracking_uri: str) -> None:
+    """:func:`check_reachable`, once per process and URI (a failure is not cached)."""
+    check_reachable(tracking_uri)
+
+
+def check_reachable(tracking_uri: str, *, timeout_s: float = 10.0) -> None:
+    """Fail fast, naming the URI, when an ``http(s)://`` tracking server does not answer.
+
+    MLflow's own client retries an unreachable server for minutes; a study checks once,
+    before Ray starts or any file is written. Any HTTP answer (even an error status) counts
+    as reachable. Other URIs are not checked here (:func:`client` checks SQLite files).
+    """
+    import urllib.error
+    import urllib.request
+
+    if not tracking_uri.startswith(("http://", "https://")):
+        return
+    url = tracking_uri.rstrip("/") + "/health"
+    try:
+        with urllib.request.urlopen(url, timeout=timeout_s):  # noqa: S310 - the user's server
+            pass
+    except urllib.error.HTTPError:
+        return  # it answered
+    except (urllib.error.URLError, OSError, ValueError) as err:
+        reason = getattr(err, "reason", err)
+        raise TrackingStoreError(
+            f"cannot reach the MLflow tracking server at {tracking_uri} ({reason}); start it "
+            "(mlflow server ...), fix --tracking-uri / MLFLOW_TRACKING_URI, or leave both unset "
+            "to use a SQLite database in the study folder"
+        ) from None
 
 
 # --------------------------------------------------------------------------------------------
@@ -549,19 +669,42 @@ class RunLogger:
             cols["threshold"] = t
         self.log_table(pd.DataFrame(cols), f"pr_curves/{name}.csv")
 
-    def log_model_checkpoint(self, path: str | Path, config: TrialConfig | None = None) -> None:
-        """The best model under ``model/`` (a file, or a folder's contents), with its config.
+    def log_model(self, model: Any, *, example: Mapping[str, Any] | None = None) -> None:
+        """The trained model under ``model/`` as an MLflow PyTorch model.
 
-        ``model/config.yaml`` is written beside the checkpoint so the folder that
-        :func:`download_model` returns is self-contained. Logging again replaces files of the
-        same name (the new best checkpoint wins).
+        ``model`` is a :class:`~seqablate.models.deployed.DeployedModel` (it carries its config
+        and normalisation statistics); ``example`` (``{"image": float32[N, S, K, H, W],
+        "present": bool[N, S]}``) gives the signature. Saved in MLflow's ``pickle`` format:
+        the default ``pt2`` traces the forward pass with ``torch.export``, which cannot
+        follow the data-dependent branches on ``present``. ``mlflow.pytorch.load_model`` on
+        ``runs:/<run id>/model`` (or a registered version) returns the module. The resolved
+        config is also written as ``model/config.yaml``.
         """
-        p = Path(path)
-        if not p.exists():
-            raise FileNotFoundError(f"{p}: model checkpoint not found")
-        self.log_artifact(p, MODEL_DIR)
-        if config is not None:
-            self.log_text(to_yaml(config), f"{MODEL_DIR}/{CONFIG_ARTIFACT}")
+        import mlflow.pytorch
+        import torch
+        from mlflow.models import infer_signature
+
+        from seqablate import __version__
+
+        signature = None
+        if example is not None:
+            with torch.no_grad():
+                out = model(torch.as_tensor(example["image"]), torch.as_tensor(example["present"]))
+            signature = infer_signature({k: v for k, v in example.items()}, out.float().numpy())
+        meta = {"seqablate_version": __version__, "git_commit": git_commit(),
+                "norm_stats": getattr(model, "policy", "stored"),
+                "sequences": list(getattr(model, "sequences", ()))}
+        with tempfile.TemporaryDirectory(prefix="seqablate-model-") as tmp:
+            path = Path(tmp) / MODEL_DIR
+            mlflow.pytorch.save_model(
+                model, str(path), serialization_format="pickle", signature=signature, metadata=meta,
+                pip_requirements=[f"seqablate=={__version__}", f"torch=={torch.__version__.split('+')[0]}",
+                                  f"mlflow=={mlflow.__version__}"],
+            )
+            cfg = getattr(model, "config", None)
+            if cfg:
+                (path / CONFIG_ARTIFACT).write_text(_yaml(dict(cfg)))
+            self.log_artifact(path, MODEL_DIR)
 
     # ---- end ----
     def finish(self, status: str = "FINISHED") -> None:
@@ -880,7 +1023,7 @@ _RUN_ID = re.compile(r"^[0-9a-f]{32}$")
 def _study_from_db(db: Path, uri: str) -> StudyRef:
     if not db.is_file():
         raise ValueError(f"{db.parent}: no MLflow database ({DB_NAME}) in this study folder")
-    c = client(uri)
+    c = client(uri, create=False)
     parents = []
     for exp in _retry(c.search_experiments, view_type=ViewType.ACTIVE_ONLY):
         run = _latest_study_parent(c, exp.experiment_id, None)
@@ -950,7 +1093,7 @@ def resolve_study(study: str | StudyRef, tracking_uri: str | None = None) -> Stu
             f"study {study!r}: not a folder, and no MLflow database at {db} to look it up in "
             "(pass the study folder, or --tracking-uri)"
         )
-    c = client(uri)
+    c = client(uri, create=False)
     if _RUN_ID.match(study):
         try:
             run = _retry(c.get_run, study)
@@ -1003,7 +1146,7 @@ def list_trials(study: str | StudyRef, *, tracking_uri: str | None = None) -> pd
     import pandas as pd
 
     ref = resolve_study(study, tracking_uri)
-    c = client(ref.tracking_uri)
+    c = client(ref.tracking_uri, create=False)
     runs = _search_all(c, ref.experiment_id, f"tags.`{TAG_PARENT}` = '{_quote(ref.parent_run_id)}'")
     rows = []
     for r in runs:
@@ -1034,7 +1177,7 @@ def metric_history(
     When a step was logged more than once (a trial resumed from a checkpoint re-logs the steps
     after it) the most recently logged value wins. Unknown keys give an empty list.
     """
-    c = client(default_tracking_uri(explicit=tracking_uri))
+    c = client(default_tracking_uri(explicit=tracking_uri), create=False)
     latest: dict[int, Metric] = {}
     for m in _retry(c.get_metric_history, run_id, key):
         old = latest.get(m.step)
@@ -1045,7 +1188,7 @@ def metric_history(
 
 def list_artifacts(run_id: str, path: str | None = None, *, tracking_uri: str | None = None) -> list[str]:
     """Artifact paths directly under ``path`` of a run (folders end with '/')."""
-    c = client(default_tracking_uri(explicit=tracking_uri))
+    c = client(default_tracking_uri(explicit=tracking_uri), create=False)
     return [f.path + ("/" if f.is_dir else "") for f in _retry(c.list_artifacts, run_id, path)]
 
 
@@ -1053,7 +1196,7 @@ def download_artifact(
     run_id: str, path: str, dst: str | Path | None = None, *, tracking_uri: str | None = None
 ) -> Path:
     """Download a run's artifact file or folder to ``dst`` (a new temp dir if None)."""
-    c = client(default_tracking_uri(explicit=tracking_uri))
+    c = client(default_tracking_uri(explicit=tracking_uri), create=False)
     target = Path(dst) if dst is not None else Path(tempfile.mkdtemp(prefix="seqablate-artifact-"))
     target.mkdir(parents=True, exist_ok=True)
     try:
@@ -1062,33 +1205,77 @@ def download_artifact(
         raise ValueError(f"run {run_id}: cannot download artifact {path!r}: {err.message}") from None
 
 
-def download_model(
-    run_id_or_path: str | Path, dst: str | Path | None = None, *, tracking_uri: str | None = None
-) -> Path:
-    """The local model folder/file of a run id, ``runs:/<id>/model`` URI, or local path.
+_MODELS_URI = re.compile(r"^models:/[^/]+/.+$")
 
-    A local path that exists is returned unchanged. A run id gives the downloaded ``model/``
-    folder (checkpoint file(s) + ``config.yaml``). Raises ValueError when it is neither.
+
+def download_model(
+    ref: str | Path, dst: str | Path | None = None, *, tracking_uri: str | None = None
+) -> Path:
+    """The local folder of a model reference.
+
+    ``ref``: an existing local path (returned unchanged), an MLflow run id, ``runs:/<id>[/path]``
+    (default path ``model``), or a registered model ``models:/<name>/<version or alias>``.
+    Raises ValueError naming the reference when it is none of these or cannot be found.
     """
-    text = str(run_id_or_path)
+    text = str(ref)
     if Path(text).exists():
         return Path(text)
+    uri = default_tracking_uri(explicit=tracking_uri)
+    if _MODELS_URI.match(text):
+        import mlflow.artifacts
+
+        client(uri, create=False)  # an unreachable server or a missing database is named here
+        target = Path(dst) if dst is not None else Path(tempfile.mkdtemp(prefix="seqablate-model-"))
+        try:
+            return Path(_retry(mlflow.artifacts.download_artifacts, artifact_uri=text, dst_path=str(target),
+                               tracking_uri=uri))
+        except MlflowException as err:
+            raise ValueError(f"--model {text!r}: no such registered model version at {uri} ({err.message})") from None
     m = re.match(r"^runs:/([0-9a-f]{32})(?:/(.*))?$", text)
     run_id, sub = (m.group(1), m.group(2) or MODEL_DIR) if m else (text, MODEL_DIR)
     if not _RUN_ID.match(run_id):
-        raise ValueError(f"--model {text!r}: neither an existing path nor an MLflow run id")
-    c = client(default_tracking_uri(explicit=tracking_uri))
+        raise ValueError(
+            f"--model {text!r}: not an existing path, an MLflow run id, runs:/<run id>/model or "
+            "models:/<name>/<version>"
+        )
+    c = client(uri, create=False)
     try:
         _retry(c.get_run, run_id)
     except MlflowException:
-        raise ValueError(
-            f"--model {text!r}: no such run at {default_tracking_uri(explicit=tracking_uri)}"
-        ) from None
+        raise ValueError(f"--model {text!r}: no such run at {uri}") from None
     return download_artifact(run_id, sub, dst, tracking_uri=tracking_uri)
 
 
-#: The interface name in the team brief.
-load_model_uri = download_model
+def load_deployed(folder: str | Path) -> Any:
+    """The :class:`~seqablate.models.deployed.DeployedModel` of an MLflow model folder (one
+    with an ``MLmodel`` file, as :meth:`RunLogger.log_model` writes). Raises ValueError when
+    the folder holds no MLflow model or a model of another kind."""
+    import mlflow.pytorch
+
+    from seqablate.models.deployed import DeployedModel
+
+    folder = Path(folder)
+    if not (folder / "MLmodel").is_file():
+        raise ValueError(f"{folder}: not an MLflow model folder (no MLmodel file)")
+    model = mlflow.pytorch.load_model(str(folder), map_location="cpu")
+    if not isinstance(model, DeployedModel):
+        raise ValueError(f"{folder}: holds a {type(model).__name__}, not a seqablate model")
+    return model
+
+
+def register_model(run_id: str, name: str, *, tracking_uri: str | None = None) -> str:
+    """Register a trial's ``model/`` as a version of registered model ``name``; returns the
+    ``models:/<name>/<version>`` URI."""
+    uri = default_tracking_uri(explicit=tracking_uri)
+    c = client(uri, create=False)
+    try:
+        _retry(c.get_registered_model, name)
+    except MlflowException:
+        _retry(c.create_registered_model, name)
+    run = _retry(c.get_run, run_id)
+    source = f"{run.info.artifact_uri.rstrip('/')}/{MODEL_DIR}"
+    mv = _retry(c.create_model_version, name, source, run_id=run_id)
+    return f"models:/{name}/{mv.version}"
 
 
 def log_report(

@@ -170,16 +170,21 @@ def test_study_and_trial_round_trip(storage: Path, tmp_path: Path) -> None:
     matplotlib.use("Agg")
     import pandas as pd
 
+    import torch
+
+    from seqablate.models import build_model
+    from seqablate.models.deployed import DeployedModel
+
     cfg = _cfg(**POINT)
-    ckpt = tmp_path / "best.pt"
-    ckpt.write_bytes(b"\x00weights\x01" * 10)
+    small = {"integration": "input", "backbone": "tiny", "sequences": list(cfg.data.sequences), "slices": 3}
+    deployed = DeployedModel(build_model(small, seed=0), config=cfg.model_dump(mode="json"))
     with T.study_run("s1", storage=str(storage), space=get_space("paper-table2")) as study:
         assert study.ref.tracking_uri == f"sqlite:///{storage.resolve()}/mlflow.db"
         with T.trial_run(study.ref, cfg, overrides=POINT, flush_every=7) as log:
             for step in range(20):
                 log.log_metrics({"train.loss": 1.0 / (step + 1), "lr": 0.5 * step}, step=step)
             log.log_metrics({"test.full.mAP": 0.41, "test.full.mAP_lo": 0.38}, step=20)
-            log.log_model_checkpoint(ckpt, cfg)
+            log.log_model(deployed)
             log.log_pr_curve("test.full", [1.0, 0.5, 0.25], [0.0, 0.5, 1.0], [0.9, 0.5])
             log.log_table(pd.DataFrame({"lesion": [1, 2], "volume_mm3": [3.5, 10.0]}), "lesions/test_full.csv")
         study.log_summary({"trials": 1, "best": "x"})
@@ -219,10 +224,13 @@ def test_study_and_trial_round_trip(storage: Path, tmp_path: Path) -> None:
     got = T.download_artifact(row["run_id"], "config.yaml", tmp_path / "dl", tracking_uri=uri)
     assert parse(TrialConfig, yaml.safe_load(got.read_text())) == cfg
     model_dir = T.download_model(row["run_id"], tmp_path / "m", tracking_uri=uri)
-    assert (model_dir / "best.pt").read_bytes() == ckpt.read_bytes()
+    assert (model_dir / "MLmodel").is_file()
     assert parse(TrialConfig, yaml.safe_load((model_dir / "config.yaml").read_text())) == cfg
+    x, present = torch.rand(2, 4, 3, 32, 32), torch.tensor([[1, 1, 1, 1], [0, 1, 1, 1]], dtype=torch.bool)
+    with torch.no_grad():
+        assert torch.equal(T.load_deployed(model_dir)(x, present), deployed(x, present))
     assert T.download_model(f"runs:/{row['run_id']}/model", tmp_path / "m2", tracking_uri=uri).is_dir()
-    assert T.download_model(ckpt) == ckpt  # a local path passes through
+    assert T.download_model(model_dir) == model_dir  # a local path passes through
     pr = pd.read_csv(T.download_artifact(row["run_id"], "pr_curves/test.full.csv", tmp_path / "pr", tracking_uri=uri))
     assert list(pr.columns) == ["precision", "recall", "threshold"]
     assert pr["threshold"].isna().tolist() == [False, False, True]
@@ -322,7 +330,7 @@ def test_resolve_study_forms(storage: Path, tmp_path: Path) -> None:
     empty.mkdir()
     with pytest.raises(ValueError, match="no MLflow database"):
         T.resolve_study(str(empty))
-    with pytest.raises(ValueError, match="neither an existing path nor an MLflow run id"):
+    with pytest.raises(ValueError, match="not an existing path, an MLflow run id, runs:/<run id>/model or models:/<name>/<version>"):
         T.download_model("not-a-run", tracking_uri=ref.tracking_uri)
     with pytest.raises(ValueError, match="no such run"):
         T.download_model("0" * 32, tracking_uri=ref.tracking_uri)

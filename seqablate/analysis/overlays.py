@@ -1,12 +1,11 @@
 """Figure-1-style overlays: the best models' predictions and the truth on one test slice.
 
 For each best model (by test mAP, without and with dropout) the ``model/`` artifact is
-downloaded (:func:`seqablate.tracking.download_model`) and loaded with the trainables'
-:func:`~seqablate.trainables.checkpoint.load_best_model`; its cohort (``data.cohort`` of the
-logged config) is read through the data layer's cache, the trial's own split picks the test
-patients, and the test patient with the largest lesion volume is predicted in 3D
-(:func:`~seqablate.trainables.inference.predict_volume`) with all sequences and with
-``t1_gre_post`` censored. The axial slice with the most lesion is drawn, truth and prediction
+loaded (:func:`seqablate.trainables.model_ref.load_model`); its cohort (``data.cohort`` of
+the logged config) is read through the data layer's cache, the trial's own split picks the
+test patients, and the test patient with the largest lesion volume is predicted in 3D through
+the one inference path (:class:`seqablate.models.inference.Predictor`, with the model's own
+normalisation statistics policy) with all sequences and with ``t1_gre_post`` censored. The axial slice with the most lesion is drawn, truth and prediction
 outlined in two colours. Anything unavailable (no model artifact, cohort moved) becomes a note
 in the report instead of an error.
 """
@@ -31,11 +30,9 @@ BACKGROUND_PREFERENCE = ("t1_gre_post", "t1_fse_post", "t1_post", "t1_subtractio
 
 
 def _load(data: StudyRuns, run: Run) -> tuple[Any, Any]:
-    from seqablate import tracking
-    from seqablate.trainables.checkpoint import load_best_model
+    from seqablate.trainables.model_ref import load_model
 
-    folder = tracking.download_model(run.run_id, tracking_uri=data.tracking_uri)
-    return load_best_model(folder)
+    return load_model(run.run_id, tracking_uri=data.tracking_uri)
 
 
 def _test_patient(cfg: Any) -> Any:
@@ -67,8 +64,8 @@ def overlay_figures(
     from tqdm.auto import tqdm
 
     from seqablate.analysis.plots import plot_overlay
+    from seqablate.models.inference import Predictor
     from seqablate.trainables.cohort import original_mask
-    from seqablate.trainables.inference import predict_volume
 
     notes: list[str] = []
     panels: dict[str, np.ndarray] = {}
@@ -89,8 +86,7 @@ def overlay_figures(
             if CENSORED in cfg.data.sequences and len(cfg.data.sequences) > 1:
                 conditions.append((f"{CENSORED} censored", (CENSORED,)))
             for cname, censor in conditions:
-                prob = predict_volume(model, patient, slices=cfg.data.slices, censor=censor,
-                                      batch_size=cfg.eval.batch_size)
+                prob = Predictor(model, batch_size=cfg.eval.batch_size).predict_volume(patient, censor)
                 panels[f"{label}: {cname}"] = prob >= cfg.eval.threshold
         except Exception as err:  # noqa: BLE001 - a report without overlays beats no report
             notes.append(f"{run.name}: overlay not drawn ({type(err).__name__}: {err})")

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import contextlib
 import math
-import os
 import shutil
 import tempfile
 from collections.abc import Sequence
@@ -429,10 +428,21 @@ def write_report(
     bad = [f for f in formats if f not in FORMATS]
     if bad or not formats:
         raise ValueError(f"--format: unknown {bad or 'empty'}; choose from {list(FORMATS)}")
+    from seqablate import folders
+
+    if out is not None:  # refuse before anything is read or built
+        folders.check_replaceable(out, "report", flag="--out")
     data = load_study(study, tracking_uri=tracking_uri)
     target = Path(out) if out is not None else _default_out(data)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}-", dir=target.parent))
+    flag = "--out" if out is not None else "the report folder"
+    folders.check_replaceable(target, "report", flag=flag)
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+    except (FileExistsError, NotADirectoryError):
+        raise folders.OutputRefused(f"{flag} {target}: a parent of this path is a file, not a folder") from None
+    folders.sweep_temp(target.parent)
+    tmp = target.parent / folders.temp_name(f"report-{target.name}")
+    tmp.mkdir()
     try:
         doc = build_document(data, tmp / "figures", progress=progress, overlays=overlays)
         written = []
@@ -444,13 +454,7 @@ def write_report(
             written.append("report.md")
         if "md" not in formats:  # figures are embedded in the HTML; keep the folder lean
             shutil.rmtree(tmp / "figures", ignore_errors=True)
-        if target.exists():
-            old = target.with_name(f".{target.name}.old-{os.getpid()}")
-            os.replace(target, old)
-            os.replace(tmp, target)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.replace(tmp, target)
+        folders.replace_own_dir(tmp, target, "report", flag=flag)
     finally:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)

@@ -7,7 +7,8 @@ of the patient's input files (path, size, mtime of every file, every PNG of a se
 layout's label rules, the study's sequence list and the preprocessing parameters, so editing
 a file or a parameter makes a new entry. An entry is built in ``<cache_dir>/.tmp-*`` and
 moved into place with one ``os.replace``: a crash or a failed patient leaves no entry (only
-a hidden temp folder that is never read and is swept by a later run).
+a hidden temp folder that is never read and is swept by a later run once its process is
+gone). An entry found damaged (a truncated array) is set aside and rebuilt.
 
 A warm run only lists the cohort folders, ``stat``s the files and opens memmaps.
 """
@@ -20,8 +21,8 @@ import multiprocessing
 import os
 import re
 import shutil
+import sys
 import time
-import uuid
 from collections.abc import Sequence
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass
@@ -34,9 +35,7 @@ from seqablate.data.errors import DataError, combine
 from seqablate.data.layouts import Cohort, PatientFiles, discover
 from seqablate.data.preprocess import PreprocessParams, preprocess_volume
 from seqablate.data.preprocess import to_original_grid as _to_original_grid
-
-_TMP_PREFIX = ".tmp-"
-_STALE_TMP_S = 3600.0  # temp folders older than this belong to a crashed run
+from seqablate.folders import sweep_temp, temp_name
 
 
 @dataclass(eq=False)
@@ -60,6 +59,7 @@ class CachedPatient:
     affine: np.ndarray
     sequences: tuple[str, ...]
     entry: Path | None = None
+    lesions: int | None = None  # 26-connected lesions of the original-grid mask (None: unlabelled)
 
     @property
     def labelled(self) -> bool:
@@ -89,14 +89,32 @@ def to_original_grid(vol_zhw: np.ndarray, patient: CachedPatient) -> np.ndarray:
     return _to_original_grid(vol_zhw, patient.orig_shape)
 
 
+class CacheEntryError(DataError):
+    """A cache entry that cannot be read (truncated, corrupt, incomplete)."""
+
+
 def load_entry(entry: str | Path) -> CachedPatient:
-    """Open a cache entry (memmaps, read-only)."""
+    """Open a cache entry (memmaps, read-only).
+
+    Raises :class:`CacheEntryError` naming the entry and the file when it is damaged (a
+    truncated array, unreadable metadata, or arrays whose shapes disagree).
+    """
     entry = Path(entry)
-    meta = json.loads((entry / "meta.json").read_text())
-    mask = np.load(entry / "mask.npy", mmap_mode="r") if meta["labelled"] else None
+    try:
+        meta = json.loads((entry / "meta.json").read_text())
+        image = np.load(entry / "image.npy", mmap_mode="r")
+        mask = np.load(entry / "mask.npy", mmap_mode="r") if meta["labelled"] else None
+    except (OSError, ValueError, KeyError, EOFError) as err:
+        raise CacheEntryError(f"{entry}: damaged preprocessing cache entry ({type(err).__name__}: {err})") from None
+    n_seq = len(meta.get("sequences", ()))
+    if image.ndim != 4 or image.shape[0] != n_seq or (mask is not None and mask.shape != image.shape[1:]):
+        raise CacheEntryError(
+            f"{entry}: damaged preprocessing cache entry (image {image.shape}, mask "
+            f"{None if mask is None else mask.shape}, {n_seq} sequences)"
+        )
     return CachedPatient(
         patient_id=meta["patient_id"],
-        image=np.load(entry / "image.npy", mmap_mode="r"),
+        image=image,
         present=np.asarray(meta["present"], dtype=bool),
         mask=mask,
         spacing=tuple(meta["spacing"]),  # type: ignore[arg-type]
@@ -104,6 +122,7 @@ def load_entry(entry: str | Path) -> CachedPatient:
         affine=np.asarray(meta["affine"], dtype=np.float64),
         sequences=tuple(meta["sequences"]),
         entry=entry,
+        lesions=meta.get("lesions"),
     )
 
 
@@ -141,9 +160,10 @@ def build_entry(pf: PatientFiles, sequences: Sequence[str], params: PreprocessPa
 
     On any error the temp folder is removed, so a failed patient leaves no entry.
     """
+    from seqablate.data.inspection import count_lesions
     from seqablate.data.volumes import load_patient
 
-    tmp = final.parent / f"{_TMP_PREFIX}{final.name}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+    tmp = final.parent / temp_name(final.name)
     tmp.mkdir(parents=True)
     try:
         vol = load_patient(pf, sequences)
@@ -156,6 +176,7 @@ def build_entry(pf: PatientFiles, sequences: Sequence[str], params: PreprocessPa
             "sequences": list(sequences),
             "present": present.tolist(),
             "labelled": mask is not None,
+            "lesions": count_lesions(vol.mask) if vol.mask is not None else None,
             "spacing": list(vol.spacing),
             "orig_shape": list(vol.shape),
             "affine": vol.affine.tolist(),
@@ -188,16 +209,6 @@ def _worker(pf: PatientFiles, sequences: Sequence[str], params: PreprocessParams
         return pf.patient_id, f"patient {pf.patient_id}: {type(err).__name__}: {err}"
 
 
-def _sweep_stale(cache_dir: Path) -> None:
-    now = time.time()
-    for p in cache_dir.glob(f"{_TMP_PREFIX}*"):
-        try:
-            if now - p.stat().st_mtime > _STALE_TMP_S:
-                shutil.rmtree(p, ignore_errors=True)
-        except OSError:
-            pass
-
-
 def default_cache_dir(cohort_root: Path) -> Path:
     """``<cohort>/../.seqablate-cache`` (beside the cohort, so one cache serves its runs)."""
     return cohort_root.resolve().parent / ".seqablate-cache"
@@ -216,7 +227,7 @@ def preprocess_cohort(
 
     ``root_or_cohort``: a cohort folder, a :class:`Cohort`, or None for ``cfg.cohort``.
     ``cfg``: a :class:`~seqablate.config.DataConfig` (or mapping); uses ``layout``,
-    ``sequences``, ``image_size``, ``clahe``, ``lesion_labels``, ``default_spacing``,
+    ``sequences``, ``image_size``, ``intensity``, ``lesion_labels``, ``default_spacing``,
     ``cache_dir``. ``workers``: processes for cold patients (default ``min(cpus, 4)``; 1 runs
     in this process; more use the ``spawn`` start method, so a script that calls this at
     import level needs the usual ``if __name__ == "__main__":`` guard).
@@ -241,17 +252,27 @@ def preprocess_cohort(
     )
     cdir = Path(cache_dir or cfg.cache_dir or default_cache_dir(cohort.root))
     cdir.mkdir(parents=True, exist_ok=True)
-    _sweep_stale(cdir)
+    sweep_temp(cdir)
     sequences = tuple(cfg.sequences)
-    params = PreprocessParams(image_size=cfg.image_size, clahe=cfg.clahe)
+    params = PreprocessParams(image_size=cfg.image_size, intensity=cfg.intensity)
 
     finals: dict[str, Path] = {}
     todo: list[PatientFiles] = []
     for pf in cohort.patients:
         final = entry_path(cdir, pf, cache_key(pf, sequences, params))
         finals[pf.patient_id] = final
-        if not (final / "meta.json").is_file():
-            todo.append(pf)
+        if (final / "meta.json").is_file():
+            try:
+                load_entry(final)
+                continue
+            except CacheEntryError as err:
+                # The cache is seqablate's own: a damaged entry (disk full, a copy cut short)
+                # is set aside and rebuilt from the patient's files, never read.
+                print(f"{err}; rebuilding it", file=sys.stderr)
+                trash = cdir / temp_name(f"damaged-{final.name}")
+                os.replace(final, trash)
+                shutil.rmtree(trash, ignore_errors=True)
+        todo.append(pf)
 
     failures: dict[str, str] = {}
     if todo:

@@ -11,7 +11,7 @@ place that rule lives.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -124,25 +124,31 @@ class Split:
 def split_patients(
     ids: Sequence[str],
     *,
-    val: int = 2,
+    val: int | None = 2,
     test_fraction: float = 0.25,
     seed: int = 0,
     folds: int = 1,
     fold: int | None = None,
+    lesions: Mapping[str, int] | None = None,
+    val_fraction: float = 0.15,
+    val_min_lesions: int = 10,
 ) -> Split:
     """Split patient ids into train / val / test, reproducibly from ``seed``.
 
-    ``folds == 1``: ``round(test_fraction * n)`` test patients, then ``val`` validation
-    patients, the rest train. ``folds > 1``: the shuffled ids are cut into ``folds`` nearly
-    equal parts, part ``fold`` is the test set (so every patient is tested exactly once over
-    the folds); ``val`` validation patients come from the rest. The result does not depend on
-    the order of ``ids``. Raises ValueError if no training patient would remain.
+    ``folds == 1``: ``round(test_fraction * n)`` test patients; ``folds > 1``: the shuffled
+    ids are cut into ``folds`` nearly equal parts and part ``fold`` is the test set (so every
+    patient is tested exactly once over the folds). Validation patients come from the rest,
+    in shuffled order: exactly ``val`` of them, or with ``val=None`` as many as it takes to
+    hold at least ``val_fraction`` of all patients AND ``val_min_lesions`` lesions (counted in
+    ``lesions``, id -> lesion count), but never more than half of the non-test patients
+    (check :attr:`Split.val` against the target when the cohort is small). The result does
+    not depend on the order of ``ids``. Raises ValueError if no training patient would remain.
     """
     uniq = sorted(set(ids))
     if len(uniq) != len(ids):
         dup = sorted({i for i in ids if list(ids).count(i) > 1})
         raise ValueError(f"duplicate patient ids {dup}")
-    if val < 0 or not 0 <= test_fraction < 1:
+    if (val is not None and val < 0) or not 0 <= test_fraction < 1:
         raise ValueError(f"need val >= 0 and 0 <= test_fraction < 1, got val={val}, test_fraction={test_fraction}")
     perm = [uniq[i] for i in np.random.default_rng(seed).permutation(len(uniq))]
     n = len(perm)
@@ -160,11 +166,18 @@ def split_patients(
             raise ValueError(f"fold={fold} needs folds > 1")
         n_test = int(np.floor(test_fraction * n + 0.5))
         test, rest = perm[:n_test], perm[n_test:]
+    if val is None:
+        need_n = int(np.ceil(val_fraction * n))
+        counts = dict(lesions or {})
+        val, got = 0, 0
+        while val < len(rest) // 2 and (val < need_n or got < val_min_lesions):
+            got += int(counts.get(rest[val], 0))
+            val += 1
     valid, train = rest[:val], rest[val:]
     if not train:
         raise ValueError(
             f"no training patient left: {n} patients, {len(test)} test, {len(valid)} validation "
-            "(lower val or test_fraction)"
+            "(lower data.val_patients or data.test_fraction)"
         )
     return Split(train=tuple(sorted(train)), val=tuple(sorted(valid)), test=tuple(sorted(test)))
 

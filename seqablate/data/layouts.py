@@ -23,6 +23,7 @@ A patient without a mask is *unlabelled*: usable for prediction, not for trainin
 
 from __future__ import annotations
 
+import os
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -179,6 +180,11 @@ def _nifti_patient(pid: str, folder: Path, layout: str, lesion_labels: tuple[int
     problems: list[str] = []
     notes: list[str] = []
     stems = {e: s for e in sorted(folder.iterdir()) if (s := _nii_stem(e))}
+    for e in sorted(folder.iterdir()):
+        if e.is_symlink() and not e.exists() and _NII.match(e.name):
+            # A dangling link named like a sequence would otherwise just vanish from the
+            # patient (and the sequence be treated as never acquired).
+            problems.append(f"{e}: broken symbolic link (points to {os.readlink(e)}, which does not exist)")
     table = _nifti_table(list(stems.values())) if layout == "nifti" else layout
     for path, stem in stems.items():
         seq: str | None

@@ -36,7 +36,6 @@ import dataclasses
 import json
 import os
 import shutil
-import uuid
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -328,6 +327,21 @@ def _grid(shape: tuple[int, int, int]) -> np.ndarray:
     return affine
 
 
+def _is_phantom(folder: Path) -> bool:
+    """Whether ``folder`` is a phantom cohort seqablate wrote (marker, or its manifest)."""
+    from seqablate.folders import marker_kind
+
+    if not folder.is_dir() or folder.is_symlink():
+        return False
+    if marker_kind(folder) == "phantom":
+        return True
+    try:
+        manifest = json.loads((folder / "phantom.json").read_text())
+    except (OSError, ValueError):
+        return False
+    return isinstance(manifest, dict) and manifest.get("site") in SITES and "version" in manifest
+
+
 def make_phantom_cohort(
     out: str | Path,
     *,
@@ -348,8 +362,9 @@ def make_phantom_cohort(
     site's (stanford 2-30 mm, oslo 5-30 mm); coarse grids may want a larger minimum, since a
     lesion of one or two voxels is below what the network's output stride resolves.
     If ``out`` already holds the same phantom (same site, patients, seed, shape, version) it
-    is reused untouched (so cache keys stay valid); a different non-empty folder is an error
-    unless ``overwrite``. The cohort is built in a temp folder and moved into place.
+    is reused untouched (so cache keys stay valid); another phantom cohort is replaced only
+    with ``overwrite``; anything else (a file, a non-empty folder seqablate did not write) is
+    an error. The cohort is built in a temp folder and moved into place.
     """
     from tqdm.auto import tqdm
 
@@ -369,23 +384,39 @@ def make_phantom_cohort(
         s = dataclasses.replace(s, diameter_mm=(lo, hi))
         params["lesion_diameter_mm"] = [lo, hi]  # only when set: older manifests stay valid
     out = Path(out)
-    manifest_path = out / "phantom.json"
-    if out.exists() and any(out.iterdir()):
-        if manifest_path.is_file():
-            try:
-                old = json.loads(manifest_path.read_text())
-                keys = (*params, "lesion_diameter_mm")  # an override, or its absence, is identity
-                if {k: old.get(k) for k in keys} == {k: params.get(k) for k in keys}:
-                    return out
-            except (OSError, ValueError):
-                pass
+    if _is_phantom(out):
+        try:
+            old = json.loads((out / "phantom.json").read_text())
+            keys = (*params, "lesion_diameter_mm")  # an override, or its absence, is identity
+            if {k: old.get(k) for k in keys} == {k: params.get(k) for k in keys}:
+                return out
+        except (OSError, ValueError):
+            pass
         if not overwrite:
-            raise DataError(f"{out}: folder exists and is not this phantom cohort; choose another folder or overwrite")
+            raise DataError(
+                f"{out}: holds another phantom cohort (different site, patients, seed, shape or "
+                "version); choose another folder, or --overwrite to replace it"
+            )
+    elif out.exists() or out.is_symlink():
+        if not out.is_dir() or any(out.iterdir()):
+            from seqablate.folders import describe
+
+            raise DataError(
+                f"{out}: {describe(out)} is already there; a phantom cohort is written only into a "
+                "new or empty folder or over another phantom cohort"
+            )
     affine = _grid(shp)  # type: ignore[arg-type]
     n_missing = min(s.missing_pre, max(patients - 1, 0))
     missing = set(np.random.default_rng([seed, s.code, 10**6]).choice(patients, n_missing, replace=False).tolist())
-    tmp = out.parent / f".tmp-phantom-{out.name}-{uuid.uuid4().hex[:8]}"
-    tmp.mkdir(parents=True)
+    from seqablate.folders import mark, sweep_temp, temp_name
+
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+    except (FileExistsError, NotADirectoryError):
+        raise DataError(f"{out}: a parent of this path is a file, not a folder") from None
+    sweep_temp(out.parent)  # temp folders of phantom writers that were killed
+    tmp = out.parent / temp_name(f"phantom-{out.name}")
+    tmp.mkdir()
     try:
         entries = []
         for i in tqdm(range(patients), desc=f"phantom {site}", unit="patient", disable=not progress):
@@ -401,12 +432,12 @@ def make_phantom_cohort(
             entries.append({"patient_id": pid, "sequences": list(seqs), "missing": [q for q in s.sequences if q not in seqs], **info})
         meta = {**params, "spacing_mm": np.abs(np.diag(affine)[:3]).round(4).tolist(), "reference": s.reference, "affine": affine.tolist(), "patients_info": entries}
         (tmp / "phantom.json").write_text(json.dumps(meta, indent=1))
-        if out.exists():
-            trash = out.parent / f".trash-{out.name}-{uuid.uuid4().hex[:8]}"
+        mark(tmp, "phantom")
+        if _is_phantom(out):  # only a phantom cohort is ever replaced (checked above)
+            trash = out.parent / temp_name(f"trash-{out.name}")
             os.replace(out, trash)
             shutil.rmtree(trash, ignore_errors=True)
-        out.parent.mkdir(parents=True, exist_ok=True)
-        os.replace(tmp, out)
+        os.replace(tmp, out)  # rename(2) also takes the place of an empty folder
     finally:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)

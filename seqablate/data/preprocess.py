@@ -1,9 +1,12 @@
-"""Preprocessing of one patient: [X, Y, Z] RAS volumes -> [Z, H, W] slices in [0, 1].
+"""Preprocessing of one patient: [X, Y, Z] RAS volumes -> [Z, H, W] slices.
 
-Per sequence: robust volume-wise rescale to [0, 1] (min .. 99.5th percentile, so a few hot
-voxels do not squash the contrast), in-plane resize of every axial slice to H = W =
-``image_size`` (linear, anti-aliased when shrinking; masks nearest-neighbour), then CLAHE per
-slice (``skimage.exposure.equalize_adapthist``, as in the paper) unless turned off.
+Per sequence, by ``data.intensity``: ``minmax_clahe`` (the paper's) = robust volume-wise
+rescale to [0, 1] (min .. 99.5th percentile, so a few hot voxels do not squash the contrast),
+in-plane resize of every axial slice to H = W = ``image_size`` (linear, anti-aliased when
+shrinking; masks nearest-neighbour), then CLAHE per slice (``skimage.exposure.
+equalize_adapthist``); ``minmax`` the same without CLAHE; ``zscore`` = zero mean and unit
+variance over a head mask computed from the volume (nnU-Net's MRI scheme), background 0, then
+the resize.
 
 Axis convention: slice ``z`` of the output is ``volume[:, :, z]`` resized, i.e. output
 ``[z, h, w]`` corresponds to RAS ``[x, y, z]`` with ``h`` along X and ``w`` along Y.
@@ -20,7 +23,10 @@ import numpy as np
 from seqablate.data.volumes import Volume
 
 #: Bump when the preprocessing changes in a way that invalidates cached arrays.
-PREPROCESS_VERSION = 1
+PREPROCESS_VERSION = 2
+
+#: Intensity normalisations (``data.intensity``).
+INTENSITIES = ("minmax_clahe", "minmax", "zscore")
 
 
 @dataclass(frozen=True)
@@ -28,12 +34,65 @@ class PreprocessParams:
     """Everything that determines the preprocessed arrays (part of the cache key)."""
 
     image_size: int = 256  # H = W after resize
-    clahe: bool = True  # CLAHE per slice
+    intensity: str = "minmax_clahe"  # one of INTENSITIES
     clahe_clip: float = 0.01  # equalize_adapthist clip_limit (skimage default)
     upper_percentile: float = 99.5  # robust maximum of the volume-wise rescale
 
+    def __post_init__(self) -> None:
+        if self.intensity not in INTENSITIES:
+            raise ValueError(f"data.intensity: unknown value {self.intensity!r}; valid choices: {list(INTENSITIES)}")
+
+    @property
+    def clahe(self) -> bool:
+        return self.intensity == "minmax_clahe"
+
     def key(self) -> dict[str, object]:
         return {"version": PREPROCESS_VERSION, **asdict(self)}
+
+
+def head_mask(volume: np.ndarray) -> np.ndarray:
+    """bool[X, Y, Z]: the head, from the volume itself (no atlas, no other sequence).
+
+    Otsu's threshold over the voxels above the minimum separates tissue from the background
+    noise; the largest 26-connected component is kept and its holes (dark CSF, necrotic
+    cores) filled, in 3D and slice by slice. A constant volume gives an empty mask.
+    """
+    from scipy import ndimage
+    from skimage.filters import threshold_otsu
+
+    v = np.asarray(volume, dtype=np.float32)
+    above = v[v > v.min()]
+    if above.size == 0 or float(above.max()) == float(above.min()):
+        return np.zeros(v.shape, dtype=bool)
+    m = v > threshold_otsu(above)
+    labels, n = ndimage.label(m, structure=np.ones((3, 3, 3), dtype=bool))
+    if n == 0:
+        return m
+    sizes = np.bincount(labels.ravel())
+    sizes[0] = 0
+    m = labels == int(np.argmax(sizes))
+    m = ndimage.binary_fill_holes(m)
+    for z in range(m.shape[2]):
+        m[:, :, z] = ndimage.binary_fill_holes(m[:, :, z])
+    return m
+
+
+def zscore(volume: np.ndarray) -> np.ndarray:
+    """float32 copy of ``volume``: (v - mean) / std over :func:`head_mask`, background 0.
+
+    A volume whose head mask is empty or constant becomes all zeros (the absent value).
+    """
+    v = np.asarray(volume, dtype=np.float32)
+    mask = head_mask(v)
+    if not mask.any():
+        return np.zeros_like(v)
+    inside = v[mask].astype(np.float64)
+    std = float(inside.std())
+    if std <= 0:
+        return np.zeros_like(v)
+    out = ((v - inside.mean()) / std).astype(np.float32)
+    out[~mask] = 0.0
+    return out
 
 
 def rescale01(volume: np.ndarray, upper_percentile: float = 99.5) -> np.ndarray:
@@ -89,16 +148,21 @@ def clahe_slices(slices: np.ndarray, clip_limit: float = 0.01) -> np.ndarray:
 def preprocess_image(
     volume: np.ndarray, params: PreprocessParams, z: Sequence[int] | None = None
 ) -> np.ndarray:
-    """One sequence float32[X, Y, Z] -> float32[Z, H, W] in [0, 1] (or only slices ``z``).
+    """One sequence float32[X, Y, Z] -> float32[Z, H, W] (or only slices ``z``).
 
+    ``minmax*``: values in [0, 1]; ``zscore``: zero mean, unit variance over the head.
     Restricting to ``z`` gives the same values as the full run for those slices (the
-    rescale still uses the whole volume); benchmarks use it as the no-cache baseline.
+    normalisation still uses the whole volume); benchmarks use it as the no-cache baseline.
     """
-    v = rescale01(volume, params.upper_percentile)
+    if params.intensity == "zscore":
+        v = zscore(volume)
+    else:
+        v = rescale01(volume, params.upper_percentile)
     if z is not None:
         v = v[:, :, list(z)]
     out = resize_inplane(v, params.image_size, order=1).astype(np.float32, copy=False)
-    np.clip(out, 0.0, 1.0, out=out)
+    if params.intensity != "zscore":
+        np.clip(out, 0.0, 1.0, out=out)
     if params.clahe:
         out = clahe_slices(out, params.clahe_clip)
     return out

@@ -64,7 +64,16 @@ def _read_nifti(path: Path) -> nib.Nifti1Image:
         data = data[..., 0]
     if data.ndim != 3:
         raise _Bad(f"{path}: expected a 3D volume, got shape {data.shape}")
-    return nib.as_closest_canonical(nib.Nifti1Image(data, img.affine, img.header))
+    affine = np.asarray(img.affine, dtype=np.float64)
+    if not np.isfinite(affine).all() or abs(np.linalg.det(affine[:3, :3])) < 1e-12:
+        raise _Bad(
+            f"{path}: its voxel-to-world affine is singular or not finite (qform/sform), so "
+            f"voxels have no position in mm: {np.round(affine[:3], 4).tolist()}"
+        )
+    try:
+        return nib.as_closest_canonical(nib.Nifti1Image(data, img.affine, img.header))
+    except (ValueError, np.linalg.LinAlgError, nib.orientations.OrientationError) as err:
+        raise _Bad(f"{path}: cannot reorient to RAS ({type(err).__name__}: {err})") from None
 
 
 _INT = re.compile(r"^(\d+)\.png$", re.IGNORECASE)
@@ -139,6 +148,45 @@ def _mask(path: Path, data: np.ndarray, pf: PatientFiles) -> tuple[np.ndarray, t
     return np.isin(rounded, pf.lesion_labels).astype(np.uint8), values
 
 
+def _grid_problems(grids: dict[str, tuple[Path, nib.Nifti1Image]], affine_tol: float) -> list[str]:
+    """One grid per patient: a problem for each file off the grid most of the files share.
+
+    The reference is the grid (shape, then affine within ``affine_tol`` mm) that the most
+    files agree on (ties: the first file's), so the message names the odd one out, not the
+    files that agree with each other.
+    """
+    items = list(grids.items())
+
+    def same(a: nib.Nifti1Image, b: nib.Nifti1Image) -> bool:
+        return a.shape[:3] == b.shape[:3] and bool(np.allclose(a.affine, b.affine, atol=affine_tol))
+
+    if len(items) < 2:
+        return []
+    votes = [sum(same(img, other) for _, (_, other) in items) for _, (_, img) in items]
+    ref_i = int(np.argmax(votes))
+    ref_name, (ref_path, ref) = items[ref_i]
+    agree = [n for n, (_, img) in items if same(img, ref)]
+    basis = f"'{ref_name}' ({ref_path.name})" + (f" and {len(agree) - 1} other file(s) ({', '.join(a for a in agree if a != ref_name)})" if len(agree) > 1 else "")
+    problems = []
+    for name, (path, img) in items:
+        if same(img, ref):
+            continue
+        if img.shape[:3] != ref.shape[:3]:
+            problems.append(
+                f"{path}: '{name}' has shape {tuple(img.shape[:3])}, but {basis} "
+                f"{'have' if len(agree) > 1 else 'has'} {tuple(ref.shape[:3])}; all sequences of a "
+                "patient must share one grid (co-register them first)"
+            )
+        else:
+            diff = float(np.abs(img.affine - ref.affine).max())
+            problems.append(
+                f"{path}: '{name}' has an affine that differs from {basis} by up to {diff:.4g} mm "
+                f"(tolerance {affine_tol:g}); all sequences of a patient must share one grid "
+                "(co-register them first)"
+            )
+    return problems
+
+
 def load_patient(
     pf: PatientFiles,
     sequences: Sequence[str] | None = None,
@@ -187,23 +235,7 @@ def load_patient(
             grids["seg"] = (pf.mask, img)
         except _Bad as bad:
             problems.append(str(bad))
-    # One grid per patient: compare everything with the first readable sequence.
-    if grids:
-        ref_name, (ref_path, ref) = next(iter(grids.items()))
-        for name, (path, img) in list(grids.items())[1:]:
-            if img.shape[:3] != ref.shape[:3]:
-                problems.append(
-                    f"{path}: sequence '{name}' has shape {tuple(img.shape[:3])}, but "
-                    f"'{ref_name}' ({ref_path.name}) has {tuple(ref.shape[:3])}; all sequences "
-                    "of a patient must share one grid (co-register them first)"
-                )
-            elif not np.allclose(img.affine, ref.affine, atol=affine_tol):
-                diff = float(np.abs(img.affine - ref.affine).max())
-                problems.append(
-                    f"{path}: sequence '{name}' has an affine that differs from '{ref_name}' "
-                    f"({ref_path.name}) by up to {diff:.4g} mm (tolerance {affine_tol:g}); all "
-                    "sequences of a patient must share one grid (co-register them first)"
-                )
+    problems += _grid_problems(grids, affine_tol)
     if problems:
         raise combine(f"patient {pf.patient_id}", problems)
     _, ref = next(iter(grids.values()))

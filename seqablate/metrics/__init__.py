@@ -4,19 +4,29 @@ Pure numpy/scipy functions, numpy in and out:
 
 * :func:`detection_metrics` -- mAP, max sensitivity, TP Dice and per-lesion tables;
 * :func:`bootstrap_ci` -- percentile CIs resampling patients;
+* :func:`paired_bootstrap` -- the difference of two configurations on the same patients;
 * :func:`froc` -- sensitivity at 1/8 .. 8 false positives per patient;
 * :func:`voxel_dice`, :func:`brats_lesion_dice` -- voxel and BraTS 2023 lesion-wise Dice.
 """
 
 from __future__ import annotations
 
-from seqablate.metrics.bootstrap import METRICS, bootstrap_ci, bootstrap_distribution
+from seqablate.metrics.bootstrap import (
+    METRICS,
+    PairedDifference,
+    bootstrap_ci,
+    bootstrap_distribution,
+    paired_bootstrap,
+)
 from seqablate.metrics.detection import (
     LESION_COLUMNS,
+    PATIENT_COLUMNS,
     DetectionResult,
     PatientDetection,
     detect_patient,
     detection_metrics,
+    detections_from_tables,
+    patient_table,
 )
 from seqablate.metrics.froc import FrocResult, froc
 from seqablate.metrics.lesions import Components, components
@@ -27,10 +37,12 @@ __all__ = [
     "FROC_RATES",
     "LESION_COLUMNS",
     "METRICS",
+    "PATIENT_COLUMNS",
     "BratsLesionDice",
     "Components",
     "DetectionResult",
     "FrocResult",
+    "PairedDifference",
     "PatientDetection",
     "average_precision",
     "bootstrap_ci",
@@ -39,7 +51,10 @@ __all__ = [
     "components",
     "detect_patient",
     "detection_metrics",
+    "detections_from_tables",
     "froc",
+    "paired_bootstrap",
+    "patient_table",
     "pr_curve",
     "voxel_dice",
 ]

@@ -11,6 +11,7 @@ each resample's list of patients instead (slower, but any function works).
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -118,3 +119,92 @@ def bootstrap_ci(
     alpha = (1.0 - level) / 2.0
     lo, hi = np.percentile(values, [100.0 * alpha, 100.0 * (1.0 - alpha)])
     return float(lo), float(hi)
+
+
+@dataclass(frozen=True)
+class PairedDifference:
+    """``mean over A's seeds - mean over B's seeds`` of a pooled metric, with its bootstrap.
+
+    ``difference``: on the observed patients; ``lo``/``hi``: percentile CI over patient
+    resamples; ``distribution``: float64[n] resampled differences (NaN where undefined);
+    ``n_patients``: patients resampled jointly.
+    """
+
+    metric: str
+    difference: float
+    lo: float
+    hi: float
+    level: float
+    n_patients: int
+    distribution: np.ndarray = field(repr=False)
+
+    @property
+    def contains_zero(self) -> bool:
+        return bool(self.lo <= 0.0 <= self.hi)
+
+
+def _align(groups: Sequence[Sequence[PatientDetection]]) -> list[tuple[PatientDetection, ...]]:
+    """Every seed's patients ordered by one shared id list; ValueError if the sets differ."""
+    ids = None
+    out = []
+    for pts in groups:
+        by_id = {p.patient_id: p for p in as_patients(pts)}
+        if ids is None:
+            ids = sorted(by_id)
+        elif sorted(by_id) != ids:
+            extra, missing = sorted(set(by_id) - set(ids)), sorted(set(ids) - set(by_id))
+            raise ValueError(
+                f"paired comparison needs the same patients everywhere; a run has extra {extra[:5]} "
+                f"and lacks {missing[:5]}"
+            )
+        out.append(tuple(by_id[i] for i in ids))
+    return out
+
+
+def paired_bootstrap(
+    a: Sequence[DetectionResult | Sequence[PatientDetection]],
+    b: Sequence[DetectionResult | Sequence[PatientDetection]],
+    metric: str = "mAP",
+    *,
+    n: int = 2000,
+    seed: int = 0,
+    level: float = 0.95,
+) -> PairedDifference:
+    """Difference of two configurations evaluated on the same patients, with a paired CI.
+
+    ``a`` and ``b`` hold one evaluation per seed (each a :class:`DetectionResult` or its
+    per-patient list) of configurations A and B, all on the same patients. Each resample
+    draws patients with replacement, jointly for every run; on it each seed's pooled metric
+    is recomputed, the seeds are averaged per configuration, and the difference A - B is
+    taken. Resamples where it is undefined (NaN) are left out of the percentile CI.
+    """
+    if not a or not b:
+        raise ValueError("paired_bootstrap needs at least one run of each configuration")
+    if metric not in METRICS:
+        raise ValueError(f"unknown bootstrap metric {metric!r}; valid: {list(METRICS)}")
+    if not (0.0 < float(level) < 1.0):
+        raise ValueError(f"bootstrap level must be in (0, 1), got {level!r}")
+    runs = _align([*a, *b])
+    n_pat = len(runs[0])
+    if n_pat == 0:
+        raise ValueError("paired_bootstrap needs at least one patient")
+    observed = np.ones((1, n_pat))
+    rng = np.random.default_rng(seed)
+    idx = rng.integers(0, n_pat, size=(n, n_pat))
+    flat = (np.arange(n)[:, None] * n_pat + idx).reshape(-1)
+    counts = np.bincount(flat, minlength=n * n_pat).reshape(n, n_pat)
+
+    def per_config(group: list[tuple[PatientDetection, ...]], c: np.ndarray) -> np.ndarray:
+        with np.errstate(invalid="ignore"):
+            return np.mean([_vectorised(pts, metric, c) for pts in group], axis=0)
+
+    ga, gb = runs[: len(a)], runs[len(a):]
+    diff = float((per_config(ga, observed) - per_config(gb, observed))[0])
+    dist = per_config(ga, counts) - per_config(gb, counts)
+    finite = dist[np.isfinite(dist)]
+    alpha = (1.0 - level) / 2.0
+    if finite.size == 0:
+        lo = hi = float("nan")
+    else:
+        lo, hi = (float(v) for v in np.percentile(finite, [100.0 * alpha, 100.0 * (1.0 - alpha)]))
+    return PairedDifference(metric, diff, lo, hi, float(level), n_pat, dist)

@@ -393,6 +393,62 @@ class DetectionResult:
         }
 
 
+#: Columns of the per-patient table (:func:`patient_table`).
+PATIENT_COLUMNS = ("patient", "n_truth", "n_pred", "n_tp", "voxel_dice")
+
+
+def patient_table(per_patient: Sequence[PatientDetection]) -> pd.DataFrame:
+    """One row per patient (:data:`PATIENT_COLUMNS`), in the given order.
+
+    With the per-lesion table (:attr:`DetectionResult.lesions`) it holds everything the
+    pooled metrics and the bootstrap need, so a logged evaluation can be re-scored later
+    (:func:`detections_from_tables`), e.g. for paired comparisons between runs.
+    """
+    return pd.DataFrame(
+        {
+            "patient": [p.patient_id for p in per_patient],
+            "n_truth": [p.n_truth for p in per_patient],
+            "n_pred": [p.n_pred for p in per_patient],
+            "n_tp": [p.n_tp for p in per_patient],
+            "voxel_dice": [p.voxel_dice for p in per_patient],
+        },
+        columns=list(PATIENT_COLUMNS),
+    )
+
+
+def detections_from_tables(patients: pd.DataFrame, lesions: pd.DataFrame) -> list[PatientDetection]:
+    """Rebuild per-patient detections from :func:`patient_table` and the lesion table.
+
+    Patients come in the order of ``patients``; their predictions in lesion-id order. Truth
+    lesion volumes are not in the tables (NaN), and nothing is detected per truth lesion;
+    every pooled metric (mAP, sensitivity, TP Dice, FROC, their bootstraps) is exact. Raises
+    ValueError naming a patient whose lesion rows disagree with its counts.
+    """
+    by_patient = {str(k): g.sort_values("lesion") for k, g in lesions.groupby(lesions["patient"].astype(str))} if len(lesions) else {}
+    out = []
+    for row in patients.itertuples(index=False):
+        pid = str(row.patient)
+        g = by_patient.get(pid)
+        n = 0 if g is None else len(g)
+        if n != int(row.n_pred):
+            raise ValueError(f"patient {pid}: the lesion table has {n} predictions, the patient table {int(row.n_pred)}")
+
+        def col(name: str, dtype: type = np.float64, g: pd.DataFrame | None = g) -> np.ndarray:
+            return np.zeros(0, dtype) if g is None else g[name].to_numpy(dtype)
+
+        is_tp = col("is_tp", bool)
+        if int(is_tp.sum()) != int(row.n_tp):
+            raise ValueError(f"patient {pid}: {int(is_tp.sum())} true positives in the lesion table, {int(row.n_tp)} in the patient table")
+        centres = np.stack([col("centre_x_mm"), col("centre_y_mm"), col("centre_z_mm")], axis=1) if n else np.zeros((0, 3))
+        out.append(PatientDetection(
+            patient_id=pid, scores=col("score"), centres_mm=centres, volumes_mm3=col("volume_mm3"),
+            distances_mm=col("distance_mm"), candidates=col("matched_lesion", np.int64), is_tp=is_tp,
+            dice=col("dice"), truth_volumes_mm3=np.full(int(row.n_truth), np.nan),
+            truth_detected=np.zeros(int(row.n_truth), dtype=bool), voxel_dice=float(row.voxel_dice),
+        ))
+    return out
+
+
 def detection_metrics(
     probs: Sequence[np.ndarray],
     truths: Sequence[np.ndarray],

@@ -28,7 +28,7 @@ from typing import Any
 import torch
 
 from seqablate.config import ConfigError, ModelConfig, parse
-from seqablate.models.backbones import BACKBONES, STAGES
+from seqablate.models.backbones import BACKBONES, NORMS, STAGES
 from seqablate.models.fusion import FUSIONS
 from seqablate.models.integration import INTEGRATIONS, ModelSpec, SeqSegModel
 from seqablate.models.sharing import SHARING_MODES
@@ -75,6 +75,8 @@ def resolve_spec(config: ModelConfig | Mapping[str, Any]) -> ModelSpec:
     INTEGRATIONS.get(integration)  # unknown name -> error with the valid choices
     if cfg.backbone not in BACKBONES:
         raise ConfigError(f"model.backbone: unknown value {cfg.backbone!r}; valid choices: {list(BACKBONES)}")
+    if cfg.norm not in NORMS:
+        raise ConfigError(f"model.norm: unknown value {cfg.norm!r}; valid choices: {list(NORMS)}")
     for key, valid in CHOICES.items():
         value = getattr(cfg, key)
         if value not in valid:
@@ -106,6 +108,7 @@ def resolve_spec(config: ModelConfig | Mapping[str, Any]) -> ModelSpec:
         backbone=cfg.backbone,
         sequences=tuple(cfg.sequences),
         slices=int(cfg.slices),
+        norm=cfg.norm,
     )
 
 

@@ -1,5 +1,12 @@
-"""The platform's fast inference path: eval copy with BatchNorm folded, inference mode,
-batched, bfloat16 autocast and channels_last where the hardware runs them natively.
+"""The platform's one inference path: evaluation, validation, ``predict`` and the report's
+overlays all predict through :class:`Predictor` (or, for raw tensors, :func:`predict_logits`).
+
+It owns every decision that must not differ between those callers: the presence rule (absent
+and censored sequences zeroed, the present ones scaled by S / S_present), which BatchNorm
+statistics a patient gets (``stored``, or the statistics of the sequence subset the patient
+actually has: :mod:`seqablate.models.norm_stats`), batching, and the autocast decision
+(:func:`use_bf16`). Prepared models are eval copies with BatchNorm folded into the
+convolutions, in inference mode, channels_last where the hardware runs it natively.
 
 bfloat16 and channels_last are chosen *per machine*, not blindly: on a CPU without native
 bf16 arithmetic (no AVX-512 BF16 / AMX, e.g. an AVX2-only EPYC) oneDNN emulates bf16 and is
@@ -10,7 +17,8 @@ many times SLOWER than fp32, and channels_last did not help fp32 there either (s
 from __future__ import annotations
 
 import copy
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
+from typing import Any
 
 import numpy as np
 import torch
@@ -35,6 +43,21 @@ def native_bf16(device: torch.device | str = "cpu") -> bool:
         return False
     probes = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")
     return any(bool(getattr(torch.cpu, p, lambda: False)()) for p in probes)
+
+
+def use_bf16(device: torch.device | str, setting: str = "auto") -> bool:
+    """The autocast decision, for training and inference alike (``train.amp``).
+
+    ``auto``: bfloat16 autocast where the device computes it natively (:func:`native_bf16`);
+    ``bf16``: always (where emulated it is slower and less exact); ``off``: never.
+    """
+    if setting == "off":
+        return False
+    if setting == "bf16":
+        return True
+    if setting != "auto":
+        raise ValueError(f"train.amp: unknown value {setting!r}; valid choices: ['auto', 'bf16', 'off']")
+    return native_bf16(device)
 
 
 def _fold_pairs(module: nn.Module, pairs: Iterator[tuple[str, str]]) -> None:
@@ -131,3 +154,98 @@ def predict_logits(
     finally:
         model.train(was_training)
     return torch.cat(outs)
+
+
+class Predictor:
+    """Probability volumes of patients from one trained model: the one inference path.
+
+    Args:
+        model: a :class:`~seqablate.models.deployed.DeployedModel` (its statistics policy is
+            used), or a bare ``SeqSegModel`` (stored statistics). Not modified.
+        device, batch_size: where and how many 2.5D stacks per forward pass.
+        amp: ``train.amp`` setting for :func:`use_bf16` (``auto``, ``bf16``, ``off``).
+        fold_bn: fold BatchNorm into the convolutions of the prepared copies (same function).
+
+    Each patient has one sequence subset (what it has on disk, minus what is censored), so
+    all its stacks go through the network prepared with that subset's statistics
+    (:meth:`DeployedModel.net_for`). :attr:`used` records ``(patient id, statistics key)`` of
+    every prediction ("stored" for the training statistics).
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        *,
+        device: torch.device | str = "cpu",
+        batch_size: int = 32,
+        amp: str = "auto",
+        fold_bn: bool = True,
+    ) -> None:
+        from seqablate.models.deployed import DeployedModel
+
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        self.device = torch.device(device)
+        deployed = model if isinstance(model, DeployedModel) else DeployedModel(model)
+        self.deployed = deployed.to(self.device)
+        self.sequences = self.deployed.sequences
+        self.slices = self.deployed.slices
+        self.batch_size = int(batch_size)
+        self.amp = use_bf16(self.device, amp)
+        self.fold_bn = fold_bn
+        self.used: list[tuple[str, str]] = []
+
+    def _prepare(self, net: nn.Module) -> nn.Module:
+        return inference_model(net, device=self.device, fold_bn=self.fold_bn)
+
+    def predict_cached(self, patient: Any, censor: Iterable[str] = ()) -> np.ndarray:
+        """Probability volume float32[Z, H, W] of a cached patient on the *cache* grid.
+
+        Every axial 2.5D stack goes through the model in batches. Sequences in ``censor`` and
+        sequences the patient lacks are zeroed and the present ones rescaled by S_total /
+        S_present (``apply_presence``, the same rule as in training). Raises ValueError naming
+        the patient when no sequence is left, or a censored name the model does not know.
+        """
+        from seqablate.data.dataset import patient_stacks
+        from seqablate.data.dropout import apply_presence
+
+        seqs = self.sequences
+        if tuple(patient.sequences) != seqs:
+            raise ValueError(
+                f"patient {patient.patient_id} was preprocessed for sequences {list(patient.sequences)}, "
+                f"the model takes {list(seqs)}"
+            )
+        censor = set(censor)
+        unknown = censor - set(seqs)
+        if unknown:
+            raise ValueError(f"censor: {sorted(unknown)} not among the model's sequences {list(seqs)}")
+        keep = torch.tensor([s not in censor for s in seqs])
+        present = torch.as_tensor(np.asarray(patient.present, dtype=bool))
+        actual = present & keep
+        if not bool(actual.any()):
+            raise ValueError(
+                f"patient {patient.patient_id}: no sequence left to predict from "
+                f"(present: {[s for s, p in zip(seqs, present.tolist(), strict=True) if p]}, "
+                f"censored: {sorted(censor)})"
+            )
+        key = self.deployed.stats_key(actual)
+        self.used.append((str(patient.patient_id), key))
+        net = self.deployed.net_for(key, prepare=self._prepare)
+        stacks = patient_stacks(patient, self.slices)  # float32[Z, S, K, H, W]
+        z, h, w = stacks.shape[0], stacks.shape[-2], stacks.shape[-1]
+        out = np.empty((z, h, w), dtype=np.float32)
+        dev = self.device
+        with torch.inference_mode(), torch.autocast(dev.type, dtype=torch.bfloat16, enabled=self.amp):
+            for i in range(0, z, self.batch_size):
+                x = torch.as_tensor(np.ascontiguousarray(stacks[i : i + self.batch_size])).to(dev)
+                b = x.shape[0]
+                x, p = apply_presence(x, present.expand(b, -1).to(dev), keep.expand(b, -1).to(dev))
+                out[i : i + b] = torch.sigmoid(net(x, p).float())[:, 0].cpu().numpy()
+        return out
+
+    def predict_volume(self, patient: Any, censor: Iterable[str] = ()) -> np.ndarray:
+        """Probability volume float32[X, Y, Z] on the patient's original (RAS) grid:
+        :meth:`predict_cached`, then the in-plane resize undone (linear)."""
+        from seqablate.data.cache import to_original_grid
+
+        return to_original_grid(self.predict_cached(patient, censor), patient)

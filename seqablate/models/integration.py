@@ -35,9 +35,10 @@ class ModelSpec:
     integration_point: str  # last stage run per sequence (mid only)
     fusion: str  # mid only
     sharing: str  # mid/end only
-    backbone: str  # 'resnet50' | 'resnet101' | 'compact'
+    backbone: str  # 'resnet50' | 'resnet101' | 'compact' | 'tiny'
     sequences: tuple[str, ...]  # S names, study order
     slices: int  # K
+    norm: str = "batch"  # 'batch' | 'group' | 'instance'
 
 
 #: Integration name -> builder ``(spec) -> SeqSegModel``.
@@ -119,7 +120,7 @@ class InputIntegration(SeqSegModel):
 
     def __init__(self, spec: ModelSpec) -> None:
         super().__init__(spec)
-        self.net = _Logits(bb.deeplabv3(spec.backbone, len(spec.sequences) * spec.slices))
+        self.net = _Logits(bb.deeplabv3(spec.backbone, len(spec.sequences) * spec.slices, norm=spec.norm))
 
     def _forward(self, image: Tensor, present: Tensor) -> Tensor:
         x = (image * _mask(present, image)).flatten(1, 2)  # [B, S*K, H, W], channel s*K + k
@@ -139,22 +140,23 @@ class MidIntegration(SeqSegModel):
         point = spec.integration_point
         self.branches = Branches(
             spec.sequences,
-            lambda: bb.stages(bb.resnet(spec.backbone, spec.slices), "stem", point),
+            lambda: bb.stages(bb.resnet(spec.backbone, spec.slices, spec.norm), "stem", point),
             spec.sharing,
         )
         self.fusion = FUSIONS.get(spec.fusion)(spec.sequences)
-        width = self.fusion.out_channels(bb.STAGE_CHANNELS[point])
+        widths = bb.stage_channels(spec.backbone)
+        width = self.fusion.out_channels(widths[point])
         i = bb.STAGES.index(point)
         if i + 1 < len(bb.STAGES):
             # Remaining stages of a fresh ResNet; its first block now takes the fused width.
-            late = bb.stages(bb.resnet(spec.backbone, 3), bb.STAGES[i + 1], "layer4")
+            late = bb.stages(bb.resnet(spec.backbone, 3, spec.norm), bb.STAGES[i + 1], "layer4")
             bb.widen_first_block(getattr(late, bb.STAGES[i + 1]), width)
-            head_in = bb.STAGE_CHANNELS["layer4"]
+            head_in = widths["layer4"]
         else:
             late = nn.Sequential()  # fused right before ASPP
             head_in = width
         self.late = late
-        self.head = bb.head(head_in, 1)
+        self.head = bb.head(head_in, 1, norm=spec.norm, width=bb.BACKBONES[spec.backbone].head_width)
 
     def _forward(self, image: Tensor, present: Tensor) -> Tensor:
         feats = self.branches(image, present)  # [B, S, C, h, w], zeros where absent
@@ -188,7 +190,7 @@ class EndIntegration(SeqSegModel):
     def __init__(self, spec: ModelSpec) -> None:
         super().__init__(spec)
         self.branches = Branches(
-            spec.sequences, lambda: _Logits(bb.deeplabv3(spec.backbone, spec.slices)), spec.sharing
+            spec.sequences, lambda: _Logits(bb.deeplabv3(spec.backbone, spec.slices, norm=spec.norm)), spec.sharing
         )
 
     def _forward(self, image: Tensor, present: Tensor) -> Tensor:

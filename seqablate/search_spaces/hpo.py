@@ -10,7 +10,7 @@ in the trial config under the same names the function returns.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from seqablate.config import TrialConfig
@@ -27,21 +27,29 @@ DROPOUT_P_RANGE = (0.0, 0.5)  # step 0.05, so run names stay readable
 LR_RANGE = (1e-5, 3e-3)  # log-uniform
 
 
-def make_hpo(sequences: Sequence[str] = PAPER_SEQUENCES) -> Callable[[optuna.Trial], dict[str, Any]]:
-    """The define-by-run function for a study over ``sequences``.
+class HpoSearch:
+    """The define-by-run function of the ``hpo`` space for a study over ``sequences``.
 
+    A module-level class (not a closure) so that Ray Tune can pickle it when it checkpoints
+    its Optuna searcher, and unpickle it when ``study resume`` restores the search.
     ``subtract`` fusion is offered only when ``sequences`` hold a post/pre contrast pair.
-    The function returns the complete override dict of the trial (sampled values plus the
+    Calling it returns the complete override dict of the trial (sampled values plus the
     neutral values of keys that do not apply).
     """
-    fusions = ["concat", "mean"] + (["subtract"] if contrast_pair(sequences) else [])
 
-    def hpo(trial: optuna.Trial) -> dict[str, Any]:
+    def __init__(self, sequences: Sequence[str] = PAPER_SEQUENCES) -> None:
+        self.sequences = tuple(sequences)
+        self.fusions = ["concat", "mean"] + (["subtract"] if contrast_pair(self.sequences) else [])
+
+    def __repr__(self) -> str:
+        return f"HpoSearch(sequences={list(self.sequences)})"
+
+    def __call__(self, trial: optuna.Trial) -> dict[str, Any]:
         integration = trial.suggest_categorical("model.integration", list(INTEGRATIONS))
         point, fusion, sharing = "layer4", "concat", "independent"
         if integration == "mid":
             point = trial.suggest_categorical("model.integration_point", list(POINTS))
-            fusion = trial.suggest_categorical("model.fusion", fusions)
+            fusion = trial.suggest_categorical("model.fusion", self.fusions)
         if integration != "input":
             if fusion == "subtract":
                 sharing = "shared"  # the only sharing subtraction makes sense with
@@ -56,9 +64,12 @@ def make_hpo(sequences: Sequence[str] = PAPER_SEQUENCES) -> Callable[[optuna.Tri
         out["train.lr"] = trial.suggest_float("train.lr", *LR_RANGE, log=True)
         return out
 
-    return hpo
+
+def make_hpo(sequences: Sequence[str] = PAPER_SEQUENCES) -> HpoSearch:
+    """The (picklable) define-by-run function for a study over ``sequences``."""
+    return HpoSearch(sequences)
 
 
-def hpo_for(base: TrialConfig) -> Callable[[optuna.Trial], dict[str, Any]]:
+def hpo_for(base: TrialConfig) -> HpoSearch:
     """:func:`make_hpo` adapted to a base config's sequences."""
     return make_hpo(base.data.sequences)

@@ -10,6 +10,7 @@ can also pass the path of a Python file that defines ``SPACE`` (and optionally a
 
 from __future__ import annotations
 
+import dataclasses
 import difflib
 import importlib.util
 from collections.abc import Callable, Mapping, Sequence
@@ -62,6 +63,33 @@ class Space:
             raise SpaceError(f"space {self.name!r} is a search (Optuna), not a grid")
         return expand_seeds(self.points, seeds)
 
+    def select(self, patterns: Sequence[str]) -> Space:
+        """The grid restricted to points whose run name (``run_name`` without the seed, e.g.
+        ``mid@layer4-shared``) matches one of the shell-style ``patterns``.
+
+        Raises :class:`SpaceError` for a search, or a pattern that matches no point (the
+        message lists the point names).
+        """
+        import fnmatch
+
+        if self.points is None:
+            raise SpaceError(f"space {self.name!r} is a search (Optuna): --trials selects grid points only")
+        names = [run_name(p) for p in self.points]
+        for pat in patterns:
+            if not any(fnmatch.fnmatchcase(n, pat) for n in names):
+                raise SpaceError(f"--trials {pat!r} matches no point of space {self.name!r}; its points: {names}")
+        kept = tuple(p for p, n in zip(self.points, names, strict=True)
+                     if any(fnmatch.fnmatchcase(n, pat) for pat in patterns))
+        return dataclasses.replace(self, points=kept, description=f"{self.description} [trials: {', '.join(patterns)}]")
+
+    def describe(self) -> dict[str, Any]:
+        """A JSON-able description: name, kind, description, source and the grid's points."""
+        out: dict[str, Any] = {"name": self.name, "description": self.description, "kind": self.kind,
+                               "source": self.source}
+        if self.points is not None:
+            out["points"] = [dict(p) for p in self.points]
+        return out
+
     def search_fn(self, base: TrialConfig | None = None) -> DefineByRun:
         """The define-by-run function, adapted to ``base`` when the space supports that."""
         if self.search is None:
@@ -87,7 +115,8 @@ def list_spaces() -> dict[str, str]:
     return {name: s.description for name, s in _REGISTRY.items()}
 
 
-def _load_file(path: Path) -> Space:
+def _import_file(path: Path) -> Any:
+    """Import a user space file as a fresh module (its errors reported as SpaceError)."""
     if not path.is_file():
         raise SpaceError(f"{path}: search-space file not found")
     if path.suffix != ".py":
@@ -100,6 +129,39 @@ def _load_file(path: Path) -> Space:
         spec.loader.exec_module(module)
     except Exception as err:  # the user's code: report it as their error, with its type
         raise SpaceError(f"{path}: importing it failed: {type(err).__name__}: {err}") from err
+    return module
+
+
+class FileSearch:
+    """A user file's define-by-run ``SPACE``, picklable by its path.
+
+    Ray Tune pickles the Optuna searcher (with its define-by-run function) at every
+    experiment checkpoint; a function from a dynamically imported file cannot be pickled by
+    reference, so this wrapper stores only the path and re-imports the file where it is
+    unpickled (``study resume``).
+    """
+
+    def __init__(self, path: str | Path, fn: DefineByRun | None = None) -> None:
+        self.path = str(Path(path).resolve())
+        self._fn = fn
+
+    def __repr__(self) -> str:
+        return f"FileSearch({self.path!r})"
+
+    def __call__(self, trial: optuna.Trial) -> Overrides:
+        if self._fn is None:
+            self._fn = _import_file(Path(self.path)).SPACE
+        return self._fn(trial)
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {"path": self.path}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.path, self._fn = state["path"], None
+
+
+def _load_file(path: Path) -> Space:
+    module = _import_file(path)
     if not hasattr(module, "SPACE"):
         raise SpaceError(
             f"{path}: defines no SPACE (a list of override dicts, or a define-by-run "
@@ -110,7 +172,7 @@ def _load_file(path: Path) -> Space:
     if isinstance(space, Space):
         return space
     if callable(space):
-        return Space(path.stem, desc, search=space, source=str(path))
+        return Space(path.stem, desc, search=FileSearch(path, space), source=str(path))
     if isinstance(space, Sequence) and not isinstance(space, str | bytes):
         for i, point in enumerate(space):
             if not isinstance(point, Mapping) or not all(isinstance(k, str) for k in point):

@@ -6,6 +6,7 @@ so the CLI can refuse bad cohorts before any trial starts.
 
 from __future__ import annotations
 
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -41,9 +42,10 @@ def load_cached(data: DataConfig, *, cohort: str | None = None, progress: bool =
 
     root = cohort if cohort is not None else data.cohort
     if root is None:
-        raise ValueError("data.cohort: no cohort given (pass --cohort PATH or set data.cohort)")
-    if not Path(root).exists():
-        raise ValueError(f"cohort {root}: no such file or directory")
+        raise ValueError("data.cohort: no cohort given (set data.cohort to a cohort folder)")
+    if not Path(root).is_dir():
+        what = "not a folder" if Path(root).exists() else "no such folder"
+        raise ValueError(f"cohort {root}: {what}")
     return list(preprocess_cohort(root, data, progress=progress))
 
 
@@ -52,12 +54,14 @@ def labelled(patients: list[Any]) -> list[Any]:
     return [p for p in patients if p.mask is not None]
 
 
-def plan_split(cfg: TrialConfig, patients: list[Any]) -> TrialSplit:
+def plan_split(cfg: TrialConfig, patients: list[Any], *, warn: bool = False) -> TrialSplit:
     """The patient-level split of ``cfg.data`` over the labelled ``patients``.
 
-    Raises ValueError when there are no labelled patients, or fewer than the split needs
-    (>= 1 training patient, ``val_patients`` validation patients, >= 1 test patient when
-    ``test_fraction`` > 0).
+    With ``data.val_patients`` unset, the validation set grows until it holds
+    ``data.val_fraction`` of the patients and ``data.val_min_lesions`` lesions (model
+    selection on a handful of lesions is a lottery), up to half of the non-test patients;
+    ``warn`` prints when a small cohort cannot reach that. Raises ValueError when there are
+    no labelled patients, or fewer than the split needs.
     """
     from seqablate.data.dataset import split_patients
 
@@ -66,13 +70,16 @@ def plan_split(cfg: TrialConfig, patients: list[Any]) -> TrialSplit:
     where = d.cohort or "cohort"
     if not lab:
         raise ValueError(f"{where}: no labelled patients (no lesion masks found); cannot train")
-    need = 1 + d.val_patients + (1 if d.test_fraction > 0 else 0)
+    n_val = d.val_patients if d.val_patients is not None else (1 if d.val_fraction > 0 or d.val_min_lesions > 0 else 0)
+    need = 1 + n_val + (1 if d.test_fraction > 0 else 0)
     if len(lab) < need:
+        what = f"data.val_patients={d.val_patients}" if d.val_patients is not None else "at least 1"
         raise ValueError(
             f"{where}: {len(lab)} labelled patient(s), but the split needs at least {need} "
-            f"(1 train + data.val_patients={d.val_patients} validation"
+            f"(1 train + {what} validation"
             f"{' + 1 test (data.test_fraction > 0)' if d.test_fraction > 0 else ''})"
         )
+    lesions = {p.patient_id: lesion_count(p) for p in lab}
     split = split_patients(
         [p.patient_id for p in lab],
         val=d.val_patients,
@@ -80,10 +87,29 @@ def plan_split(cfg: TrialConfig, patients: list[Any]) -> TrialSplit:
         seed=d.split_seed,
         folds=d.folds,
         fold=d.fold,
+        lesions=lesions,
+        val_fraction=d.val_fraction,
+        val_min_lesions=d.val_min_lesions,
     )
     if not split.train:
         raise ValueError(f"{where}: the split leaves no training patients ({len(lab)} labelled)")
+    if warn and d.val_patients is None:
+        got = sum(lesions[i] for i in split.val)
+        if got < d.val_min_lesions or len(split.val) < d.val_fraction * len(lab):
+            print(f"{where}: validation holds {len(split.val)} patients / {got} lesions, short of "
+                  f"data.val_fraction={d.val_fraction} / data.val_min_lesions={d.val_min_lesions} "
+                  "(capped at half of the non-test patients); model selection will be noisy",
+                  file=sys.stderr)
     return TrialSplit(tuple(split.train), tuple(split.val), tuple(split.test))
+
+
+def lesion_count(patient: Any) -> int:
+    """26-connected lesions of a labelled cached patient (recorded at preprocessing)."""
+    if patient.lesions is not None:
+        return int(patient.lesions)
+    from seqablate.data.inspection import count_lesions
+
+    return count_lesions(original_mask(patient))
 
 
 def select(patients: list[Any], ids: tuple[str, ...] | list[str]) -> list[Any]:
@@ -102,3 +128,31 @@ def original_mask(patient: Any) -> np.ndarray:
     if patient.mask is None:
         raise ValueError(f"patient {patient.patient_id}: no lesion mask")
     return (to_original_grid(np.asarray(patient.mask, dtype=np.float32), patient) >= 0.5).astype(np.uint8)
+
+
+def check_cohorts(cfg: TrialConfig, *, progress: bool = False) -> tuple[list[Any], TrialSplit]:
+    """Validate every cohort ``cfg`` names before any training: ``data.cohort`` and each
+    ``eval.external`` cohort exist, load (and are cached), and can be used.
+
+    Returns the training cohort's patients and its split. Raises ValueError naming the config
+    field and the path: a missing folder, a cohort without labelled patients or with too few
+    for the split, an external cohort without labels or without any of the model's sequences.
+    """
+    named = [("data.cohort", cfg.data.cohort)] + [(f"eval.external.{k}", v) for k, v in cfg.eval.external.items()]
+    for field_name, path in named:
+        if path is None:
+            raise ValueError(f"{field_name}: no cohort set (a folder of patients)")
+        if not Path(path).is_dir():
+            what = "not a folder" if Path(path).exists() else "no such folder"
+            raise ValueError(f"{field_name} {path}: {what}")
+    patients = load_cached(cfg.data, progress=progress)
+    split = plan_split(cfg, patients, warn=True)
+    for name, path in cfg.eval.external.items():
+        ext = load_cached(cfg.data, cohort=path, progress=progress)
+        scored = [p for p in labelled(ext) if bool(np.asarray(p.present).any())]
+        if not scored:
+            raise ValueError(
+                f"eval.external.{name} {path}: no patient can be scored (an external cohort needs "
+                f"lesion masks and at least one of the sequences {list(cfg.data.sequences)})"
+            )
+    return patients, split

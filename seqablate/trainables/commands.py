@@ -9,6 +9,7 @@ them and exits 2.
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from pathlib import Path
 from typing import Any
@@ -33,6 +34,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     tr.add_argument("--out", default=None, help="run folder (checkpoints, mlflow.db); default ./seqablate-runs/<name>")
     tr.add_argument("--tracking-uri", default=None, help="MLflow URI (default: SQLite in --out)")
     tr.add_argument("--cpu", action="store_true", help="train on the CPU even if a GPU is present")
+    tr.add_argument("--overwrite", action="store_true",
+                    help="delete the run already in --out (only if seqablate made it) and start afresh")
     tr.set_defaults(func=_train)
 
     st = subparsers.add_parser("study", help="run search-space studies on Ray Tune")
@@ -55,6 +58,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     run.add_argument("--storage", default=None, help="study folder or URI (default ./seqablate-runs/<name>)")
     run.add_argument("--tracking-uri", default=None, help="MLflow URI (default: SQLite in the study folder)")
     run.add_argument("--smoke", action="store_true", help="tiny, fast trials (CI, job-submission checks)")
+    run.add_argument("--trials", action="append", metavar="GLOB",
+                     help="grids: run only the points whose name matches (e.g. 'mid@*'; repeatable)")
+    run.add_argument("--overwrite", action="store_true",
+                     help="delete the study already in --storage (only if seqablate made it) and start afresh")
     run.set_defaults(func=_study_run)
     res = ssub.add_parser("resume", help="continue a killed study (finished trials are not re-run)")
     res.add_argument("path", help="study folder")
@@ -73,20 +80,54 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     de = subparsers.add_parser("demo", help="synthetic cohorts + a small dropout study + paper-style tables")
     de.add_argument("--out", default="demo-out")
     de.add_argument("--steps", type=int, default=None, help="training steps per trial (default: the demo's)")
+    de.add_argument("--overwrite", action="store_true",
+                    help="delete the demo already in --out (only if seqablate made it) and start afresh")
     de.set_defaults(func=_demo)
 
 
 def _train(args: argparse.Namespace) -> int:
-    from seqablate import tracking
-    from seqablate.config import TrialConfig, load_yaml
+    from seqablate import folders, tracking
+    from seqablate.config import TrialConfig, config_diff, load_yaml, to_yaml
+    from seqablate.trainables.cohort import check_cohorts
     from seqablate.trainables.loop import fit_trial
 
     cfg = load_yaml(args.config, TrialConfig)
     out = Path(args.out or Path.cwd() / "seqablate-runs" / cfg.name).resolve()
-    with tracking.study_run(f"train-{cfg.name}", storage=str(out), tracking_uri=args.tracking_uri) as study, \
-            tracking.trial_run(study.ref, cfg, run_name=cfg.name) as tlog:
-        result = fit_trial(cfg, storage=out / "checkpoints", use_gpu=not args.cpu,
-                           tracking={"tracking_uri": study.ref.tracking_uri, "run_id": tlog.run_id})
+    if not args.overwrite:
+        folders.check_replaceable(out, "train", flag="--out")  # refuse before any preprocessing
+    _, split = check_cohorts(cfg, progress=True)  # every cohort of the config, before any training
+    uri = tracking.default_tracking_uri(str(out), args.tracking_uri)
+    tracking.check_reachable(uri)
+    if (db := tracking.sqlite_db_path(uri)) is not None:
+        tracking.db_state(db)  # an unreadable or foreign database is refused, never replaced
+    if args.overwrite:
+        folders.remove_own(out, "train", flag="--overwrite")
+    resume = folders.claim(out, "train", flag="--out")
+    record, run_file = out / "config.yaml", out / "run.json"
+    if resume and record.is_file():
+        diff = config_diff(load_yaml(record, TrialConfig), cfg)
+        old_uri = json.loads(run_file.read_text()).get("tracking_uri") if run_file.is_file() else uri
+        if old_uri != uri:
+            diff.append(f"tracking URI: {old_uri!r} -> {uri!r}")
+        if diff:
+            raise folders.OutputRefused(
+                f"--out {out} holds a run of a different configuration ({record}):\n  "
+                + "\n  ".join(diff)
+                + "\nUse another --out, or --overwrite to delete that run and start afresh"
+            )
+        print(f"{out} holds this run already: resuming it", file=sys.stderr)
+    folders.write_text_atomic(record, to_yaml(cfg))
+    folders.write_text_atomic(run_file, json.dumps({"tracking_uri": uri}))
+    with tracking.study_run(f"train-{cfg.name}", storage=str(out), tracking_uri=uri, resume=resume) as study:
+        try:
+            with tracking.trial_run(study.ref, cfg, run_name=cfg.name) as tlog:
+                result = fit_trial(cfg, storage=out / "checkpoints", split=split, use_gpu=not args.cpu,
+                                   tracking={"tracking_uri": study.ref.tracking_uri, "run_id": tlog.run_id})
+        except tracking.TrialAlreadyFinished as done:
+            metrics = tracking.client(study.ref.tracking_uri).get_run(done.run_id).data.metrics
+            print(f"{cfg.name} finished already (MLflow run {done.run_id}); its test metrics:")
+            _print_metrics(dict(metrics))
+            return 0
     print(f"trained {cfg.name}: {result.state.step} steps, best val mAP {result.state.best_metric:.3f} "
           f"at step {result.state.best_step}")
     _print_metrics(result.metrics)
@@ -123,6 +164,7 @@ def study_config_from_args(args: argparse.Namespace) -> Any:
         "cohort": str(cohort.resolve()),
         "external": {k: str(Path(v).resolve()) for k, v in _external(args.external).items()},
         "smoke": bool(args.smoke),
+        "trials": list(args.trials or []),
     }
     if args.base:
         raw["base"] = load_yaml(args.base, TrialConfig).model_dump(mode="json")
@@ -140,7 +182,7 @@ def _study_run(args: argparse.Namespace) -> int:
     from seqablate.trainables.driver import run_study
 
     cfg = study_config_from_args(args)
-    result = run_study(cfg)
+    result = run_study(cfg, overwrite=args.overwrite)
     return _report_study(result)
 
 
@@ -180,4 +222,4 @@ def _predict(args: argparse.Namespace) -> int:
 def _demo(args: argparse.Namespace) -> int:
     from seqablate.trainables.demo import run_demo
 
-    return run_demo(args.out, steps=args.steps)
+    return run_demo(args.out, steps=args.steps, overwrite=args.overwrite)

@@ -10,7 +10,6 @@ and on oslo, and prints the paper-style tables (I, III, IV, VI) built from MLflo
 
 from __future__ import annotations
 
-import shutil
 import time
 from pathlib import Path
 from typing import Any
@@ -41,9 +40,14 @@ BASE: dict[str, Any] = {
 }
 
 
-def run_demo(out: str | Path, *, steps: int | None = None) -> int:
-    """Run the demo into ``out``; returns the exit code."""
-    from seqablate import tracking
+def run_demo(out: str | Path, *, steps: int | None = None, overwrite: bool = False) -> int:
+    """Run the demo into ``out``; returns the exit code.
+
+    ``out`` must be new, empty, or an earlier demo's folder: then its cohorts are reused and its
+    study resumes (finished trials are not re-run). ``overwrite`` deletes an earlier demo
+    folder first (only one seqablate made).
+    """
+    from seqablate import folders, tracking
     from seqablate.analysis.render import table_markdown
     from seqablate.analysis.runs import runs_from_frame
     from seqablate.analysis.tables import build_tables
@@ -53,13 +57,14 @@ def run_demo(out: str | Path, *, steps: int | None = None) -> int:
 
     t0 = time.perf_counter()
     out = Path(out).resolve()
+    if overwrite:
+        folders.remove_own(out, "demo", flag="--overwrite")
+    folders.claim(out, "demo", flag="--out")
     cohorts = {
         site: make_phantom_cohort(out / "cohorts" / site, site=site, patients=n, seed=i, shape=SHAPE, progress=True)
         for i, (site, n) in enumerate(PATIENTS.items())
     }
-    storage = out / "study"
-    if storage.exists():  # a fresh study each time (a kept one would resume its checkpoints)
-        shutil.rmtree(storage)
+    storage = out / "study"  # a rerun resumes it (same config) or refuses (another one)
     base = {**BASE, "train": {**BASE["train"], "steps": steps or STEPS}}
     cfg = parse(StudyConfig, {
         "name": "demo", "space": str(Path(__file__).with_name("demo_space.py")),

@@ -19,12 +19,12 @@ from __future__ import annotations
 import json
 import os
 import sys
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field, is_dataclass
 from pathlib import Path
 from typing import Any
 
 from seqablate.config import StudyConfig, TrialConfig, parse, to_yaml, with_overrides
-from seqablate.trainables.cohort import TrialSplit, load_cached, plan_split
+from seqablate.trainables.cohort import TrialSplit
 
 #: Metric Tune/Optuna/ASHA optimise (best validation mAP so far, reported at each validation).
 OBJECTIVE = "val.best_mAP"
@@ -50,7 +50,7 @@ class StudyContext:
     cpus_per_worker: float = 1.0
     max_failures: int = 1
     seeds: int = 1  # searches only: each sampled config is trained with seeds 0..seeds-1
-    fail_at: dict[str, int] = field(default_factory=dict)  # test hook: run name -> step to fail at
+    faults: dict[str, dict[str, Any]] = field(default_factory=dict)  # run name -> FaultPlan fields (tests)
 
 
 def trial_overrides(config: dict[str, Any]) -> dict[str, Any]:
@@ -79,7 +79,7 @@ def _fit_one(ctx: StudyContext, overrides: dict[str, Any]) -> dict[str, Any]:
     from ray.tune.integration.ray_train import TuneReportCallback
 
     from seqablate import search_spaces, tracking
-    from seqablate.trainables.loop import train_loop_per_worker, worker_config
+    from seqablate.trainables.loop import FaultPlan, WorkerRun, train_loop_per_worker, worker_config
 
     base = parse(TrialConfig, ctx.base, source="study base config")
     name = search_spaces.run_name(overrides)
@@ -89,11 +89,11 @@ def _fit_one(ctx: StudyContext, overrides: dict[str, Any]) -> dict[str, Any]:
     try:
         with tracking.trial_run(ref, cfg, overrides=overrides, run_name=name, trial_key=key,
                                 study_name=ctx.name) as tlog:
-            config = worker_config(
-                cfg, TrialSplit.from_dict(ctx.split), cpus_per_worker=int(max(1, ctx.cpus_per_worker)),
+            config = worker_config(cfg, WorkerRun(
+                TrialSplit.from_dict(ctx.split), cpus_per_worker=int(max(1, ctx.cpus_per_worker)),
                 tracking={"tracking_uri": ref.tracking_uri, "run_id": tlog.run_id},
-                fail_at_step=ctx.fail_at.get(name),
-            )
+                faults=FaultPlan(**ctx.faults.get(name, {})),
+            ))
             trainer = TorchTrainer(
                 train_loop_per_worker,
                 train_loop_config=config,
@@ -104,7 +104,9 @@ def _fit_one(ctx: StudyContext, overrides: dict[str, Any]) -> dict[str, Any]:
                     name=f"{name}-{key}",
                     storage_path=ctx.train_storage,
                     failure_config=ray.train.FailureConfig(max_failures=ctx.max_failures),
-                    checkpoint_config=ray.train.CheckpointConfig(num_to_keep=2),
+                    # One checkpoint per trial: the optimiser state exists once, and Ray deletes
+                    # the previous checkpoint only after the new one is registered.
+                    checkpoint_config=ray.train.CheckpointConfig(num_to_keep=1),
                     callbacks=[TuneReportCallback()],
                 ),
             )
@@ -151,7 +153,9 @@ SMOKE: dict[str, Any] = {  # --smoke: tiny everything, for CI and `ray job submi
     "data.image_size": 32,
     "data.slices": 3,
     "data.val_patients": 1,
-    "model.backbone": "compact",
+    "model.backbone": "tiny",
+    "eval.norm_batches": 2,
+    "eval.norm_batch_size": 4,
     "train.steps": 4,
     "train.batch_size": 2,
     "train.val_every": 2,
@@ -255,34 +259,93 @@ class StudyResult:
     trials: list[dict[str, Any]]  # one row per Tune trial: name, status, error, final metrics
 
 
-def prepare(cfg: StudyConfig) -> tuple[StudyConfig, TrialSplit]:
-    """Validate the study before Ray starts: space, cohort (cached once), split, externals."""
+def study_space(cfg: StudyConfig) -> Any:
+    """The study's space: the named or file space, restricted to ``cfg.trials`` if given."""
     from seqablate import search_spaces
 
+    space = search_spaces.get_space(cfg.space)
+    return space.select(cfg.trials) if cfg.trials else space
+
+
+def prepare(cfg: StudyConfig) -> tuple[StudyConfig, TrialSplit]:
+    """Validate the study before Ray starts: space, cohorts (cached once), split, externals."""
+    from seqablate.trainables.cohort import check_cohorts
+
     cfg = resolve_study(cfg)
-    search_spaces.get_space(cfg.space)  # unknown space -> SpaceError listing the spaces
-    base = cfg.base
-    if base.data.cohort is None:
+    study_space(cfg)  # unknown space or --trials pattern -> SpaceError listing the choices
+    if cfg.base.data.cohort is None:
         raise StudySetupError("no cohort: pass --cohort PATH (or set cohort in the study config)")
-    patients = load_cached(base.data, progress=True)
-    split = plan_split(base, patients)
-    for name, path in base.eval.external.items():
-        if not Path(path).exists():
-            raise StudySetupError(f"external cohort {name}={path}: no such file or directory")
-        load_cached(base.data, cohort=path, progress=True)
+    _, split = check_cohorts(cfg.base, progress=True)
     return cfg, split
+
+
+#: StudyConfig fields that decide what a study's trials are (the rest is how they are run:
+#: concurrency, resources, storage); a study folder only ever holds one set of them.
+IDENTITY_FIELDS = ("name", "space", "trials", "seeds", "num_samples", "scheduler", "workers_per_trial",
+                   "tracking_uri", "base")
+SPACE_FILE = "space.json"
+
+
+def study_identity(cfg: StudyConfig, space: Any) -> dict[str, Any]:
+    """What must match for a rerun into a study folder to continue it (see :func:`claim_study`)."""
+    ident = {k: v for k, v in cfg.model_dump(mode="json").items() if k in IDENTITY_FIELDS}
+    ident["space_points"] = [json.dumps(p, sort_keys=True) for p in (space.describe().get("points") or [])]
+    return ident
+
+
+def claim_study(folder: Path, cfg: StudyConfig, space: Any, *, resume: bool, overwrite: bool) -> bool:
+    """Make ``folder`` this study's folder; returns whether the study resumes.
+
+    A new or empty folder starts the study. A seqablate study folder holding the same study
+    (:func:`study_identity`) resumes it: finished trials are not re-run, and no duplicate
+    MLflow runs appear. One holding a different study is refused, naming the differing keys;
+    ``overwrite`` deletes it (only if seqablate made it) and starts afresh. Anything else at
+    ``folder`` is refused (:mod:`seqablate.folders`).
+    """
+    from seqablate import folders
+    from seqablate.config import config_diff
+
+    if overwrite:
+        if resume:
+            raise StudySetupError("--overwrite starts a study afresh; it cannot be combined with resume")
+        folders.remove_own(folder, "study", flag="--overwrite")
+    if resume:
+        return True  # `study resume PATH`: the folder's own config is the study's
+    existed = folders.claim(folder, "study", flag="--storage")
+    if not existed or not (folder / STUDY_FILE).is_file():
+        return False
+    old = load_study_config(folder)
+    old_space = json.loads((folder / SPACE_FILE).read_text()) if (folder / SPACE_FILE).is_file() else {}
+    before = {**{k: v for k, v in old.model_dump(mode="json").items() if k in IDENTITY_FIELDS},
+              "space_points": [json.dumps(p, sort_keys=True) for p in old_space.get("points") or []]}
+    diff = config_diff(before, study_identity(cfg, space))
+    if diff:
+        raise StudySetupError(
+            f"--storage {folder} holds study {old.name!r} with a different configuration:\n  "
+            + "\n  ".join(diff)
+            + f"\nUse another --storage, `seqablate study resume {folder}` to continue that study as "
+            "it was, or --overwrite to delete it and start afresh"
+        )
+    print(f"{folder} already holds this study: resuming it (finished trials are not re-run)",
+          file=sys.stderr)
+    return True
 
 
 def run_study(
     cfg: StudyConfig,
     *,
     resume: bool = False,
-    fail_at: dict[str, int] | None = None,
+    overwrite: bool = False,
+    faults: dict[str, Any] | None = None,
     verbose: int = 1,
 ) -> StudyResult:
     """Run (or, with ``resume``, continue) a study; returns per-trial outcomes.
 
-    ``fail_at`` (tests): run name -> step at which that trial's workers raise.
+    Everything is checked before Ray starts or anything is written: the space and each of its
+    points, the cohorts, the split, the GPUs, the tracking store, and the study folder
+    (:func:`claim_study`: a rerun of the same study resumes it, a different one is refused
+    unless ``overwrite``). ``faults`` (reliability tests): run name -> a
+    :class:`~seqablate.trainables.loop.FaultPlan` (or its fields as a dict) for that trial.
     """
     import ray.tune
 
@@ -290,17 +353,27 @@ def run_study(
 
     cfg, split = prepare(cfg)
     storage = study_storage(cfg)
-    space = search_spaces.get_space(cfg.space)
+    space = study_space(cfg)
     # Every grid point / a sample of search draws must be a valid trial on this base config:
     # a bad point is an error naming it now, not a failed trial after Ray has started.
     search_spaces.validate_space(space, cfg.base, seeds=cfg.seeds, samples=8)
     check_gpus(cfg)
-    _init_ray(cfg)
+    uri = tracking.default_tracking_uri(storage if _is_local(storage) else None, cfg.tracking_uri)
+    tracking.check_reachable(uri)
+    db = tracking.sqlite_db_path(uri)
+    if db is not None:
+        tracking.db_state(db)  # an unreadable or foreign database is refused, never replaced
     if _is_local(storage):
         folder = _local(storage)
-        folder.mkdir(parents=True, exist_ok=True)
-        _write_atomic(folder / STUDY_FILE, to_yaml(cfg))
-        _write_atomic(folder / SPLIT_FILE, json.dumps(split.as_dict(), indent=1))
+        resume = claim_study(folder, cfg, space, resume=resume, overwrite=overwrite)
+        from seqablate.folders import write_text_atomic
+
+        write_text_atomic(folder / STUDY_FILE, to_yaml(cfg))
+        write_text_atomic(folder / SPLIT_FILE, json.dumps(split.as_dict(), indent=1))
+        write_text_atomic(folder / SPACE_FILE, json.dumps(space.describe(), indent=1, default=str))
+    elif overwrite:
+        raise StudySetupError(f"--overwrite needs a local --storage folder (got {storage})")
+    _init_ray(cfg)
     parent, leaf = storage.rstrip("/").rsplit("/", 1)
     with tracking.study_run(cfg.name, storage=storage if _is_local(storage) else None,
                             tracking_uri=cfg.tracking_uri, config=cfg, space=space, resume=resume) as study:
@@ -309,7 +382,7 @@ def run_study(
             study_ref=tuple(study.ref), train_storage=f"{storage}/train",
             workers_per_trial=cfg.workers_per_trial, gpus_per_worker=cfg.gpus_per_worker,
             cpus_per_worker=cfg.cpus_per_worker, seeds=cfg.seeds if space.kind == "search" else 1,
-            fail_at=dict(fail_at or {}),
+            faults={k: (asdict(v) if is_dataclass(v) else dict(v)) for k, v in (faults or {}).items()},
         )
         # [infra] The driver itself only waits on its trainer: no CPU, never a GPU, and it runs
         # on the head node. Ray Train V2 attaches each trial's controller to its driver's node,
@@ -322,8 +395,6 @@ def run_study(
         if resume and ray.tune.Tuner.can_restore(tuner_path):
             tuner = ray.tune.Tuner.restore(tuner_path, trainable=trainable, resume_errored=True)
         else:
-            if resume:
-                print(f"no Tune state at {tuner_path}: starting the study afresh", file=sys.stderr)
             tuner = ray.tune.Tuner(trainable, **_tuner_args(cfg, space, parent, leaf, verbose))
         grid = tuner.fit()
         rows = _rows(grid)
@@ -399,12 +470,6 @@ def _table(rows: list[dict[str, Any]]) -> Any:
     import pandas as pd
 
     return pd.DataFrame(rows)
-
-
-def _write_atomic(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
 
 
 def load_study_config(path: str | Path) -> StudyConfig:

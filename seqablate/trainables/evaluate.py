@@ -6,8 +6,13 @@ every sequence in ``eval.censor`` (the paper's Tables III/IV censor ``t1_gre_pos
 ``subset_<a+b>`` for every non-empty proper subset kept (``eval.all_subsets``, Table V
 generalised). Every external cohort (Table VI) is predicted from whatever sequences its
 patients have. Each condition gets lesion-level mAP with a bootstrap CI over patients, maximum
-sensitivity, true-positive Dice and the FROC mean sensitivity, under metric keys
-``test.<condition>.<metric>`` / ``external.<name>.<metric>``.
+sensitivity, true-positive Dice and the FROC mean sensitivity, under the names of
+:mod:`seqablate.metric_names` (``test.<condition>.<metric>``, ``external.<name>.<metric>``).
+
+A BatchNorm model with per-subset statistics is evaluated under both statistics policies: its
+own (``eval.norm_stats``) under ``test.``/``external.``, the other under
+``test_<policy>.``/``external_<policy>.``, so the report can show them side by side.
+Every prediction goes through :class:`seqablate.models.inference.Predictor`.
 """
 
 from __future__ import annotations
@@ -22,9 +27,9 @@ import pandas as pd
 import torch
 
 from seqablate.config import TrialConfig
+from seqablate.models.deployed import DeployedModel
 from seqablate.sequences import subset_label, subsets
 from seqablate.trainables.cohort import original_mask
-from seqablate.trainables.inference import predict_volume
 
 
 def conditions(cfg: TrialConfig) -> list[tuple[str, tuple[str, ...]]]:
@@ -52,7 +57,9 @@ class ConditionResult:
     name: str  # metric prefix, e.g. 'test.full' or 'external.oslo'
     metrics: dict[str, float]
     lesions: pd.DataFrame  # per-lesion table of detection_metrics, with 'condition'
+    patients: pd.DataFrame  # per-patient table (metrics.patient_table), with 'condition'
     pr: pd.DataFrame  # precision, recall, threshold
+    norm_stats: dict[str, str] = field(default_factory=dict)  # patient -> statistics used
 
 
 @dataclass
@@ -60,6 +67,7 @@ class EvalReport:
     """All conditions of one model."""
 
     results: list[ConditionResult] = field(default_factory=list)
+    deployed: DeployedModel | None = None  # the model under its own statistics policy
 
     @property
     def metrics(self) -> dict[str, float]:
@@ -69,15 +77,21 @@ class EvalReport:
         return out
 
     def write_artifacts(self, folder: str | Path) -> list[Path]:
-        """Write ``lesions.csv`` (all conditions), ``pr_curves.csv`` and ``pr_curves.png``."""
+        """Write ``lesions.csv``, ``patients.csv`` (all conditions), ``pr_curves.csv`` and
+        ``pr_curves.png`` (:mod:`seqablate.metric_names`)."""
+        from seqablate import metric_names as mn
+
         folder = Path(folder)
         folder.mkdir(parents=True, exist_ok=True)
-        lesions = pd.concat([r.lesions for r in self.results], ignore_index=True) if self.results else pd.DataFrame()
-        pr = pd.concat([r.pr for r in self.results], ignore_index=True) if self.results else pd.DataFrame()
-        paths = [folder / "lesions.csv", folder / "pr_curves.csv", folder / "pr_curves.png"]
-        lesions.to_csv(paths[0], index=False)
-        pr.to_csv(paths[1], index=False)
-        _plot_pr(self.results, paths[2])
+
+        def cat(frames: list[pd.DataFrame]) -> pd.DataFrame:
+            return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
+
+        paths = [folder / mn.LESIONS_CSV, folder / mn.PATIENTS_CSV, folder / mn.PR_CSV, folder / mn.PR_PNG]
+        cat([r.lesions for r in self.results]).to_csv(paths[0], index=False)
+        cat([r.patients for r in self.results]).to_csv(paths[1], index=False)
+        cat([r.pr for r in self.results]).to_csv(paths[2], index=False)
+        _plot_pr([r for r in self.results if "_" not in r.name.split(".")[0]], paths[3])
         return paths
 
 
@@ -96,7 +110,8 @@ def _plot_pr(results: list[ConditionResult], path: Path) -> None:
     ax.set_ylabel("precision")
     ax.set_xlim(0, 1)
     ax.set_ylim(0, 1.02)
-    ax.legend(fontsize=6)
+    if results:
+        ax.legend(fontsize=6)
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)
@@ -111,14 +126,14 @@ def score_condition(
     cfg: TrialConfig,
 ) -> ConditionResult:
     """Lesion-level metrics of one condition from its probability volumes."""
-    from seqablate.metrics import bootstrap_ci, detection_metrics, froc
+    from seqablate.metrics import bootstrap_ci, detection_metrics, froc, patient_table
 
     e = cfg.eval
     res = detection_metrics(probs, truths, spacings, threshold=e.threshold,
                             max_distance_mm=e.max_distance_mm, patient_ids=patient_ids)
     m = {f"{name}.mAP": float(res.mAP), f"{name}.max_sensitivity": float(res.max_sensitivity),
          f"{name}.n_truth": float(res.n_truth), f"{name}.n_pred": float(res.n_pred),
-         f"{name}.n_tp": float(res.n_tp)}
+         f"{name}.n_tp": float(res.n_tp), f"{name}.n_patients": float(len(patient_ids))}
     if res.tp_dice is not None and not math.isnan(float(res.tp_dice)):
         m[f"{name}.tp_dice"] = float(res.tp_dice)
     if e.bootstrap > 0 and len(res.per_patient) > 0:
@@ -127,12 +142,30 @@ def score_condition(
     fr = froc(res)
     m[f"{name}.froc_mean"] = float(fr.mean_sensitivity)
     precision, recall, thresholds = res.pr_curve()
-    n = min(len(precision), len(recall), len(thresholds))
-    pr = pd.DataFrame({"condition": name, "precision": np.asarray(precision)[:n],
-                       "recall": np.asarray(recall)[:n], "threshold": np.asarray(thresholds)[:n]})
+    k = min(len(precision), len(recall), len(thresholds))
+    pr = pd.DataFrame({"condition": name, "precision": np.asarray(precision)[:k],
+                       "recall": np.asarray(recall)[:k], "threshold": np.asarray(thresholds)[:k]})
     lesions = res.lesions.copy()
     lesions.insert(0, "condition", name)
-    return ConditionResult(name, m, lesions, pr)
+    patients = patient_table(res.per_patient)
+    patients.insert(0, "condition", name)
+    return ConditionResult(name, m, lesions, patients, pr)
+
+
+def policies(model: torch.nn.Module, cfg: TrialConfig, norm_stats: Any) -> list[tuple[str | None, DeployedModel]]:
+    """``(metric policy, deployed model)`` pairs to evaluate: the model's own statistics policy
+    first (metric policy None), then, for a BatchNorm model with per-subset statistics, the
+    other one."""
+    from seqablate.models.deployed import DeployedModel
+    from seqablate.models.norm_stats import has_batchnorm
+
+    own = cfg.eval.norm_stats
+    conf = cfg.model_dump(mode="json")
+    if not has_batchnorm(model) or not norm_stats:
+        return [(None, DeployedModel(model, policy="stored", config=conf))]
+    other = "stored" if own == "per_subset" else "per_subset"
+    return [(None, DeployedModel(model, norm_stats=norm_stats, policy=own, config=conf)),
+            (other, DeployedModel(model, norm_stats=norm_stats, policy=other, config=conf))]
 
 
 def evaluate_model(
@@ -143,42 +176,52 @@ def evaluate_model(
     externals: dict[str, list[Any]] | None = None,
     device: torch.device | str = "cpu",
     progress: bool = True,
+    norm_stats: dict[str, dict[str, torch.Tensor]] | None = None,
 ) -> EvalReport:
-    """Evaluate ``model`` on ``test_patients`` under :func:`conditions`, then on ``externals``.
+    """Evaluate ``model`` on ``test_patients`` under :func:`conditions`, then on ``externals``,
+    under each statistics policy of :func:`policies`.
 
     Patients without a mask are skipped (they cannot be scored); external patients that lack
-    every sequence the model knows are skipped with a warning in the metrics
-    (``external.<name>.n_skipped``).
+    every sequence the model knows are skipped, counted in ``external.<name>.n_skipped``.
     """
     from tqdm.auto import tqdm
 
-    device = torch.device(device)
-    amp = device.type == "cuda" and cfg.train.amp in ("auto", "bf16")
-    report = EvalReport()
-    kw = dict(slices=cfg.data.slices, batch_size=cfg.eval.batch_size, device=device, amp=amp)
+    from seqablate import metric_names as mn
+    from seqablate.models.inference import Predictor
+
+    runs = policies(model, cfg, norm_stats)
+    report = EvalReport(deployed=runs[0][1])
     test = [p for p in test_patients if p.mask is not None]
     truths = [original_mask(p) for p in test]
     spacings = [tuple(p.spacing) for p in test]
     ids = [p.patient_id for p in test]
     conds = conditions(cfg)
-    bar = tqdm(total=len(conds) * len(test) + sum(len(v) for v in (externals or {}).values()),
+    bar = tqdm(total=len(runs) * (len(conds) * len(test) + sum(len(v) for v in (externals or {}).values())),
                desc="evaluate", disable=not progress, mininterval=2.0, leave=False)
-    if test:
-        for cname, censored in conds:
+    for policy, deployed in runs:
+        predictor = Predictor(deployed, device=device, batch_size=cfg.eval.batch_size, amp=cfg.train.amp)
+        if test:
+            for cname, censored in conds:
+                start = len(predictor.used)
+                probs = []
+                for p in test:
+                    probs.append(predictor.predict_volume(p, censored))
+                    bar.update(1)
+                r = score_condition(mn.prefix("test", cname, policy=policy), probs, truths, spacings, ids, cfg)
+                r.norm_stats = dict(predictor.used[start:])
+                report.results.append(r)
+        for ext_name, patients in (externals or {}).items():
+            usable = [p for p in patients if p.mask is not None and bool(np.asarray(p.present).any())]
+            start = len(predictor.used)
             probs = []
-            for p in test:
-                probs.append(predict_volume(model, p, censor=censored, **kw))
+            for p in usable:
+                probs.append(predictor.predict_volume(p))
                 bar.update(1)
-            report.results.append(score_condition(f"test.{cname}", probs, truths, spacings, ids, cfg))
-    for ext_name, patients in (externals or {}).items():
-        usable = [p for p in patients if p.mask is not None and bool(np.asarray(p.present).any())]
-        probs = []
-        for p in usable:
-            probs.append(predict_volume(model, p, **kw))
-            bar.update(1)
-        r = score_condition(f"external.{ext_name}", probs, [original_mask(p) for p in usable],
-                            [tuple(p.spacing) for p in usable], [p.patient_id for p in usable], cfg)
-        r.metrics[f"external.{ext_name}.n_skipped"] = float(len(patients) - len(usable))
-        report.results.append(r)
+            name = mn.prefix("external", cohort=ext_name, policy=policy)
+            r = score_condition(name, probs, [original_mask(p) for p in usable],
+                                [tuple(p.spacing) for p in usable], [p.patient_id for p in usable], cfg)
+            r.metrics[f"{name}.n_skipped"] = float(len(patients) - len(usable))
+            r.norm_stats = dict(predictor.used[start:])
+            report.results.append(r)
     bar.close()
     return report

@@ -1,35 +1,33 @@
 """The per-worker training function, and the same function run without Ray.
 
 :func:`train_loop_per_worker` is one plain function that Ray Train V2 runs on every worker of
-a trial (``TorchTrainer(train_loop_per_worker, ...)``). Ray touches it only through the
-:class:`~seqablate.trainables.session.Session` it gets (marked ``# [ray]`` below): prepare the
-model and the loader, report metrics + checkpoint, get the checkpoint to resume from.
-:func:`fit_trial` runs the very same function in this process with a
-:class:`~seqablate.trainables.session.LocalSession` (``seqablate train CONFIG.yaml``).
+a trial (``TorchTrainer(train_loop_per_worker, ...)``). It reads like Ray's examples: it calls
+named steps (restore, loader, step, validate-and-keep-best, checkpoint, evaluate), and Ray
+touches it only through the :class:`~seqablate.trainables.session.Session` it gets (marked
+``# [ray]``): prepare the model and the loader, report metrics + checkpoint, get the
+checkpoint to resume from. :func:`fit_trial` runs the very same function in this process with
+a :class:`~seqablate.trainables.session.LocalSession` (``seqablate train CONFIG.yaml``).
 
-The ``config`` dict a worker gets::
+The ``config`` dict a worker gets is ``{"trial": TrialConfig as JSON, "run": WorkerRun as
+JSON}`` (:func:`worker_config`).
 
-    {"trial": TrialConfig as a JSON-able dict,
-     "run": {"split": {"train": [...], "val": [...], "test": [...]},   # patient ids
-             "cpus_per_worker": 1,          # torch threads
-             "tracking": {...} | None,      # MLflow child run to log into (rank 0), or None
-             "evaluate": True,              # evaluate the best model at the end (rank 0)
-             "fail_at_step": None}}         # test hook: raise at that step (failure handling)
-
-After the last step, rank 0 evaluates the best weights (``evaluate.evaluate_model``: test
-patients under every censoring condition, plus ``eval.external`` cohorts) on the worker's
-own device (the GPU on a cluster), logs metrics, PR curves, the per-lesion CSV and the best
-model to the trial's MLflow run, and reports the test metrics in one last report. A worker
-restarted after a failure past the last step resumes straight into this evaluation.
+Order of the last step: the weights to evaluate are selected (``train.select``), per-subset
+BatchNorm statistics are estimated for them (BatchNorm models), the final checkpoint is
+reported, then rank 0 evaluates (test conditions, external cohorts), logs metrics, curves,
+per-lesion tables and the model to the trial's MLflow run, and reports the test metrics in
+one last report. A worker restarted after the final checkpoint resumes straight into the
+evaluation. Metrics are flushed to MLflow before every checkpoint is reported, so a worker
+that resumes from a checkpoint leaves no hole in the metric history.
 """
 
 from __future__ import annotations
 
 import math
 import os
+import signal
 import tempfile
 import time
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -37,9 +35,8 @@ import numpy as np
 import torch
 
 from seqablate.config import TrialConfig, parse
-from seqablate.trainables.checkpoint import TrainState, read_state, save_checkpoint
+from seqablate.trainables.checkpoint import TrainState, read_checkpoint, read_state, save_checkpoint
 from seqablate.trainables.cohort import TrialSplit, load_cached, original_mask, plan_split, select
-from seqablate.trainables.inference import _autocast, predict_volume
 from seqablate.trainables.losses import segmentation_loss
 from seqablate.trainables.sampling import DistributedWeightedSampler
 from seqablate.trainables.schedule import build_optimizer
@@ -47,29 +44,406 @@ from seqablate.trainables.session import LocalSession, RaySession, Session
 
 
 class InjectedFailure(RuntimeError):
-    """Raised by the ``run.fail_at_step`` test hook (exercises failure handling)."""
+    """Raised by :class:`FaultPlan` ``fail_at_step`` (exercises failure handling)."""
 
 
-def worker_config(
-    cfg: TrialConfig,
-    split: TrialSplit,
-    *,
-    cpus_per_worker: int = 1,
-    tracking: dict[str, Any] | None = None,
-    evaluate: bool = True,
-    fail_at_step: int | None = None,
-) -> dict[str, Any]:
+class TrainingDiverged(RuntimeError):
+    """The loss became NaN or infinite; the message names the step and the learning rate."""
+
+
+@dataclass(frozen=True)
+class FaultPlan:
+    """Fault injection for the reliability tests; never set in a normal run.
+
+    ``fail_at_step``: raise :class:`InjectedFailure` right after that optimiser step, each
+    time the step is reached (a trial that keeps failing). ``kill_at_step``: SIGKILL this
+    worker process at that step, after its metrics were flushed to MLflow and before the
+    step's checkpoint is reported (the window a crash can hit); it fires once, recorded by
+    creating ``once_file``, so the restarted worker runs through. ``settle_s``: seconds to
+    wait before the kill, so that Ray Train's controller (which polls its workers) has
+    registered the previous checkpoint and the restart resumes from it rather than from an
+    older one.
+    """
+
+    fail_at_step: int | None = None
+    kill_at_step: int | None = None
+    once_file: str | None = None
+    settle_s: float = 0.0
+
+    def after_step(self, step: int) -> None:
+        if self.fail_at_step is not None and step == self.fail_at_step:
+            raise InjectedFailure(f"injected failure at step {step} (FaultPlan.fail_at_step)")
+
+    def before_checkpoint(self, step: int) -> None:
+        if self.kill_at_step is None or step != self.kill_at_step:
+            return
+        if self.once_file is not None:
+            marker = Path(self.once_file)
+            if marker.exists():
+                return
+            marker.parent.mkdir(parents=True, exist_ok=True)
+            marker.write_text(f"killed pid {os.getpid()} at step {step}\n")
+        time.sleep(self.settle_s)
+        os.kill(os.getpid(), signal.SIGKILL)
+
+
+@dataclass
+class WorkerRun:
+    """How one trial's workers run (everything but the trial config)."""
+
+    split: TrialSplit
+    cpus_per_worker: int = 1  # torch threads per worker (Ray reserves the CPUs)
+    tracking: dict[str, str] | None = None  # {"tracking_uri", "run_id"}: the trial's MLflow run
+    evaluate: bool = True  # evaluate the selected model at the end (rank 0)
+    faults: FaultPlan = field(default_factory=FaultPlan)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"split": self.split.as_dict(), "cpus_per_worker": self.cpus_per_worker,
+                "tracking": self.tracking, "evaluate": self.evaluate, "faults": asdict(self.faults)}
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> WorkerRun:
+        return cls(TrialSplit.from_dict(d["split"]), max(1, int(d.get("cpus_per_worker") or 1)),
+                   d.get("tracking"), bool(d.get("evaluate", True)), FaultPlan(**(d.get("faults") or {})))
+
+
+def worker_config(cfg: TrialConfig, run: WorkerRun) -> dict[str, Any]:
     """The config dict :func:`train_loop_per_worker` expects (JSON-able; Ray ships it)."""
-    return {
-        "trial": cfg.model_dump(mode="json"),
-        "run": {
-            "split": split.as_dict(),
-            "cpus_per_worker": max(1, int(cpus_per_worker)),
-            "tracking": tracking,
-            "evaluate": evaluate,
-            "fail_at_step": fail_at_step,
-        },
-    }
+    return {"trial": cfg.model_dump(mode="json"), "run": run.to_dict()}
+
+
+# ------------------------------------------------------------------------------------ steps
+
+
+@dataclass
+class Trainer:
+    """The model being trained and everything that updates it."""
+
+    model: torch.nn.Module  # as prepared by the session (DDP-wrapped on several workers)
+    bare: torch.nn.Module  # the SeqSegModel itself
+    optimizer: torch.optim.Optimizer
+    scheduler: Any
+    device: torch.device
+    amp: bool
+
+
+@dataclass
+class Progress:
+    """What a checkpoint restores: counters, the best weights, saliency, norm statistics."""
+
+    state: TrainState = field(default_factory=TrainState)
+    best_state: dict[str, torch.Tensor] | None = None  # weights at state.best_step (CPU)
+    saliency: Any = None  # SaliencyAccumulator, or None when off
+    norm_stats: dict[str, dict[str, torch.Tensor]] | None = None  # after the last step
+    resumed_from: int | None = None  # step of the checkpoint this worker resumed from
+
+
+@dataclass
+class TrialData:
+    """The trial's cached patients by role."""
+
+    patients: list[Any]
+    train: list[Any]
+    val: list[Any]
+    val_truths: list[np.ndarray]
+
+
+def load_trial_data(cfg: TrialConfig, split: TrialSplit) -> TrialData:
+    patients = load_cached(cfg.data)
+    val = select(patients, split.val)
+    return TrialData(patients, select(patients, split.train), val, [original_mask(p) for p in val])
+
+
+def build_trainer(cfg: TrialConfig, session: Session) -> Trainer:
+    from seqablate.models import build_model
+    from seqablate.models.inference import use_bf16
+
+    t = cfg.train
+    device = session.device
+    torch.manual_seed(t.seed)  # same init on every rank (DDP also broadcasts rank 0's)
+    model = build_model(cfg.model, seed=t.seed)
+    if device.type == "cuda" and t.channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    model = session.prepare_model(model)  # [ray] device + DDP
+    optimizer, scheduler = build_optimizer(list(model.parameters()), t)
+    # bf16 autocast in training only on GPUs: on CPUs the native-bf16 path is for inference.
+    amp = device.type == "cuda" and use_bf16(device, t.amp)
+    return Trainer(model, getattr(model, "module", model), optimizer, scheduler, device, amp)
+
+
+def restore(session: Session, trainer: Trainer, cfg: TrialConfig) -> Progress:
+    """The progress of the checkpoint the session resumes from (or a fresh one)."""
+    progress = Progress()
+    if cfg.train.saliency_every:
+        from seqablate.saliency import SaliencyAccumulator
+
+        progress.saliency = SaliencyAccumulator(cfg.data.sequences, cfg.data.slices)
+    with session.resume_checkpoint() as folder:  # [ray] get_checkpoint
+        if folder is None:
+            return progress
+        ckpt = read_checkpoint(folder, device=trainer.device)
+        trainer.bare.load_state_dict(ckpt.model)
+        trainer.optimizer.load_state_dict(ckpt.optimizer["optimizer"])
+        trainer.scheduler.load_state_dict(ckpt.optimizer["scheduler"])
+        progress.state, progress.best_state, progress.norm_stats = ckpt.state, ckpt.best, ckpt.norm_stats
+        progress.resumed_from = ckpt.state.step
+        if progress.saliency is not None and ckpt.saliency is not None:
+            progress.saliency.load_state_dict(ckpt.saliency)
+    return progress
+
+
+def make_batches(cfg: TrialConfig, train: list[Any], session: Session, start: int) -> Any:
+    """An endless iterator of training batches: lesion oversampling, a per-rank stream that a
+    resumed run continues from ``start``, sequence dropout in the data path."""
+    from seqablate.data.dataset import SliceDataset, slice_weights
+    from seqablate.data.dropout import SequenceDropout
+
+    t, rank = cfg.train, session.world_rank
+    # The presence rule (zero missing/dropped sequences, scale the rest by S/S_present) is
+    # applied per sample: by SequenceDropout, or with p = 0 only to sequences missing on disk.
+    seed = int(np.random.SeedSequence([t.seed, rank, start, 1]).generate_state(1)[0])
+    transform = SequenceDropout(p=t.dropout_p, mode=t.dropout_mode if t.dropout_p > 0 else "bernoulli", seed=seed)
+    base = SliceDataset(train, slices=cfg.data.slices, transform=transform)
+    sampler = DistributedWeightedSampler(slice_weights(base, oversample=cfg.data.oversample),
+                                         rank=rank, seed=t.seed, start=start)
+    loader = torch.utils.data.DataLoader(
+        base, batch_size=t.batch_size, sampler=sampler, num_workers=cfg.data.num_workers,
+        collate_fn=_collate, drop_last=True,
+        worker_init_fn=_reseed_worker if cfg.data.num_workers else None,
+    )
+    return iter(session.prepare_data_loader(loader))  # [ray]
+
+
+def train_step(trainer: Trainer, batch: dict[str, torch.Tensor], cfg: TrialConfig, step: int) -> tuple[float, tuple]:
+    """One optimiser step; returns the loss and the batch on the device (for saliency).
+
+    Raises :class:`TrainingDiverged` when the loss is not finite (a learning rate too high,
+    or bad inputs): training on would only spread NaN through the weights.
+    """
+    t = cfg.train
+    image = batch["image"].to(trainer.device, non_blocking=True)  # [B, S, K, H, W]
+    present = batch["present"].to(trainer.device)  # [B, S]
+    target = batch["mask"].to(trainer.device).float().unsqueeze(1)  # [B, 1, H, W]
+    with torch.autocast(trainer.device.type, dtype=torch.bfloat16, enabled=trainer.amp):
+        logits = trainer.model(image, present)
+    loss = segmentation_loss(logits, target, dice_weight=t.dice_weight)
+    if cfg.model.sharing == "l2_tied" and t.tie_lambda > 0:
+        loss = loss + t.tie_lambda * trainer.bare.tie_penalty()
+    if not torch.isfinite(loss):
+        raise TrainingDiverged(
+            f"the training loss is {float(loss.detach())} at step {step} (train.lr={t.lr}, "
+            f"train.dice_weight={t.dice_weight}); lower train.lr or check the inputs"
+        )
+    trainer.optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    trainer.optimizer.step()
+    trainer.scheduler.step()
+    return float(loss.detach()), (image, present, target)
+
+
+def validate(trainer: Trainer, data: TrialData, cfg: TrialConfig) -> dict[str, float]:
+    """Lesion-level validation metrics (``val.mAP``, ...) of the current weights.
+
+    Uses the test's norm policy: with ``eval.norm_stats: per_subset`` a BatchNorm model is
+    validated with statistics re-estimated for the validation condition(s) on a copy.
+    """
+    from seqablate.metrics import detection_metrics
+    from seqablate.models.deployed import DeployedModel
+    from seqablate.models.inference import Predictor
+
+    if not data.val:
+        return {}
+    censor = tuple(cfg.train.val_censor)
+    stats = _norm_stats_for(trainer.bare, data, cfg, censor) if cfg.eval.norm_stats == "per_subset" else None
+    deployed = DeployedModel(trainer.bare, norm_stats=stats, policy=cfg.eval.norm_stats)
+    predictor = Predictor(deployed, device=trainer.device, batch_size=cfg.eval.batch_size, amp=cfg.train.amp)
+    probs = [predictor.predict_volume(p, censor) for p in data.val]
+    res = detection_metrics(probs, data.val_truths, [tuple(p.spacing) for p in data.val],
+                            threshold=cfg.eval.threshold, max_distance_mm=cfg.eval.max_distance_mm,
+                            patient_ids=[p.patient_id for p in data.val])
+    out = {"val.mAP": float(res.mAP), "val.max_sensitivity": float(res.max_sensitivity)}
+    if res.tp_dice is not None and not math.isnan(float(res.tp_dice)):
+        out["val.tp_dice"] = float(res.tp_dice)
+    return out
+
+
+def _norm_stats_for(model: torch.nn.Module, data: TrialData, cfg: TrialConfig, censor: tuple[str, ...]) -> Any:
+    from seqablate.models.norm_stats import has_batchnorm
+    from seqablate.trainables.norm import estimate_norm_stats, patient_subsets
+
+    if not has_batchnorm(model):
+        return None
+    keys = patient_subsets(data.val, cfg.data.sequences, censor)
+    stats, _ = estimate_norm_stats(model, data.train, cfg, keys, device=next(model.parameters()).device,
+                                   seed=cfg.train.seed)
+    return stats
+
+
+def keep_best(progress: Progress, trainer: Trainer, metrics: dict[str, float], step: int, cfg: TrialConfig) -> None:
+    """Record a validation; keep a copy of the weights when they are the best so far."""
+    score = metrics.get("val.mAP", float("nan"))
+    st = progress.state
+    # >= : on ties (e.g. mAP 0 early on) the later, longer-trained weights win.
+    if st.best_step < 0 or (not math.isnan(score) and score >= st.best_metric):
+        st.best_metric = score if not math.isnan(score) else st.best_metric
+        st.best_step = step
+        if cfg.train.select == "best":
+            progress.best_state = {k: x.detach().cpu().clone() for k, x in trainer.bare.state_dict().items()}
+
+
+def select_final(progress: Progress, trainer: Trainer, cfg: TrialConfig) -> tuple[dict[str, torch.Tensor], int]:
+    """The weights to evaluate (``train.select``) and the step they come from."""
+    if cfg.train.select == "best" and progress.best_state is not None:
+        return progress.best_state, progress.state.best_step
+    return {k: x.detach().cpu().clone() for k, x in trainer.bare.state_dict().items()}, progress.state.step
+
+
+def estimate_final_stats(weights: dict[str, torch.Tensor], trainer: Trainer, data: TrialData, cfg: TrialConfig) -> Any:
+    """Per-subset BatchNorm statistics of the selected weights (None without BatchNorm)."""
+    import copy
+
+    from seqablate.models.norm_stats import has_batchnorm
+    from seqablate.trainables.norm import estimate_norm_stats, norm_subsets
+
+    if not has_batchnorm(trainer.bare):
+        return None
+    model = copy.deepcopy(trainer.bare)
+    model.load_state_dict(weights)
+    stats, _ = estimate_norm_stats(model, data.train, cfg, norm_subsets(cfg), device=trainer.device,
+                                   seed=cfg.train.seed)
+    return stats
+
+
+def checkpoint(session: Session, trainer: Trainer, progress: Progress, cfg: TrialConfig,
+               metrics: dict[str, float], logger: Any, faults: FaultPlan) -> None:
+    """Flush the metrics, then report them with a checkpoint (rank 0 writes the files)."""
+    if logger is not None:
+        logger.flush()  # before the checkpoint: a resume from it leaves no hole in the history
+    faults.before_checkpoint(progress.state.step)
+    with tempfile.TemporaryDirectory(prefix="seqablate-ckpt-") as tmp:
+        folder = None
+        if session.world_rank == 0:  # one copy of the weights; other ranks report metrics only
+            folder = save_checkpoint(
+                Path(tmp), model=trainer.bare, best_state=progress.best_state, optimizer=trainer.optimizer,
+                scheduler=trainer.scheduler, state=progress.state, cfg=cfg,
+                saliency=progress.saliency.state_dict() if progress.saliency else None,
+                norm_stats=progress.norm_stats,
+            )
+        session.report(metrics, folder)  # [ray] report (+ checkpoint)
+
+
+# ------------------------------------------------------------------------------------- loop
+
+
+def train_loop_per_worker(config: dict[str, Any], session: Session | None = None) -> None:
+    """Train one trial on this worker (Ray Train V2 entry point; see the module docstring)."""
+    session = session if session is not None else RaySession()  # [ray] rank, device
+    cfg = parse(TrialConfig, config["trial"], source="trial config")
+    run = WorkerRun.from_dict(config["run"])
+    t, rank = cfg.train, session.world_rank
+    _set_threads(run.cpus_per_worker)
+
+    data = load_trial_data(cfg, run.split)
+    trainer = build_trainer(cfg, session)
+    progress = restore(session, trainer, cfg)
+    state = progress.state
+    batches = make_batches(cfg, data.train, session, state.step)
+    logger = _open_logger(run.tracking, rank)
+    if logger is not None and progress.resumed_from is not None:
+        # Where a restarted worker picked up: a resume from a checkpoint is visible in MLflow.
+        logger.log_metrics({"train.resumed_from_step": float(progress.resumed_from)}, step=progress.resumed_from)
+
+    ckpt_every = t.checkpoint_every or t.val_every
+    window: list[float] = []
+    t0 = time.perf_counter()
+    trainer.model.train()
+    bar = _progress(rank, state.step, t.steps, cfg.name)
+    while state.step < t.steps:
+        loss, (image, present, target) = train_step(trainer, next(batches), cfg, state.step + 1)
+        state.step += 1
+        step = state.step
+        window.append(loss)
+        run.faults.after_step(step)
+        step_metrics = {"train.loss": loss, "train.lr": trainer.scheduler.get_last_lr()[0]}
+        if progress.saliency is not None and (step % t.saliency_every == 0 or step == 1):
+            step_metrics.update(_saliency(trainer.bare, image, present, target, progress.saliency, step, cfg))
+        if logger is not None:
+            logger.log_metrics(step_metrics, step=step)
+        bar.update(1)
+
+        is_last = step == t.steps
+        is_val = step % t.val_every == 0 or is_last
+        is_ckpt = step % ckpt_every == 0 or is_last
+        if not (is_val or is_ckpt):
+            continue
+        metrics: dict[str, float] = {"step": step, "train.loss": float(np.mean(window)),
+                                     "time_s": time.perf_counter() - t0}
+        window = []
+        if is_val and rank == 0:
+            v = validate(trainer, data, cfg)
+            trainer.model.train()
+            keep_best(progress, trainer, v, step, cfg)
+            metrics.update(v)
+            if logger is not None:
+                logger.log_metrics({**v, "val.best_step": float(state.best_step)}, step=step)
+        if is_last and rank == 0 and run.evaluate:
+            weights, _ = select_final(progress, trainer, cfg)
+            progress.norm_stats = estimate_final_stats(weights, trainer, data, cfg)
+        # Every report carries the objective, so Tune's schedulers/searchers always find it.
+        metrics["val.best_mAP"] = _best(state)
+        if progress.saliency is not None:
+            metrics.update(progress.saliency.to_metrics("saliency"))
+        if is_ckpt:
+            checkpoint(session, trainer, progress, cfg, metrics, logger, run.faults)
+        else:
+            session.report(metrics, None)  # [ray]
+    bar.close()
+    if run.evaluate:
+        final: dict[str, float] = {"step": state.step, "evaluated": 1.0, "val.best_mAP": _best(state)}
+        if rank == 0:
+            final.update(evaluate_selected(trainer, progress, cfg, data, run.split, logger))
+        session.report(final, None)  # [ray] every rank reports (it is a barrier)
+    if logger is not None:
+        logger.flush()
+
+
+def evaluate_selected(trainer: Trainer, progress: Progress, cfg: TrialConfig, data: TrialData,
+                      split: TrialSplit, logger: Any) -> dict[str, float]:
+    """Evaluate the selected weights on the test split and external cohorts; log to MLflow."""
+    import copy
+
+    from seqablate.trainables.evaluate import evaluate_model
+
+    weights, step = select_final(progress, trainer, cfg)
+    model = copy.deepcopy(trainer.bare)
+    model.load_state_dict(weights)
+    model.eval()
+    externals = {name: load_cached(cfg.data, cohort=path) for name, path in cfg.eval.external.items()}
+    report = evaluate_model(model, cfg, select(data.patients, split.test), externals=externals,
+                            device=trainer.device, norm_stats=progress.norm_stats)
+    metrics = {**report.metrics, "train.selected_step": float(step)}
+    if logger is not None:
+        logger.log_metrics(metrics, step=cfg.train.steps)
+        with tempfile.TemporaryDirectory(prefix="seqablate-eval-") as tmp:
+            for path in report.write_artifacts(Path(tmp) / "eval"):
+                logger.log_artifact(path, "eval")
+            logger.log_model(report.deployed, example=_example(cfg, data.val or data.train))
+        logger.flush()
+    return metrics
+
+
+# ---------------------------------------------------------------------------------- helpers
+
+
+def _example(cfg: TrialConfig, patients: list[Any]) -> dict[str, np.ndarray]:
+    """A small input example for the MLflow model's signature: two stacks of a patient."""
+    from seqablate.data.dataset import patient_stacks
+
+    p = patients[0]
+    stacks = patient_stacks(p, cfg.data.slices)
+    z = stacks.shape[0] // 2
+    return {"image": np.ascontiguousarray(stacks[z : z + 2]),
+            "present": np.repeat(np.asarray(p.present, dtype=bool)[None], 2, axis=0)}
 
 
 def _set_threads(cpus: int | None) -> None:
@@ -77,18 +451,6 @@ def _set_threads(cpus: int | None) -> None:
     n = max(1, int(cpus or 1))
     torch.set_num_threads(n)
     os.environ["OMP_NUM_THREADS"] = str(n)
-
-
-class _Rescale:
-    """The presence rule with nothing dropped (scales patients that lack a sequence)."""
-
-    def __init__(self, sequences: tuple[str, ...]) -> None:
-        self.sequences = sequences
-
-    def __call__(self, sample: dict[str, Any]) -> dict[str, Any]:
-        from seqablate.data.dropout import censor
-
-        return censor(sample, (), self.sequences)
 
 
 def _reseed_worker(worker_id: int) -> None:
@@ -110,8 +472,7 @@ def _collate(samples: list[dict[str, Any]]) -> dict[str, Any]:
 def _open_logger(tracking: dict[str, Any] | None, rank: int) -> Any:
     """The MLflow logger of the trial's child run (rank 0 only), or None.
 
-    ``tracking`` = ``{"tracking_uri": ..., "run_id": ...}``: the run is created (and closed)
-    by the trial driver; workers only append metrics to it, buffered.
+    The run is created (and closed) by the trial driver; workers only append to it, buffered.
     """
     if not tracking or rank != 0:
         return None
@@ -120,219 +481,9 @@ def _open_logger(tracking: dict[str, Any] | None, rank: int) -> Any:
     return RunLogger(tracking["tracking_uri"], tracking["run_id"], flush_every=200, flush_seconds=15.0)
 
 
-@dataclass
-class _Validation:
-    """Validation patients with their original-grid masks (loaded once)."""
-
-    patients: list[Any]
-    truths: list[np.ndarray]
-    spacings: list[tuple[float, float, float]]
-    censor: tuple[str, ...]
-
-
-def validate(model: torch.nn.Module, val: _Validation, cfg: TrialConfig, device: torch.device, amp: bool) -> dict[str, float]:
-    """Lesion-level validation metrics (keys ``val.mAP``, ...) of the bare model."""
-    from seqablate.metrics import detection_metrics
-
-    if not val.patients:
-        return {}
-    probs = [
-        predict_volume(model, p, slices=cfg.data.slices, censor=val.censor,
-                       batch_size=cfg.eval.batch_size, device=device, amp=amp)
-        for p in val.patients
-    ]
-    res = detection_metrics(probs, val.truths, val.spacings, threshold=cfg.eval.threshold,
-                            max_distance_mm=cfg.eval.max_distance_mm,
-                            patient_ids=[p.patient_id for p in val.patients])
-    out = {"val.mAP": float(res.mAP), "val.max_sensitivity": float(res.max_sensitivity)}
-    if res.tp_dice is not None and not math.isnan(float(res.tp_dice)):
-        out["val.tp_dice"] = float(res.tp_dice)
-    return out
-
-
-def train_loop_per_worker(config: dict[str, Any], session: Session | None = None) -> None:
-    """Train one trial on this worker (Ray Train V2 entry point; see the module docstring)."""
-    session = session if session is not None else RaySession()  # [ray] rank, device
-    cfg = parse(TrialConfig, config["trial"], source="trial config")
-    run = config.get("run", {})
-    t = cfg.train
-    _set_threads(run.get("cpus_per_worker"))
-    rank = session.world_rank
-    device = session.device
-    on_gpu = device.type == "cuda"
-    amp = on_gpu and t.amp in ("auto", "bf16")
-
-    # --- data: cached patients of this trial's split --------------------------------------
-    from seqablate.data.dataset import SliceDataset, slice_weights
-    from seqablate.data.dropout import SequenceDropout
-
-    split = TrialSplit.from_dict(run["split"])
-    patients = load_cached(cfg.data)
-    train_p = select(patients, split.train)
-    val_p = select(patients, split.val)
-    val = _Validation(val_p, [original_mask(p) for p in val_p], [tuple(p.spacing) for p in val_p], tuple(t.val_censor))
-
-    # --- model + optimiser ------------------------------------------------------------------
-    torch.manual_seed(t.seed)  # same init on every rank (DDP also broadcasts rank 0's)
-    from seqablate.models import build_model
-
-    model = build_model(cfg.model, seed=t.seed)
-    if on_gpu and t.channels_last:
-        model = model.to(memory_format=torch.channels_last)
-    model = session.prepare_model(model)  # [ray] device + DDP
-    bare = getattr(model, "module", model)
-    optimizer, scheduler = build_optimizer(list(model.parameters()), t)
-    state = TrainState()
-    best_state: dict[str, torch.Tensor] | None = None
-    saliency_acc = None
-    if t.saliency_every:
-        from seqablate.saliency import SaliencyAccumulator
-
-        saliency_acc = SaliencyAccumulator(cfg.data.sequences, cfg.data.slices)
-
-    resumed_from: int | None = None  # [infra] step of the checkpoint this worker resumed from
-    with session.resume_checkpoint() as ckpt:  # [ray] get_checkpoint
-        if ckpt is not None:
-            bare.load_state_dict(torch.load(ckpt / "model.pt", map_location=device, weights_only=True))
-            opt_state = torch.load(ckpt / "optimizer.pt", map_location=device, weights_only=False)
-            optimizer.load_state_dict(opt_state["optimizer"])
-            scheduler.load_state_dict(opt_state["scheduler"])
-            best_state = torch.load(ckpt / "best_model.pt", map_location="cpu", weights_only=True)
-            state = read_state(ckpt)
-            resumed_from = state.step
-            if saliency_acc is not None and (ckpt / "saliency.pt").is_file():
-                saliency_acc.load_state_dict(torch.load(ckpt / "saliency.pt", weights_only=False))
-
-    # --- loader: lesion oversampling, per-rank stream, dropout in the data path ------------
-    # The presence rule (zero missing/dropped sequences, scale the rest by S/S_present) is
-    # applied per sample, in the data path: by SequenceDropout, or by censor(nothing).
-    seqs = tuple(cfg.data.sequences)
-    stream_seed = [t.seed, rank, state.step]
-    if t.dropout_p > 0:  # 0 = off, whatever the mode
-        transform: Any = SequenceDropout(
-            p=t.dropout_p, mode=t.dropout_mode,
-            seed=int(np.random.SeedSequence(stream_seed + [1]).generate_state(1)[0]))
-    else:
-        transform = _Rescale(seqs)
-    base = SliceDataset(train_p, slices=cfg.data.slices, transform=transform)
-    sampler = DistributedWeightedSampler(slice_weights(base, oversample=cfg.data.oversample),
-                                         rank=rank, seed=t.seed, start=state.step)
-    loader = torch.utils.data.DataLoader(
-        base, batch_size=t.batch_size, sampler=sampler, num_workers=cfg.data.num_workers,
-        collate_fn=_collate, drop_last=True,
-        worker_init_fn=_reseed_worker if cfg.data.num_workers else None,
-    )
-    loader = session.prepare_data_loader(loader)  # [ray]
-    batches = iter(loader)
-
-    logger = _open_logger(run.get("tracking"), rank)
-    if logger is not None and resumed_from is not None:
-        # [infra] Record where a restarted worker picked up, so a resume from a checkpoint
-        # is visible in MLflow (tests/infra/test_infra_multinode.py checks it is not step 0).
-        logger.log_metrics({"train.resumed_from_step": float(resumed_from)}, step=resumed_from)
-    loss_fn = lambda logits, target: segmentation_loss(logits, target, dice_weight=t.dice_weight)  # noqa: E731
-    ckpt_every = t.checkpoint_every or t.val_every
-    fail_at = run.get("fail_at_step")
-    window: list[float] = []
-    t0 = time.perf_counter()
-    model.train()
-    progress = _progress(rank, state.step, t.steps, cfg.name)
-    while state.step < t.steps:
-        batch = next(batches)
-        image = batch["image"].to(device, non_blocking=True)  # [B, S, K, H, W]
-        present = batch["present"].to(device)  # [B, S]
-        target = batch["mask"].to(device).float().unsqueeze(1)  # [B, 1, H, W]
-        with _autocast(device, amp):
-            logits = model(image, present)
-        loss = loss_fn(logits, target)
-        if cfg.model.sharing == "l2_tied" and t.tie_lambda > 0:
-            loss = loss + t.tie_lambda * bare.tie_penalty()
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-        scheduler.step()
-        state.step += 1
-        step = state.step
-        window.append(float(loss.detach()))
-        if fail_at is not None and step == int(fail_at):
-            raise InjectedFailure(f"injected failure at step {step} (run.fail_at_step)")
-        step_metrics: dict[str, float] = {"train.loss": window[-1], "train.lr": scheduler.get_last_lr()[0]}
-        if saliency_acc is not None and (step % t.saliency_every == 0 or step == 1):
-            step_metrics.update(_saliency(bare, image, present, target, loss_fn, saliency_acc, step, cfg))
-        if logger is not None:
-            logger.log_metrics(step_metrics, step=step)
-        progress.update(1)
-
-        is_val = step % t.val_every == 0 or step == t.steps
-        is_ckpt = step % ckpt_every == 0 or step == t.steps
-        if not (is_val or is_ckpt):
-            continue
-        metrics: dict[str, float] = {"step": step, "train.loss": float(np.mean(window)),
-                                     "time_s": time.perf_counter() - t0}
-        window = []
-        if is_val and rank == 0:
-            v = validate(bare, val, cfg, device, amp)
-            metrics.update(v)
-            score = v.get("val.mAP", float("nan"))
-            # >= : on ties (e.g. mAP 0 early on) the later, longer-trained weights win.
-            if best_state is None or (not math.isnan(score) and score >= state.best_metric):
-                state.best_metric = score if not math.isnan(score) else state.best_metric
-                state.best_step = step
-                best_state = {k: x.detach().cpu().clone() for k, x in bare.state_dict().items()}
-            if logger is not None:
-                logger.log_metrics({k: v for k, v in metrics.items() if k.startswith("val.")}, step=step)
-        # Every report carries the objective, so Tune's schedulers/searchers always find it.
-        metrics["val.best_mAP"] = _best(state)
-        if saliency_acc is not None:
-            metrics.update(saliency_acc.to_metrics("saliency"))
-        if is_ckpt:
-            with tempfile.TemporaryDirectory(prefix="seqablate-ckpt-") as tmp:
-                folder = None
-                if rank == 0:  # one copy of the weights; other ranks report metrics only
-                    folder = save_checkpoint(Path(tmp), model=model, best_state=best_state,
-                                             optimizer=optimizer, scheduler=scheduler, state=state,
-                                             cfg=cfg, saliency=saliency_acc.state_dict() if saliency_acc else None)
-                session.report(metrics, folder)  # [ray] report (+ checkpoint)
-        else:
-            session.report(metrics, None)  # [ray]
-    progress.close()
-    if run.get("evaluate", True):
-        final: dict[str, float] = {"step": state.step, "evaluated": 1.0, "val.best_mAP": _best(state)}
-        if rank == 0:
-            final.update(_evaluate_best(bare, best_state, cfg, patients, split, device, logger))
-        session.report(final, None)  # [ray] every rank reports (it is a barrier)
-    if logger is not None:
-        logger.flush()
-
-
 def _best(state: TrainState) -> float:
     """Best validation mAP so far (0 before any validation: Tune needs a number)."""
     return float(state.best_metric) if state.best_step >= 0 and math.isfinite(state.best_metric) else 0.0
-
-
-def _evaluate_best(model: torch.nn.Module, best_state: dict[str, torch.Tensor] | None, cfg: TrialConfig,
-                   patients: list[Any], split: TrialSplit, device: torch.device, logger: Any) -> dict[str, float]:
-    """Evaluate the best weights on the test split and external cohorts; log to MLflow."""
-    import copy
-
-    from seqablate.trainables.evaluate import evaluate_model
-
-    best = copy.deepcopy(model)
-    if best_state is not None:
-        best.load_state_dict(best_state)
-    best.eval()
-    externals = {name: load_cached(cfg.data, cohort=path) for name, path in cfg.eval.external.items()}
-    report = evaluate_model(best, cfg, select(patients, split.test), externals=externals, device=device)
-    metrics = report.metrics
-    if logger is not None:
-        logger.log_metrics(metrics, step=cfg.train.steps)
-        with tempfile.TemporaryDirectory(prefix="seqablate-eval-") as tmp:
-            for path in report.write_artifacts(Path(tmp) / "eval"):
-                logger.log_artifact(path, "eval")
-            torch.save({k: v.detach().cpu() for k, v in best.state_dict().items()}, Path(tmp) / "best_model.pt")
-            logger.log_model_checkpoint(Path(tmp) / "best_model.pt", config=cfg)
-        logger.flush()
-    return metrics
 
 
 def _progress(rank: int, start: int, total: int, name: str) -> Any:
@@ -343,12 +494,14 @@ def _progress(rank: int, start: int, total: int, name: str) -> Any:
 
 
 def _saliency(model: torch.nn.Module, image: torch.Tensor, present: torch.Tensor, target: torch.Tensor,
-              loss_fn: Any, acc: Any, step: int, cfg: TrialConfig) -> dict[str, float]:
+              acc: Any, step: int, cfg: TrialConfig) -> dict[str, float]:
     """Saliency aggregates of this batch (per sequence and slice offset), plus cumulative sums."""
     from seqablate.saliency import saliency_aggregates
 
-    res = saliency_aggregates(model, image, present, target, loss_fn)
-    acc.update(res, step)
+    def loss_fn(logits: torch.Tensor, tgt: torch.Tensor) -> torch.Tensor:
+        return segmentation_loss(logits, tgt, dice_weight=cfg.train.dice_weight)
+
+    acc.update(saliency_aggregates(model, image, present, target, loss_fn), step)
     return acc.to_metrics("saliency")
 
 
@@ -356,7 +509,7 @@ def _saliency(model: torch.nn.Module, image: torch.Tensor, present: torch.Tensor
 class FitResult:
     """Outcome of one trial's training."""
 
-    checkpoint: Path  # latest checkpoint folder (holds best_model.pt)
+    checkpoint: Path  # latest checkpoint folder
     state: TrainState  # step / best validation mAP / best step
     history: list[dict[str, Any]] = field(default_factory=list)  # reported metrics, in order
     split: TrialSplit | None = None
@@ -372,7 +525,7 @@ def fit_trial(
     use_gpu: bool = True,
     cpus: int | None = None,
     evaluate: bool = True,
-    fail_at_step: int | None = None,
+    faults: FaultPlan | None = None,
 ) -> FitResult:
     """Run :func:`train_loop_per_worker` in this process, without Ray.
 
@@ -383,9 +536,9 @@ def fit_trial(
     if split is None:
         split = plan_split(cfg, load_cached(cfg.data, progress=True))
     session = LocalSession(storage, use_gpu=use_gpu)
-    config = worker_config(cfg, split, cpus_per_worker=cpus or torch.get_num_threads(),
-                           tracking=tracking, evaluate=evaluate, fail_at_step=fail_at_step)
-    train_loop_per_worker(config, session)
+    run = WorkerRun(split, cpus_per_worker=cpus or torch.get_num_threads(), tracking=tracking,
+                    evaluate=evaluate, faults=faults or FaultPlan())
+    train_loop_per_worker(worker_config(cfg, run), session)
     last = session.checkpoints()[-1]
     final = session.reported[-1] if session.reported and "evaluated" in session.reported[-1] else {}
     return FitResult(checkpoint=last, state=read_state(last), history=session.reported, split=split,

@@ -10,13 +10,13 @@ from __future__ import annotations
 
 import dataclasses
 import os
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
 from seqablate.config import TrialConfig
+from seqablate.folders import temp_name
 
 
 class PredictRefused(ValueError):
@@ -29,6 +29,7 @@ class PredictOutput:
     files: list[Path] = field(default_factory=list)
     used: tuple[str, ...] = ()  # sequences the prediction used
     missing: tuple[str, ...] = ()  # sequences the model knows that were missing
+    norm_stats: str = "stored"  # the BatchNorm statistics used: "stored" or a subset key
 
 
 def _patient_files(folder: Path, cfg: TrialConfig) -> object:
@@ -67,6 +68,32 @@ def lesion_table(probs: np.ndarray, affine: np.ndarray, threshold: float) -> obj
     })
 
 
+#: The files ``predict`` writes into its output folder.
+OUTPUT_FILES = ("probability.nii.gz", "mask.nii.gz", "lesions.csv")
+
+
+def _claim_out(out: Path, *, create: bool) -> Path:
+    """The output folder, checked: new or empty (then marked), seqablate's own predict folder,
+    or a folder holding none of :data:`OUTPUT_FILES` (a user's folder is written into, but
+    nothing of theirs is replaced). With ``create`` False only checks (nothing is made).
+    Raises :class:`~seqablate.folders.OutputRefused`."""
+    from seqablate.folders import OutputRefused, check_replaceable, claim, marker_kind
+
+    if out.is_dir() and not out.is_symlink() and marker_kind(out) != "predict":
+        clash = [n for n in OUTPUT_FILES if (out / n).exists() or (out / n).is_symlink()]
+        if clash:
+            raise OutputRefused(
+                f"--out {out}: already holds {clash}, in a folder seqablate did not create; "
+                "seqablate never replaces files it did not write. Choose another --out"
+            )
+        return out
+    if create:
+        claim(out, "predict", flag="--out")
+    else:
+        check_replaceable(out, "predict", flag="--out")
+    return out
+
+
 def predict_patient(
     model_ref: str | Path,
     input_dir: str | Path,
@@ -83,17 +110,16 @@ def predict_patient(
     import nibabel as nib
     import torch
 
-    from seqablate import tracking
     from seqablate.data.cache import CachedPatient
     from seqablate.data.preprocess import PreprocessParams, preprocess_volume
     from seqablate.data.volumes import load_patient
+    from seqablate.models.inference import Predictor
     from seqablate.sequences import canonical
-    from seqablate.trainables.checkpoint import load_best_model
-    from seqablate.trainables.inference import predict_volume
+    from seqablate.trainables.model_ref import load_model
 
-    folder = tracking.download_model(model_ref, tracking_uri=tracking_uri)
+    _claim_out(Path(out_dir), create=False)  # refuse a bad --out before any work
     dev = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
-    model, cfg = load_best_model(folder, device=dev)
+    deployed, cfg = load_model(model_ref, tracking_uri=tracking_uri, device=dev)
     known = tuple(cfg.data.sequences)
     pf = _patient_files(Path(input_dir), cfg)
     if sequences:
@@ -115,17 +141,18 @@ def predict_patient(
             "Use a model trained with sequence dropout, or pass --force to predict anyway"
         )
     vol = load_patient(pf, list(available))
-    image, present, _ = preprocess_volume(vol, known, PreprocessParams(image_size=cfg.data.image_size, clahe=cfg.data.clahe))
+    params = PreprocessParams(image_size=cfg.data.image_size, intensity=cfg.data.intensity)
+    image, present, _ = preprocess_volume(vol, known, params)
     patient = CachedPatient(patient_id=pf.patient_id, image=image, present=present, mask=None,
                             spacing=tuple(vol.spacing), orig_shape=tuple(vol.shape), affine=vol.affine,
                             sequences=known)
-    probs_ras = predict_volume(model, patient, slices=cfg.data.slices, batch_size=cfg.eval.batch_size,
-                               device=dev, amp=dev.type == "cuda")
+    predictor = Predictor(deployed, device=dev, batch_size=cfg.eval.batch_size, amp=cfg.train.amp)
+    probs_ras = predictor.predict_volume(patient)
     probs = _to_input_grid(probs_ras, vol.orig_affine).astype(np.float32)
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
+    out = _claim_out(Path(out_dir), create=True)
     # Everything is written into a temp folder first and moved into place file by file.
-    tmp = Path(tempfile.mkdtemp(prefix=".predict-", dir=out))
+    tmp = out / temp_name("predict")
+    tmp.mkdir()
     try:
         files = {
             "probability.nii.gz": nib.Nifti1Image(probs, vol.orig_affine),
@@ -142,4 +169,4 @@ def predict_patient(
         for leftover in tmp.glob("*"):
             leftover.unlink()
         tmp.rmdir()
-    return PredictOutput(out, written, available, missing)
+    return PredictOutput(out, written, available, missing, predictor.used[-1][1])

@@ -15,12 +15,13 @@ import contextlib
 import json
 import os
 import shutil
-import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, Protocol
 
 import torch
+
+from seqablate.folders import sweep_temp, temp_name
 
 
 class Session(Protocol):
@@ -52,7 +53,7 @@ class LocalSession:
     killed ``fit_trial`` on the same storage continues where it stopped.
     """
 
-    def __init__(self, storage: str | Path, *, use_gpu: bool = True, keep: int = 2) -> None:
+    def __init__(self, storage: str | Path, *, use_gpu: bool = True, keep: int = 1) -> None:
         self.storage = Path(storage)
         self.storage.mkdir(parents=True, exist_ok=True)
         self.world_rank = 0
@@ -60,6 +61,7 @@ class LocalSession:
         self.device = _device(use_gpu)
         self.keep = keep
         self.reported: list[dict[str, Any]] = []  # every metrics dict, in order
+        sweep_temp(self.storage)  # half-copied checkpoints of a killed run
 
     def prepare_model(self, model: torch.nn.Module) -> torch.nn.Module:
         return model.to(self.device)
@@ -78,8 +80,8 @@ class LocalSession:
         n = len(self.checkpoints())
         last = self.checkpoints()[-1].name if n else "checkpoint_-1"
         index = int(last.rsplit("_", 1)[1]) + 1
-        tmp = Path(tempfile.mkdtemp(prefix=".tmp-ckpt-", dir=self.storage))
-        shutil.copytree(checkpoint_dir, tmp, dirs_exist_ok=True)
+        tmp = self.storage / temp_name("ckpt")
+        shutil.copytree(checkpoint_dir, tmp)
         (tmp / "metrics.json").write_text(json.dumps(metrics, default=float))
         os.replace(tmp, self.storage / f"checkpoint_{index:06d}")
         for old in self.checkpoints()[: -self.keep]:

@@ -39,27 +39,23 @@ def test_plot_input_errors(tmp_path):
 
 def _overlay_main(root):
     """Log an (untrained) compact model with its config to a study; draw the overlays."""
-    import torch
-
     from seqablate import tracking
     from seqablate.analysis.overlays import overlay_figures
     from seqablate.analysis.report import best_runs, load_study
-    from seqablate.config import TrialConfig, to_yaml, with_overrides
+    from seqablate.config import TrialConfig, with_overrides
     from seqablate.data.phantom import make_phantom_cohort
     from seqablate.models import build_model
+    from seqablate.models.deployed import DeployedModel
 
     cohort = make_phantom_cohort(root / "cohort", patients=4, small=True, shape=(32, 32, 12))
     cfg = with_overrides(TrialConfig(), {
         "data.cohort": str(cohort), "data.image_size": 32, "model.backbone": "compact",
         "data.val_patients": 1, "data.slices": 3,
     })
-    ck = root / "ck"
-    ck.mkdir()
-    torch.save(build_model(cfg.model, seed=0).state_dict(), ck / "best_model.pt")
-    (ck / "config.yaml").write_text(to_yaml(cfg))
+    deployed = DeployedModel(build_model(cfg.model, seed=0), config=cfg.model_dump(mode="json"))
     with tracking.study_run("ov", storage=str(root / "study")) as st:
         with tracking.trial_run(st.ref, cfg, overrides={"model.integration": "input"}) as log:
-            log.log_model_checkpoint(ck, cfg)
+            log.log_model(deployed)
             log.log_metrics({"test.full.mAP": 0.5})
     data = load_study(str(root / "study"))
     return overlay_figures(data, list(best_runs(data.runs).items()), root / "figs")

@@ -58,16 +58,15 @@ def test_report_logged_to_parent_run(report, toy_study):
     assert {"report/report.html", "report/report.md"} <= set(names)
 
 
-def test_cli_report_prints_path_and_replaces_folder(toy_study, tmp_path, capsys):
+def test_cli_report_prints_path_and_replaces_its_own_folder(toy_study, tmp_path, capsys):
     out = tmp_path / "r"
-    out.mkdir()
-    (out / "stale.txt").write_text("old")
-    rc = main(["report", str(toy_study), "--out", str(out), "--format", "md", "--quiet",
-               "--no-overlays", "--no-log"])
-    assert rc == 0
+    argv = ["report", str(toy_study), "--out", str(out), "--format", "md", "--quiet", "--no-overlays", "--no-log"]
+    assert main(argv) == 0
     printed = capsys.readouterr().out.strip().splitlines()[-1]
     assert printed == str(out / "report.md")
-    assert sorted(p.name for p in out.iterdir()) == ["figures", "report.md"]  # replaced whole
+    (out / "stale.txt").write_text("old")  # inside a report folder seqablate wrote
+    assert main(argv) == 0
+    assert sorted(p.name for p in out.iterdir()) == [".seqablate", "figures", "report.md"]  # replaced whole
 
 
 def test_cli_bad_inputs_exit_2(toy_study, tmp_path, capsys):

@@ -13,7 +13,7 @@ from PIL import Image
 
 from seqablate.data import DataError, discover, load_patient, preprocess_cohort
 
-CFG = {"image_size": 16, "sequences": ["t1_gre_post", "flair"], "clahe": False}
+CFG = {"image_size": 16, "sequences": ["t1_gre_post", "flair"], "intensity": "minmax"}
 
 
 def _good(root: Path) -> None:

@@ -70,7 +70,7 @@ def test_preprocess_cohort_outputs(cohort, tmp_path):
 
 
 def test_clahe_off_is_rescaled_resized_volume(cohort, tmp_path):
-    (p1, _) = preprocess_cohort(cohort, _cfg(clahe=False, image_size=16), cache_dir=tmp_path / "c", progress=False, workers=1)
+    (p1, _) = preprocess_cohort(cohort, _cfg(intensity="minmax", image_size=16), cache_dir=tmp_path / "c", progress=False, workers=1)
     # Computed a second way: scipy zoom of the rescaled volume, slice by slice.
     from scipy import ndimage
 
@@ -99,7 +99,7 @@ def test_warm_run_reads_only_the_cache(cohort, tmp_path, monkeypatch):
 def test_key_changes_with_files_and_params(cohort, tmp_path):
     cdir = tmp_path / "cache"
     first = preprocess_cohort(cohort, _cfg(), cache_dir=cdir, progress=False, workers=1)
-    other = preprocess_cohort(cohort, _cfg(clahe=False), cache_dir=cdir, progress=False, workers=1)
+    other = preprocess_cohort(cohort, _cfg(intensity="minmax"), cache_dir=cdir, progress=False, workers=1)
     assert first[0].entry != other[0].entry
     f = cohort / "p1" / "flair.nii.gz"
     st = f.stat()
@@ -130,12 +130,21 @@ def test_crash_mid_write_leaves_no_entry(cohort, tmp_path, monkeypatch):
 
 
 def test_stale_temp_dirs_are_swept(cohort, tmp_path):
+    import socket
+    import subprocess
+    import sys
+
     cdir = tmp_path / "cache"
-    stale = cdir / ".tmp-p1-crashed"
-    stale.mkdir(parents=True)
-    os.utime(stale, (0, 0))
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    host = socket.gethostname().replace("-", "_")[:32]
+    stale = cdir / f".tmp-p1-{host}-{int(dead.stdout)}-0123abcd"  # its process has exited
+    live = cdir / f".tmp-p1-{host}-{os.getpid()}-0123abcd"  # this process: still writing
+    foreign = cdir / ".tmp-p1-crashed"  # not a name seqablate makes: never touched
+    for d in (stale, live, foreign):
+        d.mkdir(parents=True)
+        os.utime(d, (0, 0))
     preprocess_cohort(cohort, _cfg(), cache_dir=cdir, progress=False, workers=1)
-    assert not stale.exists()
+    assert not stale.exists() and live.exists() and foreign.exists()
 
 
 def test_errors_skip_keeps_good_patients(cohort, tmp_path):

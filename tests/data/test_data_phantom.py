@@ -90,7 +90,7 @@ def test_reproducible_and_reused(phantom_dir, tmp_path):
     mtime = (a / "stanford_000" / "flair.nii.gz").stat().st_mtime_ns
     make_phantom_cohort(tmp_path / "a", site="stanford", patients=1, seed=3, shape=SHAPE)  # reused as is
     assert (a / "stanford_000" / "flair.nii.gz").stat().st_mtime_ns == mtime
-    with pytest.raises(DataError, match="not this phantom cohort"):
+    with pytest.raises(DataError, match="holds another phantom cohort"):
         make_phantom_cohort(tmp_path / "a", site="stanford", patients=1, seed=4, shape=SHAPE)
     assert not any(p.name.startswith(".tmp-") for p in tmp_path.iterdir())
 
@@ -139,7 +139,7 @@ def test_lesion_diameter_override(tmp_path):
     # drawn in [12, 20] mm, then each semi-axis jittered by 0.85-1.15 (the mean of three)
     assert diameters and all(12.0 * 0.85 <= d <= 20.0 * 1.15 for d in diameters)
     # the option is part of the cohort's identity: the same folder without it is another cohort
-    with pytest.raises(DataError, match="not this phantom cohort"):
+    with pytest.raises(DataError, match="holds another phantom cohort"):
         make_phantom_cohort(tmp_path / "big", site="stanford", patients=2, seed=5, shape=SHAPE)
     with pytest.raises(DataError, match=r"lesion_diameter_mm.*\(30.0, 5.0\)"):
         make_phantom_cohort(tmp_path / "bad", site="stanford", patients=1, seed=0, shape=SHAPE,

@@ -167,7 +167,7 @@ INVALID = [
     ({"integration": "late"}, r"\bintegration.*'input', 'mid' or 'end'"),
     ({"integration": "mid", "integration_point": "layer5"}, r"\bintegration_point.*'stem'"),
     ({"integration": "mid", "sharing": "tied"}, r"\bsharing.*'l2_tied'"),
-    ({"backbone": "vgg16"}, r"\bbackbone.*'resnet50', 'resnet101' or 'compact'"),
+    ({"backbone": "vgg16"}, r"\bbackbone.*'resnet50', 'resnet101', 'compact' or 'tiny'"),
     ({"fusoin": "mean"}, r"\bfusoin: unknown field \(did you mean 'fusion'\?\)"),
     ({"sequences": None}, r"model\.sequences: not set"),
     ({"slices": None}, r"model\.slices: not set"),

@@ -10,7 +10,7 @@ import torch
 
 from seqablate.config import TrialConfig, parse
 from seqablate.trainables.checkpoint import load_best_model, read_state
-from seqablate.trainables.loop import InjectedFailure, fit_trial
+from seqablate.trainables.loop import FaultPlan, InjectedFailure, fit_trial
 
 from .conftest import tiny_trial
 
@@ -29,8 +29,12 @@ def test_fit_checkpoints_and_evaluates(cohorts: dict[str, Path], tmp_path: Path)
     cum = [h["saliency.cumulative.sequence.t1_gre_post"] for h in reports]
     assert cum == sorted(cum) and cum[0] > 0
     ckpt = res.checkpoint
-    assert {"model.pt", "best_model.pt", "optimizer.pt", "state.json", "config.yaml"} <= {p.name for p in ckpt.iterdir()}
+    files = {p.name for p in ckpt.iterdir()}
+    assert {"model.pt", "optimizer.pt", "state.json", "config.yaml", "norm_stats.pt"} <= files
     assert read_state(ckpt).step == 8 and res.state.best_step in (2, 4, 6, 8)
+    # Best weights are stored once: a separate file only when they are not the current ones.
+    assert ("best_model.pt" in files) == (res.state.best_step != 8)
+    assert [p.name for p in (tmp_path / "run").iterdir()] == [ckpt.name]  # only the latest is kept
     # Test metrics for each condition (full, t1_gre_post censored) and the external cohort.
     for key in ("test.full.mAP", "test.full.mAP_lo", "test.full.mAP_hi", "test.censor_t1_gre_post.mAP",
                 "external.oslo.mAP", "test.full.froc_mean", "test.full.max_sensitivity"):
@@ -40,7 +44,7 @@ def test_fit_checkpoints_and_evaluates(cohorts: dict[str, Path], tmp_path: Path)
     # The best weights load back into a model of the logged config.
     model, cfg2 = load_best_model(ckpt)
     assert cfg2.model == cfg.model and not model.training
-    best = torch.load(ckpt / "best_model.pt", weights_only=True)
+    best = torch.load(ckpt / ("best_model.pt" if "best_model.pt" in files else "model.pt"), weights_only=True)
     assert all(torch.equal(best[k], v) for k, v in model.state_dict().items())
 
 
@@ -48,7 +52,7 @@ def test_resume_continues_at_saved_step(cohorts: dict[str, Path], tmp_path: Path
     cfg = parse(TrialConfig, tiny_trial(cohorts["stanford"], steps=6, saliency_every=0))
     store = tmp_path / "run"
     with pytest.raises(InjectedFailure):
-        fit_trial(cfg, storage=store, cpus=1, use_gpu=False, evaluate=False, fail_at_step=5)
+        fit_trial(cfg, storage=store, cpus=1, use_gpu=False, evaluate=False, faults=FaultPlan(fail_at_step=5))
     ckpts = sorted(store.glob("checkpoint_*"))
     assert ckpts and read_state(ckpts[-1]).step == 4  # the failure at step 5 came after step 4's
     saved = json.loads((ckpts[-1] / "state.json").read_text())

@@ -61,7 +61,7 @@ def test_study_logs_one_run_per_trial_and_survives_a_failure(
     storage = tmp_path / "study"
     # The dropout trial's workers raise at step 3 every time (the Train run is retried once
     # from its step-2 checkpoint, fails again, and the trial fails).
-    result = run_study(_study(cohorts, space_file, storage), fail_at={"input-p0.25-seed0": 3}, verbose=0)
+    result = run_study(_study(cohorts, space_file, storage), faults={"input-p0.25-seed0": {"fail_at_step": 3}}, verbose=0)
     status = {r["name"]: r["status"] for r in result.trials}
     assert status == {"input-seed0": "TERMINATED", "input-p0.25-seed0": "ERROR"}
     df = _trials(storage)

@@ -1,0 +1,106 @@
+"""The names of what a trial logs and what the analysis reads back, defined once.
+
+Evaluation metrics::
+
+    test.<condition>.<metric>[_lo|_hi]          the test split under a condition
+    external.<cohort>.<metric>[_lo|_hi]         an external cohort (its own sequences)
+    test_<policy>.<condition>.<metric>          the same under the *other* BatchNorm
+    external_<policy>.<cohort>.<metric>         statistics policy (stored / per_subset)
+
+``test.`` and ``external.`` hold the model's own policy (``eval.norm_stats``); a BatchNorm
+model also logs the other policy under ``test_<policy>.`` / ``external_<policy>.``, so the
+two sit side by side. Conditions: ``full``, ``censor_<seq>``, ``subset_<a+b>``.
+
+Saliency traces (per step and cumulative)::
+
+    saliency.sequence.<name>      saliency.cumulative.sequence.<name>
+    saliency.slice.<offset>       saliency.cumulative.slice.<offset>
+
+Artifacts of a trial run: :data:`EVAL_DIR` (``lesions.csv``, ``patients.csv``,
+``pr_curves.csv``, ``pr_curves.png``), :data:`MODEL_DIR` (the MLflow model).
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+SPLITS = ("test", "external")
+POLICIES = ("stored", "per_subset")
+#: Lesion-level metrics an evaluation logs per condition (CI bounds: ``mAP_lo``/``mAP_hi``).
+EVAL_METRICS = ("mAP", "max_sensitivity", "tp_dice", "froc_mean", "n_truth", "n_pred", "n_tp", "n_patients")
+
+EVAL_DIR = "eval"
+LESIONS_CSV = "lesions.csv"
+PATIENTS_CSV = "patients.csv"
+PR_CSV = "pr_curves.csv"
+PR_PNG = "pr_curves.png"
+MODEL_DIR = "model"
+
+SALIENCY = "saliency"
+SALIENCY_KINDS = ("sequence", "slice")
+
+_EVAL_RE = re.compile(
+    r"^(?P<split>test|external)(?:_(?P<policy>stored|per_subset))?\."
+    r"(?P<rest>.+)\.(?P<metric>[A-Za-z_]+?)(?P<bound>_lo|_hi)?$"
+)
+
+
+@dataclass(frozen=True)
+class MetricName:
+    """A parsed evaluation metric name."""
+
+    split: str  # 'test' or 'external'
+    condition: str  # 'full', 'censor_t1_gre_post', ... ('full' for external cohorts)
+    cohort: str | None  # external cohort name
+    metric: str  # 'mAP', 'max_sensitivity', ...
+    bound: str | None = None  # None, '_lo' or '_hi'
+    policy: str | None = None  # None = the model's own policy; else 'stored' / 'per_subset'
+
+    @property
+    def key(self) -> str:
+        return metric_key(self.split, self.condition, self.metric + (self.bound or ""),
+                          cohort=self.cohort, policy=self.policy)
+
+
+def prefix(split: str, condition: str = "full", *, cohort: str | None = None, policy: str | None = None) -> str:
+    """``test.<condition>`` / ``external.<cohort>`` (with ``_<policy>`` after the split)."""
+    if split not in SPLITS:
+        raise ValueError(f"unknown metric split {split!r}; valid: {list(SPLITS)}")
+    if policy is not None and policy not in POLICIES:
+        raise ValueError(f"unknown norm policy {policy!r}; valid: {list(POLICIES)}")
+    head = split if policy is None else f"{split}_{policy}"
+    if split == "external":
+        if not cohort:
+            raise ValueError("an external metric needs its cohort name")
+        return f"{head}.{cohort}" if condition == "full" else f"{head}.{cohort}.{condition}"
+    return f"{head}.{condition}"
+
+
+def metric_key(split: str, condition: str, metric: str, *, cohort: str | None = None, policy: str | None = None) -> str:
+    """The full metric name; inverse of :func:`parse_metric`."""
+    return f"{prefix(split, condition, cohort=cohort, policy=policy)}.{metric}"
+
+
+def parse_metric(key: str) -> MetricName | None:
+    """Parse an evaluation metric name (None for any other name)."""
+    m = _EVAL_RE.match(key)
+    if not m:
+        return None
+    split, rest, metric, bound, policy = m["split"], m["rest"], m["metric"], m["bound"], m["policy"]
+    if split == "test":
+        return MetricName(split, rest, None, metric, bound, policy)
+    cohort, _, cond = rest.partition(".")
+    return MetricName(split, cond or "full", cohort, metric, bound, policy)
+
+
+def saliency_key(kind: str, name: str | int, *, cumulative: bool = False) -> str:
+    """``saliency[.cumulative].<kind>.<name>`` (kind: 'sequence' or 'slice')."""
+    if kind not in SALIENCY_KINDS:
+        raise ValueError(f"saliency kind must be one of {list(SALIENCY_KINDS)}, got {kind!r}")
+    return f"{SALIENCY}.{'cumulative.' if cumulative else ''}{kind}.{name}"
+
+
+def saliency_prefix(kind: str, *, cumulative: bool = False) -> str:
+    """The prefix of :func:`saliency_key` names (ends with a dot)."""
+    return saliency_key(kind, "", cumulative=cumulative)

@@ -1,0 +1,114 @@
+"""A trained network as it is deployed: presence rule, normalisation statistics, its config.
+
+:class:`DeployedModel` is what a study logs as its MLflow model and what evaluation,
+validation, ``predict`` and the report's overlays predict with (through
+:class:`seqablate.models.inference.Predictor`). Its contract takes *unscaled* inputs:
+
+    forward(image: float[B, S, K, H, W], present: bool[B, S]) -> logits: float[B, 1, H, W]
+
+``image`` holds each sequence as preprocessed (anything where absent); the module applies the
+presence rule itself (absent sequences zeroed, present ones scaled by S / S_present, as in
+training) and, for a BatchNorm model with per-subset statistics and policy ``per_subset``,
+normalises each sample with the statistics of the sequences it has. So a user of
+``mlflow.pytorch.load_model`` gets the same numbers as seqablate's own evaluation.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Mapping
+from typing import Any
+
+import torch
+import torch.nn as nn
+from torch import Tensor
+
+from seqablate.models.norm_stats import NormStats, apply_stats, has_batchnorm, subset_key
+
+
+class DeployedModel(nn.Module):
+    """A ``SeqSegModel`` in eval mode with its statistics policy (see the module docstring).
+
+    Args:
+        model: the trained network (a copy is kept, in eval mode).
+        norm_stats: per-subset BatchNorm statistics (subset key -> buffers), or None.
+        policy: ``"per_subset"`` uses them (a subset without an entry keeps the stored
+            statistics); ``"stored"`` always uses the training statistics.
+        config: the resolved TrialConfig as a JSON-able dict (what it was trained with).
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        *,
+        norm_stats: NormStats | None = None,
+        policy: str = "stored",
+        config: Mapping[str, Any] | None = None,
+    ) -> None:
+        super().__init__()
+        if policy not in ("stored", "per_subset"):
+            raise ValueError(f"eval.norm_stats: unknown value {policy!r}; valid choices: ['stored', 'per_subset']")
+        self.net = copy.deepcopy(model).eval()
+        self.sequences: tuple[str, ...] = tuple(model.sequences)  # type: ignore[arg-type]
+        self.slices = int(model.slices)  # type: ignore[arg-type]
+        self.norm_stats: NormStats = dict(norm_stats or {}) if has_batchnorm(self.net) else {}
+        self.policy = policy
+        self.config = dict(config or {})
+        self._prepared: dict[str, nn.Module] = {}
+        self.eval()
+
+    def _apply(self, fn: Any, recurse: bool = True) -> DeployedModel:
+        self._prepared = {}  # moved or cast: prepared copies are rebuilt from the new weights
+        return super()._apply(fn, recurse)
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = self.__dict__.copy()
+        state["_prepared"] = {}  # prepared copies are a cache: never pickled
+        return state
+
+    def train(self, mode: bool = True) -> DeployedModel:
+        """A deployed model stays in eval mode (BatchNorm statistics are chosen, not learned)."""
+        return super().train(False)
+
+    def stats_key(self, present: Tensor | list[bool]) -> str:
+        """The statistics a sample with sequences ``present`` (bool[S]) gets: its subset's key
+        when ``per_subset`` statistics hold it, else ``"stored"``."""
+        if self.policy != "per_subset" or not self.norm_stats:
+            return "stored"
+        key = subset_key(present, self.sequences)
+        return key if key in self.norm_stats else "stored"
+
+    def net_for(self, key: str, *, prepare: Any = None) -> nn.Module:
+        """The network with statistics ``key`` ("stored" or a subset key), eval mode.
+
+        ``prepare`` (e.g. BatchNorm folding for inference) is applied once per key and the
+        result cached; without it the copies are plain.
+        """
+        cache_key = f"{key}|{getattr(prepare, '__name__', prepare)}"
+        if cache_key not in self._prepared:
+            net = copy.deepcopy(self.net).eval()
+            if key != "stored":
+                apply_stats(net, self.norm_stats[key])
+            self._prepared[cache_key] = prepare(net) if prepare is not None else net
+        return self._prepared[cache_key]
+
+    def forward(self, image: Tensor, present: Tensor) -> Tensor:
+        """``image[B, S, K, H, W]`` (unscaled), ``present[B, S]`` -> ``logits[B, 1, H, W]``."""
+        from seqablate.data.dropout import apply_presence
+
+        present = present.to(device=image.device, dtype=torch.bool)
+        if tuple(present.shape) != tuple(image.shape[:2]):
+            raise ValueError(f"present must be [B, S] = {tuple(image.shape[:2])}, got {tuple(present.shape)}")
+        image, present = apply_presence(image, present)
+        keys = [self.stats_key(row) if bool(row.any()) else "stored" for row in present.cpu()]
+        if len(set(keys)) == 1:
+            return self.net_for(keys[0])(image, present)
+        out: Tensor | None = None
+        for key in dict.fromkeys(keys):
+            rows = torch.tensor([i for i, k in enumerate(keys) if k == key], device=image.device)
+            y = self.net_for(key)(image.index_select(0, rows), present.index_select(0, rows))
+            if out is None:
+                out = y.new_empty((image.shape[0], *y.shape[1:]))
+            out[rows] = y
+        assert out is not None
+        return out

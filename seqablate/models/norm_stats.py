@@ -1,0 +1,128 @@
+"""BatchNorm statistics per sequence subset: estimation, storage, selection.
+
+A BatchNorm network normalises with running statistics collected during training. Under
+sequence dropout those statistics pool a mixture of input conditions (zeroed sequences and
+the S / S_present rescaling shift the first layers' activation means per sample), and a
+model trained on the full protocol has never seen a censored input at all: at inference on a
+patient who lacks a sequence, the stored statistics describe other inputs. This module
+re-estimates the statistics for each sequence subset a model may meet and selects them by the
+subset a patient actually has (``eval.norm_stats: per_subset``); ``stored`` keeps the
+training statistics (the paper's).
+
+Estimation (:func:`estimate_bn_stats`): a copy of the model, its running statistics reset,
+every BatchNorm in train mode with cumulative averaging (``momentum=None``) and everything
+else in eval mode (so dropout does not distort the statistics), run without gradients over
+batches of one condition. The result is the buffers ``<bn>.running_mean`` /
+``<bn>.running_var`` of every BatchNorm: ~2 x channels floats per layer.
+
+A subset is identified by its *key*: the present sequences joined with ``+`` in study order
+(:func:`subset_key`), e.g. ``t1_fse_pre+t1_fse_post+flair``.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Iterable, Mapping, Sequence
+
+import torch
+import torch.nn as nn
+from torch import Tensor
+
+#: Per-subset statistics: subset key -> {buffer name: tensor}.
+NormStats = dict[str, dict[str, Tensor]]
+
+
+def batchnorms(model: nn.Module) -> list[tuple[str, nn.modules.batchnorm._BatchNorm]]:
+    """``(name, module)`` of every BatchNorm with running statistics, in module order."""
+    return [
+        (n, m) for n, m in model.named_modules()
+        if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.track_running_stats
+    ]
+
+
+def has_batchnorm(model: nn.Module) -> bool:
+    """Whether ``model`` normalises with running statistics (the only case with a choice)."""
+    return bool(batchnorms(model))
+
+
+def subset_key(present: Sequence[bool] | Tensor, sequences: Sequence[str]) -> str:
+    """The key of a subset: present sequence names joined by ``+`` in study order.
+
+    ``present``: bool[S] (list, numpy or tensor). Raises ValueError for a length mismatch or
+    an empty subset (no model input is ever empty).
+    """
+    flags = [bool(x) for x in (present.tolist() if isinstance(present, Tensor) else list(present))]
+    if len(flags) != len(sequences):
+        raise ValueError(f"present has {len(flags)} entries for {len(sequences)} sequences {list(sequences)}")
+    if not any(flags):
+        raise ValueError("an empty sequence subset has no statistics (no model input is empty)")
+    return "+".join(s for s, f in zip(sequences, flags, strict=True) if f)
+
+
+def subset_flags(key: str, sequences: Sequence[str]) -> list[bool]:
+    """Inverse of :func:`subset_key`: bool[S]. Raises ValueError naming an unknown sequence."""
+    names = key.split("+")
+    unknown = [n for n in names if n not in sequences]
+    if unknown:
+        raise ValueError(f"norm statistics key {key!r} names {unknown}, not among {list(sequences)}")
+    return [s in names for s in sequences]
+
+
+def stats_of(model: nn.Module) -> dict[str, Tensor]:
+    """The running mean/variance buffers of every BatchNorm of ``model`` (CPU copies)."""
+    out: dict[str, Tensor] = {}
+    for name, bn in batchnorms(model):
+        out[f"{name}.running_mean"] = bn.running_mean.detach().cpu().clone()  # type: ignore[union-attr]
+        out[f"{name}.running_var"] = bn.running_var.detach().cpu().clone()  # type: ignore[union-attr]
+    return out
+
+
+def apply_stats(model: nn.Module, stats: Mapping[str, Tensor]) -> nn.Module:
+    """Copy ``stats`` (from :func:`stats_of` / :func:`estimate_bn_stats`) into ``model``'s
+    BatchNorm buffers, in place; returns ``model``. Raises KeyError naming a buffer that the
+    statistics lack (they belong to another architecture)."""
+    with torch.no_grad():
+        for name, bn in batchnorms(model):
+            for attr in ("running_mean", "running_var"):
+                key = f"{name}.{attr}"
+                if key not in stats:
+                    raise KeyError(f"norm statistics have no {key!r}: they belong to another model")
+                getattr(bn, attr).copy_(stats[key].to(getattr(bn, attr).device))
+    return model
+
+
+@torch.no_grad()
+def estimate_bn_stats(
+    model: nn.Module, batches: Iterable[tuple[Tensor, Tensor]], *, device: torch.device | str | None = None
+) -> dict[str, Tensor]:
+    """BatchNorm statistics of ``model`` re-estimated on ``batches``; ``model`` is untouched.
+
+    ``batches``: ``(image[B, S, K, H, W], present[B, S])`` pairs, already through the
+    presence rule (zeros and S / S_present scaling), all of the condition whose statistics are
+    wanted. Works on a deep copy: statistics reset, BatchNorms in train mode with cumulative
+    averaging (every batch weighs the same), the rest in eval mode (no dropout), no gradients.
+    Raises ValueError when ``batches`` is empty.
+    """
+    work = copy.deepcopy(model)
+    if device is not None:
+        work = work.to(device)
+    dev = next(work.parameters()).device
+    work.eval()
+    bns = batchnorms(work)
+    for _, bn in bns:
+        bn.reset_running_stats()
+        bn.momentum = None  # cumulative moving average
+        bn.train()
+    n = 0
+    for image, present in batches:
+        work(image.to(dev), present.to(dev))
+        n += 1
+    if n == 0:
+        raise ValueError("no batch to estimate BatchNorm statistics from")
+    return stats_of(work)
+
+
+def with_stats(model: nn.Module, stats: Mapping[str, Tensor] | None) -> nn.Module:
+    """An eval-mode copy of ``model`` holding ``stats`` (None: the stored ones)."""
+    work = copy.deepcopy(model).eval()
+    return apply_stats(work, stats) if stats is not None else work
