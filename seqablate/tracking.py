@@ -694,6 +694,10 @@ class RunLogger:
         meta = {"seqablate_version": __version__, "git_commit": git_commit(),
                 "norm_stats": getattr(model, "policy", "stored"),
                 "sequences": list(getattr(model, "sequences", ()))}
+        import logging
+
+        # The pickle format is chosen deliberately (see above); MLflow warns about it each time.
+        logging.getLogger("mlflow.pytorch").setLevel(logging.ERROR)
         with tempfile.TemporaryDirectory(prefix="seqablate-model-") as tmp:
             path = Path(tmp) / MODEL_DIR
             mlflow.pytorch.save_model(

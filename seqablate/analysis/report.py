@@ -27,6 +27,7 @@ from seqablate.analysis.consistency import (
     trace_from_history,
 )
 from seqablate.analysis.document import Document, Figure, Frame, Heading, PaperTable, Paragraph
+from seqablate.analysis.findings import RULES, build_findings
 from seqablate.analysis.hpo import summarize_hpo
 from seqablate.analysis.runs import (
     ConfigGroup,
@@ -51,6 +52,8 @@ class StudyRuns:
     runs: list[Run]
     space: dict[str, Any] | None = None  # the parent run's space.json, when logged
     folder: Path | None = None  # the study folder when STUDY was one
+    findings: list[Any] = field(default_factory=list)  # filled by build_document
+    tables: list[Any] = field(default_factory=list)  # filled by build_document
 
     def history(self, run_id: str, key: str) -> list[tuple[int, float]]:
         from seqablate import tracking
@@ -309,11 +312,35 @@ def build_document(
         f"{', '.join(study_sequences(runs))}. Tracking URI `{data.tracking_uri}`, parent run "
         f"`{data.parent_run_id}`. Open the runs with `mlflow ui --backend-store-uri {data.tracking_uri}`."
     ))
-    steps = tqdm(total=5, desc="report", disable=not progress, leave=False)
+    steps = tqdm(total=6, desc="report", disable=not progress, leave=False)
+    groups = sorted(group_by_config(runs), key=row_order)
+    traces = collect_traces(data, groups, progress=progress)
+
+    # 0. Findings: the paper's claims as paired differences with CIs
+    doc.add(Heading("Findings"))
+    found = build_findings(data, runs, traces)
+    if found:
+        doc.add(Paragraph(
+            "Each part of the paper's finding, tested on this study's runs: paired differences of "
+            "lesion-level mAP over the same test patients (patients resampled jointly, each seed's "
+            "pooled mAP recomputed, seeds averaged), 95 % bootstrap CIs, in mAP points. Rules: "
+            f"'close' = the CI lies within +-{100 * RULES['close']:.0f} points; 'most of the mAP' = "
+            f"the CI's lower bound exceeds {100 * RULES['most']:.0f} % of the full-protocol mAP; "
+            f"consistency needs a permutation p < {RULES['alpha']}."
+        ))
+        for f in found:
+            doc.add(Paragraph(f.text))
+    else:
+        doc.add(Paragraph("No configuration was trained both without and with sequence dropout; "
+                          "the paper's claims compare such pairs."))
+    data.findings = found
+    steps.update(1)
 
     # 1. Paper tables
     doc.add(Heading("Tables (paper section V)"))
-    for t in build_tables(runs):
+    tables = build_tables(runs)
+    data.tables = tables
+    for t in tables:
         doc.add(PaperTable(t))
     steps.update(1)
 
@@ -335,8 +362,6 @@ def build_document(
     steps.update(1)
 
     # 3. Saliency and consistency
-    groups = sorted(group_by_config(runs), key=row_order)
-    traces = collect_traces(data, groups, progress=progress)
     doc.add(Heading("Saliency and multi-seed consistency"))
     if not traces:
         doc.add(Paragraph("No run logged saliency traces (train.saliency_every = 0?)."))
@@ -408,6 +433,22 @@ class ReportResult:
     out: Path
     files: list[Path]
     logged: bool
+    summary: str = ""  # the console's view: the paper's tables I-IV and VI, then the findings
+
+
+#: Paper tables shown in the console summary.
+SUMMARY_TABLES = ("I", "II", "III", "IV", "VI")
+
+
+def summary_text(data: StudyRuns) -> str:
+    """Markdown tables (those of :data:`SUMMARY_TABLES` that are available), then one line per
+    finding."""
+    from seqablate.analysis.render import table_markdown
+
+    parts = [table_markdown(t) for t in data.tables if t.available and t.id.split(".")[0] in SUMMARY_TABLES]
+    parts.append("Findings (paired differences, 95 % bootstrap CIs over test patients):")
+    parts += [f.text for f in data.findings] or ["no configuration pair without / with dropout in this study"]
+    return "\n\n".join(parts)
 
 
 def write_report(
@@ -464,4 +505,4 @@ def write_report(
 
         tracking.log_report(data.parent_run_id, target, tracking_uri=data.tracking_uri)
         logged = True
-    return ReportResult(target, [target / f for f in written], logged)
+    return ReportResult(target, [target / f for f in written], logged, summary_text(data))

@@ -122,12 +122,15 @@ class Aggregate:
         return float(np.mean(self.lo)), float(np.mean(self.hi))
 
 
-def aggregate(group: ConfigGroup, key: str) -> Aggregate:
+def aggregate(group: ConfigGroup, key: str | Callable[[Run], str]) -> Aggregate:
     """Aggregate metric ``key`` (and ``key_lo``/``key_hi``) over a group's usable runs.
 
-    NaN values (e.g. TP Dice without any true positive) are treated as not logged.
-    Failed runs are excluded and named in ``missing``.
+    ``key`` may depend on the run (a callable ``run -> key``), e.g. to read the metrics of
+    one BatchNorm statistics policy whatever each run's own policy was. NaN values (e.g. TP
+    Dice without any true positive) are treated as not logged. Failed runs are excluded and
+    named in ``missing``.
     """
+    key_of = key if callable(key) else (lambda _run, k=key: k)
     values: list[float] = []
     lo: list[float] = []
     hi: list[float] = []
@@ -138,16 +141,17 @@ def aggregate(group: ConfigGroup, key: str) -> Aggregate:
         if not r.usable:
             missing.append((who, f"run {r.status}, excluded"))
             continue
-        v = r.metrics.get(key)
+        k = key_of(r)
+        v = r.metrics.get(k)
         if v is None or math.isnan(v):
-            if _undefined(r, key):
+            if _undefined(r, k):
                 undefined += 1
             else:
-                missing.append((who, key))
+                missing.append((who, k))
             continue
         values.append(float(v))
         for bound, dest in (("_lo", lo), ("_hi", hi)):
-            b = r.metrics.get(key + bound)
+            b = r.metrics.get(k + bound)
             if b is not None and not math.isnan(b):
                 dest.append(float(b))
     return Aggregate(values, lo, hi, missing, undefined)
@@ -260,6 +264,26 @@ def _condition_for(runs: Sequence[Run], kept: tuple[str, ...], seqs: tuple[str, 
     return None
 
 
+#: The two BatchNorm statistics policies, as extra mAP columns of BatchNorm studies.
+POLICY_COLUMNS = {"stored": "mAP, stored BN stats", "per_subset": "mAP, per-subset BN stats"}
+
+
+def policy_key(run: Run, key: str, policy: str) -> str:
+    """The name under which ``run`` logged metric ``key`` (``test.``/``external.``) with
+    BatchNorm statistics ``policy``: ``key`` itself for the run's own policy, else with the
+    policy after the split (``test_stored.full.mAP``)."""
+    own = run.params.get("eval.norm_stats", "stored")
+    if own == policy:
+        return key
+    split, rest = key.split(".", 1)
+    return f"{split}_{policy}.{rest}"
+
+
+def has_policies(groups: Sequence[ConfigGroup]) -> bool:
+    """Whether any run logged metrics under both statistics policies (a BatchNorm model)."""
+    return any(k.startswith(("test_", "external_")) for g in groups for r in g.runs for k in r.metrics)
+
+
 def _metric_row(
     g: ConfigGroup,
     key_of: Callable[[str], str],
@@ -267,14 +291,27 @@ def _metric_row(
     missing: list[str],
     *,
     section: str | None = None,
+    policies: bool = False,
 ) -> Row:
     cells = []
     for j, metric in enumerate(METRICS):
         agg = aggregate(g, key_of(metric))
         cells.append(value_cell(agg, with_ci=(j == 0)))
         missing.extend(agg.missing)
+    if policies:
+        bn = g.first.params.get("model.norm", "batch") == "batch"
+        for policy in POLICY_COLUMNS:
+            if not bn:
+                cells.append(Cell(None, "n/a", " (no BatchNorm)"))
+                continue
+            agg = aggregate(g, lambda r, p=policy: policy_key(r, key_of("mAP"), p))
+            cells.append(value_cell(agg, with_ci=True))
     n = max(len(aggregate(g, key_of(m)).values) for m in METRICS)
     return Row(labels + [f"{n}/{len(g.runs)}"], cells, section, [r.run_id for r in g.runs])
+
+
+def _value_columns(policies: bool) -> list[str]:
+    return list(METRICS.values()) + (list(POLICY_COLUMNS.values()) if policies else [])
 
 
 def _dedupe(items: list) -> list[str]:
@@ -314,13 +351,14 @@ def table_integration(runs: Sequence[Run], *, dropout: bool) -> Table:
         if dropout
         else "Pulse sequence integration"
     )
-    table = Table(tid, title, ["Integration Level", "Weight Sharing", "Seeds"], list(METRICS.values()))
     seqs = study_sequences(runs)
     groups = [
         g
         for g in group_by_config(runs)
         if g.sequences == seqs and ((g.dropout_p > 0) == dropout)
     ]
+    pol = has_policies(groups)
+    table = Table(tid, title, ["Integration Level", "Weight Sharing", "Seeds"], _value_columns(pol))
     if not groups:
         table.reason = (
             f"needs runs trained on all of {list(seqs)} "
@@ -344,11 +382,11 @@ def table_integration(runs: Sequence[Run], *, dropout: bool) -> Table:
             section_done = True
         row = _metric_row(
             g, lambda m: metric_key("test", "full", m), [g.integration_label, g.sharing_label + (f" [{g.extra}]" if g.extra else "")],
-            table.missing, section=section,
+            table.missing, section=section, policies=pol,
         )
         if dropout:
             twin = twins.get(twin_key(g))
-            for metric, cell in zip(METRICS, row.cells, strict=True):
+            for metric, cell in zip(METRICS, row.cells[: len(METRICS)], strict=True):
                 if cell.missing:
                     continue
                 if twin is None:
@@ -391,22 +429,23 @@ def table_censored(runs: Sequence[Run], *, dropout: bool, censored: str = CENSOR
     """
     tid = "IV" if dropout else "III"
     kind = "Dropout" if dropout else "Non-dropout"
+    seqs = study_sequences(runs)
+    all_groups = group_by_config(runs)
+    groups = sorted(
+        (g for g in all_groups if g.sequences == seqs and (g.dropout_p > 0) == dropout), key=row_order
+    )
+    pol = has_policies(groups)
     table = Table(
         tid,
         f"{kind} models on {censored}-censored data",
         ["Integration Level", "Weight Sharing", "Seeds"],
-        list(METRICS.values()),
+        _value_columns(pol),
     )
-    seqs = study_sequences(runs)
     if censored not in seqs:
         table.reason = f"the study's sequences {list(seqs)} do not include {censored}"
         return table
     kept = tuple(s for s in seqs if s != censored)
     cond = _condition_for(runs, kept, seqs)
-    all_groups = group_by_config(runs)
-    groups = sorted(
-        (g for g in all_groups if g.sequences == seqs and (g.dropout_p > 0) == dropout), key=row_order
-    )
     exact = sorted(
         (g for g in all_groups if g.sequences == kept and g.dropout_p == 0), key=row_order
     ) if not dropout else []
@@ -421,7 +460,7 @@ def table_censored(runs: Sequence[Run], *, dropout: bool, censored: str = CENSOR
                 _metric_row(
                     g, lambda m, c=cond: metric_key("test", c, m),
                     [g.integration_label, g.sharing_label + (f" [{g.extra}]" if g.extra else "")],
-                    table.missing,
+                    table.missing, policies=pol,
                 )
             )
     for i, g in enumerate(exact):
@@ -430,7 +469,7 @@ def table_censored(runs: Sequence[Run], *, dropout: bool, censored: str = CENSOR
                 g, lambda m: metric_key("test", "full", m),
                 [g.integration_label, g.sharing_label + (f" [{g.extra}]" if g.extra else "")],
                 table.missing,
-                section=f"Trained without {censored}" if i == 0 else None,
+                section=f"Trained without {censored}" if i == 0 else None, policies=pol,
             )
         )
     if not table.rows:
@@ -480,17 +519,18 @@ def table_subsets(runs: Sequence[Run]) -> list[Table]:
         if len(logged) < 2:
             continue
         tid = "V" if len(candidates) == 1 else f"V.{i + 1}"
+        pol = has_policies([g])
         t = Table(
             tid,
             f"{g.label} on different combinations of input sequences",
             list(seqs) + ["Seeds"],
-            list(METRICS.values()),
+            _value_columns(pol),
         )
         for sub in all_subsets:
             if sub in logged:
                 row = _metric_row(
                     g, lambda m, c=logged[sub]: metric_key("test", c, m),
-                    ["✓" if s in sub else "✗" for s in seqs], t.missing,
+                    ["✓" if s in sub else "✗" for s in seqs], t.missing, policies=pol,
                 )
                 t.rows.append(row)
         t.notes.append(
@@ -536,18 +576,19 @@ def table_external(runs: Sequence[Run]) -> list[Table]:
         group_by_config(runs),
         key=lambda g: (g.sequences != seqs, g.dropout_p == 0, row_order(g)),
     )
+    pol = has_policies(groups)
     for cohort in cohorts:
         t = Table(
             "VI" if len(cohorts) == 1 else f"VI.{cohort}",
             f"Testing on the external cohort '{cohort}'",
             ["Integration Level", "Weight Sharing", "Training", "Seeds"],
-            list(METRICS.values()),
+            _value_columns(pol),
         )
         for g in groups:
             row = _metric_row(
                 g, lambda m, c=cohort: metric_key("external", "full", m, cohort=c),
                 [g.integration_label, g.sharing_label + (f" [{g.extra}]" if g.extra else ""), _training_label(g, seqs)],
-                t.missing,
+                t.missing, policies=pol,
             )
             t.rows.append(row)
         mark_best(t.rows)
@@ -566,4 +607,11 @@ def build_tables(runs: Sequence[Run]) -> list[Table]:
     ]
     out += table_subsets(runs)
     out += table_external(runs)
+    for t in out:
+        if any(c in t.value_columns for c in POLICY_COLUMNS.values()):
+            t.notes.append(
+                "mAP, stored / per-subset BN stats: the same BatchNorm models with the running "
+                "statistics of training, or with statistics re-estimated for the sequences each patient "
+                "has (eval.norm_stats); the other columns use each run's own policy."
+            )
     return out

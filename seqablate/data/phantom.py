@@ -50,7 +50,7 @@ from scipy.spatial.transform import Rotation
 from seqablate.data.errors import DataError
 from seqablate.sequences import PAPER_SEQUENCES
 
-PHANTOM_VERSION = 2  # 2: registration error in mm (was phantom voxels)
+PHANTOM_VERSION = 3
 SITES = ("stanford", "oslo")
 SMALL_SHAPE = (64, 64, 32)
 DEFAULT_SHAPE = (128, 128, 64)
@@ -58,17 +58,21 @@ DEFAULT_SHAPE = (128, 128, 64)
 FOV_MIN = np.array([-84.0, -120.0, -74.0])
 FOV_MAX = np.array([84.0, 86.0, 94.0])
 
-# Tissue intensities per sequence (arbitrary units, white matter ~0.8 on T1).
+# Tissue intensities per sequence (arbitrary units, white matter ~0.8 on T1). Both post-contrast
+# scans show the enhancing lesion ("BRAVO ... captures similar information", VI-C); the FSE
+# scans suppress vessels, so their lesion CNR is the higher one (paper, section I); BRAVO
+# enhances vessels as well. 'mimic': intrinsically T1-bright, non-enhancing foci (blood
+# products, melanin): bright on every T1 scan, which the pre-contrast scan tells apart from
+# enhancement ("a point of comparison with respect to the post-contrast scans", VI-C).
 _TISSUES = ("csf", "gm", "wm", "skull", "scalp")
 _CONTRAST: dict[str, dict[str, float]] = {
-    #                 csf   gm    wm   skull scalp vessel enh  core edema
-    "t1_gre_post": dict(csf=0.08, gm=0.45, wm=0.80, skull=0.04, scalp=0.90, vessel=1.40, enh=1.30, core=0.18, edema=0.55),
-    "t1_fse_pre": dict(csf=0.15, gm=0.55, wm=0.72, skull=0.04, scalp=0.85, vessel=0.10, enh=0.52, core=0.30, edema=0.58),
-    "t1_fse_post": dict(csf=0.15, gm=0.55, wm=0.72, skull=0.04, scalp=0.85, vessel=0.22, enh=1.05, core=0.30, edema=0.58),
-    "flair": dict(csf=0.05, gm=0.62, wm=0.45, skull=0.04, scalp=0.60, vessel=0.15, enh=0.68, core=0.72, edema=0.92),
+    "t1_gre_post": dict(csf=0.08, gm=0.45, wm=0.80, skull=0.04, scalp=0.90, vessel=1.40, enh=1.25, core=0.18, edema=0.55, mimic=1.25),
+    "t1_fse_pre": dict(csf=0.15, gm=0.55, wm=0.72, skull=0.04, scalp=0.85, vessel=0.10, enh=0.52, core=0.30, edema=0.58, mimic=1.15),
+    "t1_fse_post": dict(csf=0.15, gm=0.55, wm=0.72, skull=0.04, scalp=0.85, vessel=0.22, enh=1.25, core=0.30, edema=0.58, mimic=1.15),
+    "flair": dict(csf=0.05, gm=0.62, wm=0.45, skull=0.04, scalp=0.60, vessel=0.15, enh=0.68, core=0.72, edema=0.92, mimic=0.55),
 }
-#: Noise sigma (relative to white matter): BRAVO has the best contrast-to-noise.
-_NOISE: dict[str, float] = {"t1_gre_post": 0.02, "t1_fse_pre": 0.045, "t1_fse_post": 0.045, "flair": 0.05}
+#: Noise sigma (relative to white matter): the FSE post-contrast lesion CNR is the highest.
+_NOISE: dict[str, float] = {"t1_gre_post": 0.035, "t1_fse_pre": 0.03, "t1_fse_post": 0.03, "flair": 0.04}
 
 
 @dataclass(frozen=True)
@@ -78,13 +82,14 @@ class _Site:
     reference: str  # the sequence the mask is drawn on (registration reference)
     diameter_mm: tuple[float, float]
     lesions: tuple[int, int]  # inclusive range of lesions per patient
+    lesion_p: float  # 1 + Geometric(p) lesions, capped: most patients have few (mean ~1/p)
     missing_pre: int  # patients without t1_fse_pre
     gain: float  # scanner-ish scale of the stored intensities
 
 
 _SITES: dict[str, _Site] = {
-    "stanford": _Site(0, PAPER_SEQUENCES, "t1_gre_post", (2.0, 30.0), (1, 5), 0, 1000.0),
-    "oslo": _Site(1, ("t1_fse_pre", "t1_fse_post", "flair"), "t1_fse_post", (5.0, 30.0), (1, 3), 2, 800.0),
+    "stanford": _Site(0, PAPER_SEQUENCES, "t1_gre_post", (2.0, 30.0), (1, 10), 0.35, 0, 1000.0),
+    "oslo": _Site(1, ("t1_fse_pre", "t1_fse_post", "flair"), "t1_fse_post", (5.0, 30.0), (1, 6), 0.5, 2, 800.0),
 }
 
 
@@ -238,7 +243,8 @@ def _render_patient(
     # Metastases, placed in parenchyma, not overlapping (edema aside).
     lo, hi = site.diameter_mm
     lesions: list[_Lesion] = []
-    for i in range(int(rng.integers(site.lesions[0], site.lesions[1] + 1))):
+    n_lesions = min(site.lesions[1], site.lesions[0] - 1 + int(rng.geometric(site.lesion_p)))
+    for i in range(n_lesions):
         d = float(np.exp(rng.uniform(np.log(lo), np.log(hi))))
         if i == 0:  # at least one lesion the grid can resolve
             d = max(d, min(hi, 2.5 * float(spacing.max())))
@@ -253,6 +259,15 @@ def _render_patient(
         kind = "ring" if d >= 10 and rng.random() < 0.6 else "solid"
         edema = float(rng.uniform(1.6, 2.8)) if rng.random() < (0.4 + 0.02 * d) else 0.0
         lesions.append(_Lesion(world[ok[0]].copy(), radii, Rotation.random(random_state=rng).as_matrix(), kind, max(1.5, 0.2 * r), edema))
+    # T1-bright mimics: small non-enhancing foci, not lesions, away from the lesions.
+    mimics: list[tuple[np.ndarray, float]] = []
+    for _ in range(int(rng.integers(0, 4))):
+        r = float(rng.uniform(1.0, 3.0))
+        ok = np.flatnonzero(depth.reshape(-1) >= max(r, spacing.max()))
+        for les in lesions:
+            ok = ok[np.linalg.norm(world[ok] - les.center, axis=1) > r + les.radii.max() * max(les.edema, 1.0) + 3]
+        if len(ok):
+            mimics.append((world[ok[rng.integers(len(ok))]].copy(), r))
     head = (ref_tissue.sum(axis=0) > 0.05)
     brain_pts = world[parenchyma.reshape(-1)]
     n_vessels = int(rng.integers(8, 16))
@@ -284,6 +299,10 @@ def _render_patient(
         fv = np.zeros(len(pts))
         fv[near] = _soft(vrad[idx[near]] - dist[near], 1.0, width) * (tissue[0, near] + tissue[1, near] + tissue[2, near]).clip(0, 1)
         img = img * (1 - fv) + c["vessel"] * fv
+        for centre, r in mimics:
+            sel = np.flatnonzero(np.all(np.abs(pts - centre) <= r + 2 * width, axis=1))
+            fm = _soft(r - np.linalg.norm(pts[sel] - centre, axis=1), 1.0, width)
+            img[sel] = img[sel] * (1 - fm) + c["mimic"] * fm
         les_all = np.zeros(len(pts))
         edema_all = np.zeros(len(pts))
         for les in lesions:
@@ -313,18 +332,45 @@ def _render_patient(
             for les in kept
         ],
         "registration_error": registration,
+        "mimics": [{"center_mm": m.round(2).tolist(), "diameter_mm": round(2 * r, 2)} for m, r in mimics],
         "vessels": n_vessels,
         "head_voxels": int(head.sum()),
     }
     return images, mask, manifest
 
 
-def _grid(shape: tuple[int, int, int]) -> np.ndarray:
-    """RAS affine covering the head field of view with ``shape`` voxels."""
-    spacing = (FOV_MAX - FOV_MIN) / np.asarray(shape)
+#: Centre (mm, MNI) of the field of view of a phantom with a given voxel size: mid-brain.
+BRAIN_CENTRE = np.array([0.0, -18.0, 12.0])
+
+
+def _grid(shape: tuple[int, int, int], voxel_mm: tuple[float, float, float] | None = None) -> np.ndarray:
+    """RAS affine of a phantom grid of ``shape`` voxels.
+
+    Without ``voxel_mm`` the grid covers the whole head (``FOV_MIN``..``FOV_MAX``), its voxel
+    size following from ``shape``; with it, a box of ``shape * voxel_mm`` mm centred on
+    :data:`BRAIN_CENTRE` (fine voxels over part of the brain, for CPU-sized phantoms).
+    """
+    if voxel_mm is None:
+        spacing = (FOV_MAX - FOV_MIN) / np.asarray(shape)
+        origin = FOV_MIN
+    else:
+        spacing = np.asarray(voxel_mm, dtype=np.float64)
+        origin = BRAIN_CENTRE - spacing * np.asarray(shape) / 2
     affine = np.diag([*spacing, 1.0])
-    affine[:3, 3] = FOV_MIN + spacing / 2
+    affine[:3, 3] = origin + spacing / 2
     return affine
+
+
+def _write_patient(args: tuple[Any, ...]) -> dict[str, Any]:
+    """Render patient ``i`` and write its NIfTI files into ``folder``; returns its manifest."""
+    folder, pid, seed, site_name, site, i, seqs, shape, affine = args
+    rng = np.random.default_rng([seed, site.code, i])
+    images, mask, info = _render_patient(rng, site, shape, affine, seqs)
+    folder.mkdir()
+    for name, vol in images.items():
+        nib.save(nib.Nifti1Image(vol, affine), folder / f"{name}.nii.gz")
+    nib.save(nib.Nifti1Image(mask, affine), folder / "seg.nii.gz")
+    return {"patient_id": pid, "sequences": list(seqs), "missing": [q for q in site.sequences if q not in seqs], **info}
 
 
 def _is_phantom(folder: Path) -> bool:
@@ -353,6 +399,8 @@ def make_phantom_cohort(
     overwrite: bool = False,
     progress: bool = False,
     lesion_diameter_mm: tuple[float, float] | None = None,
+    voxel_mm: tuple[float, float, float] | None = None,
+    workers: int = 1,
 ) -> Path:
     """Write a synthetic cohort to ``out`` in the ``nifti`` layout and return ``out``.
 
@@ -361,6 +409,9 @@ def make_phantom_cohort(
     ``lesion_diameter_mm``: (min, max) lesion diameters drawn log-uniformly, instead of the
     site's (stanford 2-30 mm, oslo 5-30 mm); coarse grids may want a larger minimum, since a
     lesion of one or two voxels is below what the network's output stride resolves.
+    ``voxel_mm``: voxel size (mm); the grid then covers ``shape * voxel_mm`` mm around the
+    mid-brain instead of the whole head (:func:`_grid`). ``workers``: processes rendering
+    patients in parallel (each patient's stream is its own, so the cohort is the same).
     If ``out`` already holds the same phantom (same site, patients, seed, shape, version) it
     is reused untouched (so cache keys stay valid); another phantom cohort is replaced only
     with ``overwrite``; anything else (a file, a non-empty folder seqablate did not write) is
@@ -383,11 +434,16 @@ def make_phantom_cohort(
             raise DataError(f"lesion_diameter_mm must be (min, max) with 0 < min <= max, got {lesion_diameter_mm}")
         s = dataclasses.replace(s, diameter_mm=(lo, hi))
         params["lesion_diameter_mm"] = [lo, hi]  # only when set: older manifests stay valid
+    if voxel_mm is not None:
+        vox = [float(v) for v in voxel_mm]
+        if len(vox) != 3 or min(vox) <= 0:
+            raise DataError(f"voxel_mm must be three positive sizes in mm, got {voxel_mm}")
+        params["voxel_mm"] = vox
     out = Path(out)
     if _is_phantom(out):
         try:
             old = json.loads((out / "phantom.json").read_text())
-            keys = (*params, "lesion_diameter_mm")  # an override, or its absence, is identity
+            keys = (*params, "lesion_diameter_mm", "voxel_mm")  # an override, or its absence, is identity
             if {k: old.get(k) for k in keys} == {k: params.get(k) for k in keys}:
                 return out
         except (OSError, ValueError):
@@ -405,7 +461,7 @@ def make_phantom_cohort(
                 f"{out}: {describe(out)} is already there; a phantom cohort is written only into a "
                 "new or empty folder or over another phantom cohort"
             )
-    affine = _grid(shp)  # type: ignore[arg-type]
+    affine = _grid(shp, params.get("voxel_mm"))  # type: ignore[arg-type]
     n_missing = min(s.missing_pre, max(patients - 1, 0))
     missing = set(np.random.default_rng([seed, s.code, 10**6]).choice(patients, n_missing, replace=False).tolist())
     from seqablate.folders import mark, sweep_temp, temp_name
@@ -418,18 +474,29 @@ def make_phantom_cohort(
     tmp = out.parent / temp_name(f"phantom-{out.name}")
     tmp.mkdir()
     try:
-        entries = []
-        for i in tqdm(range(patients), desc=f"phantom {site}", unit="patient", disable=not progress):
-            pid = f"{site}_{i:03d}"
-            seqs = tuple(q for q in s.sequences if not (i in missing and q == "t1_fse_pre"))
-            rng = np.random.default_rng([seed, s.code, i])
-            images, mask, info = _render_patient(rng, s, shp, affine, seqs)  # type: ignore[arg-type]
-            d = tmp / pid
-            d.mkdir()
-            for name, vol in images.items():
-                nib.save(nib.Nifti1Image(vol, affine), d / f"{name}.nii.gz")
-            nib.save(nib.Nifti1Image(mask, affine), d / "seg.nii.gz")
-            entries.append({"patient_id": pid, "sequences": list(seqs), "missing": [q for q in s.sequences if q not in seqs], **info})
+        jobs = [
+            (tmp / f"{site}_{i:03d}", f"{site}_{i:03d}", seed, site, s, i,
+             tuple(q for q in s.sequences if not (i in missing and q == "t1_fse_pre")), shp, affine)
+            for i in range(patients)
+        ]
+        bar = tqdm(total=patients, desc=f"phantom {site}", unit="patient", disable=not progress)
+        n = max(1, min(int(workers), patients))
+        if n == 1:
+            entries = []
+            for job in jobs:
+                entries.append(_write_patient(job))
+                bar.update()
+        else:
+            import multiprocessing
+            from concurrent.futures import ProcessPoolExecutor
+
+            # spawn, not fork: the caller may hold torch/Ray threads, which fork does not survive.
+            with ProcessPoolExecutor(max_workers=n, mp_context=multiprocessing.get_context("spawn")) as pool:
+                entries = []
+                for entry in pool.map(_write_patient, jobs):
+                    entries.append(entry)
+                    bar.update()
+        bar.close()
         meta = {**params, "spacing_mm": np.abs(np.diag(affine)[:3]).round(4).tolist(), "reference": s.reference, "affine": affine.tolist(), "patients_info": entries}
         (tmp / "phantom.json").write_text(json.dumps(meta, indent=1))
         mark(tmp, "phantom")

@@ -227,18 +227,25 @@ def stages(net: ResNet, first: str, last: str) -> nn.Sequential:
     return nn.Sequential(OrderedDict((p, getattr(net, p)) for p in parts))
 
 
-def widen_first_block(layer: nn.Sequential, in_channels: int) -> nn.Sequential:
+def widen_first_block(layer: nn.Sequential, in_channels: int, norm: str = "batch") -> nn.Sequential:
     """Make a ResNet stage (``layerN``: Sequential of Bottlenecks) accept ``in_channels``.
 
-    The first Bottleneck of every stage of our backbones has a ``downsample`` projection
-    (its input width differs from its output width), so widening its ``conv1`` and the
-    projection conv is enough; the rest of the stage is untouched.
+    Its first Bottleneck's ``conv1`` is rebuilt with ``in_channels`` inputs, and so is its
+    ``downsample`` projection; a block without one (input and output widths were equal, as
+    in ``tiny``'s layer1) gets torchvision's projection (1x1 conv, stride of the block, then
+    a ``norm`` layer), since the residual no longer matches. The rest is untouched.
     """
     block = layer[0]
-    if not isinstance(block, Bottleneck) or block.downsample is None:
-        raise TypeError("expected a torchvision ResNet stage whose first Bottleneck has a downsample")
+    if not isinstance(block, Bottleneck):
+        raise TypeError("expected a torchvision ResNet stage of Bottleneck blocks")
     block.conv1 = _conv_like(block.conv1, in_channels)
-    block.downsample[0] = _conv_like(block.downsample[0], in_channels)
+    if block.downsample is None:
+        out = block.conv3.out_channels
+        conv = nn.Conv2d(in_channels, out, kernel_size=1, stride=block.stride, bias=False)
+        nn.init.kaiming_normal_(conv.weight, mode="fan_out", nonlinearity="relu")
+        block.downsample = nn.Sequential(conv, norm_layer(norm)(out))
+    else:
+        block.downsample[0] = _conv_like(block.downsample[0], in_channels)
     return layer
 
 

@@ -6,12 +6,12 @@ and censored sequences zeroed, the present ones scaled by S / S_present), which 
 statistics a patient gets (``stored``, or the statistics of the sequence subset the patient
 actually has: :mod:`seqablate.models.norm_stats`), batching, and the autocast decision
 (:func:`use_bf16`). Prepared models are eval copies with BatchNorm folded into the
-convolutions, in inference mode, channels_last where the hardware runs it natively.
+convolutions, in inference mode, channels_last on CUDA.
 
-bfloat16 and channels_last are chosen *per machine*, not blindly: on a CPU without native
-bf16 arithmetic (no AVX-512 BF16 / AMX, e.g. an AVX2-only EPYC) oneDNN emulates bf16 and is
-many times SLOWER than fp32, and channels_last did not help fp32 there either (see
-``benchmarks/RESULTS.md``). :func:`native_bf16` makes that decision; both can be forced.
+bfloat16 autocast and channels_last are used on CUDA only unless forced: on a CPU without
+native bf16 (AVX2-only) oneDNN emulates bf16 many times SLOWER than fp32, channels_last did not
+help fp32 there (``benchmarks/RESULTS.md``), and where a CPU does compute bf16 natively a
+study's numbers would still change with the machine that evaluates them.
 """
 
 from __future__ import annotations
@@ -48,8 +48,11 @@ def native_bf16(device: torch.device | str = "cpu") -> bool:
 def use_bf16(device: torch.device | str, setting: str = "auto") -> bool:
     """The autocast decision, for training and inference alike (``train.amp``).
 
-    ``auto``: bfloat16 autocast where the device computes it natively (:func:`native_bf16`);
-    ``bf16``: always (where emulated it is slower and less exact); ``off``: never.
+    ``auto``: bfloat16 autocast on CUDA GPUs that support it, never on a CPU: a study's numbers
+    must not depend on which CPU evaluates them (bf16 shifts probabilities by ~1e-2, which
+    moves lesions across the 0.1 threshold), even where the CPU has native bf16
+    (:func:`native_bf16`). ``bf16``: always (slower and less exact where emulated); ``off``:
+    never.
     """
     if setting == "off":
         return False
@@ -57,7 +60,7 @@ def use_bf16(device: torch.device | str, setting: str = "auto") -> bool:
         return True
     if setting != "auto":
         raise ValueError(f"train.amp: unknown value {setting!r}; valid choices: ['auto', 'bf16', 'off']")
-    return native_bf16(device)
+    return torch.device(device).type == "cuda" and native_bf16(device)
 
 
 def _fold_pairs(module: nn.Module, pairs: Iterator[tuple[str, str]]) -> None:
@@ -96,7 +99,7 @@ def inference_model(
     """An eval-mode COPY of ``model`` prepared for fast inference (the original is untouched).
 
     ``device``: where to put it (default: where ``model`` is). ``channels_last``: None = on
-    CUDA, or on a CPU with native bf16 (oneDNN's bf16 kernels are NHWC). ``fold_bn``: fold
+    CUDA. ``fold_bn``: fold
     BatchNorm into convolutions (same function, fewer memory passes). The copy keeps the
     ``forward(image, present)`` contract; do not train it.
     """
@@ -107,7 +110,7 @@ def inference_model(
     if fold_bn:
         fold_batchnorm(fast)
     if channels_last is None:
-        channels_last = dev.type == "cuda" or native_bf16(dev)
+        channels_last = dev.type == "cuda"
     if channels_last:
         fast = fast.to(memory_format=torch.channels_last)
     for p in fast.parameters():
@@ -127,7 +130,7 @@ def predict_logits(
     """Logits of ``model`` for ``image[N, S, K, H, W]`` / ``present[N, S]`` in batches.
 
     Runs under ``torch.inference_mode`` (and bfloat16 autocast when ``amp`` is True; None =
-    :func:`native_bf16` of the model's device). Inputs may live anywhere (moved batch by
+    :func:`use_bf16` of the model's device). Inputs may live anywhere (moved batch by
     batch). Returns float32 ``logits[N, 1, H, W]`` on the CPU. The model's train/eval mode is
     restored afterwards. For repeated calls, prepare the model once with
     :func:`inference_model`. ``N == 0`` gives an empty ``[0, 1, H, W]`` tensor.
@@ -138,7 +141,7 @@ def predict_logits(
     present = torch.as_tensor(present)
     dev = next(model.parameters()).device
     if amp is None:
-        amp = native_bf16(dev)
+        amp = use_bf16(dev)
     n = image.shape[0]
     if n == 0:
         return torch.zeros((0, 1, *image.shape[-2:]), dtype=torch.float32)

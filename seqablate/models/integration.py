@@ -150,7 +150,7 @@ class MidIntegration(SeqSegModel):
         if i + 1 < len(bb.STAGES):
             # Remaining stages of a fresh ResNet; its first block now takes the fused width.
             late = bb.stages(bb.resnet(spec.backbone, 3, spec.norm), bb.STAGES[i + 1], "layer4")
-            bb.widen_first_block(getattr(late, bb.STAGES[i + 1]), width)
+            bb.widen_first_block(getattr(late, bb.STAGES[i + 1]), width, spec.norm)
             head_in = widths["layer4"]
         else:
             late = nn.Sequential()  # fused right before ASPP

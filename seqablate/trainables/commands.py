@@ -62,9 +62,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                      help="grids: run only the points whose name matches (e.g. 'mid@*'; repeatable)")
     run.add_argument("--overwrite", action="store_true",
                      help="delete the study already in --storage (only if seqablate made it) and start afresh")
+    run.add_argument("--verbose", action="store_true",
+                     help="show Ray's own output and Tune's status table (default: one line per trial)")
     run.set_defaults(func=_study_run)
     res = ssub.add_parser("resume", help="continue a killed study (finished trials are not re-run)")
     res.add_argument("path", help="study folder")
+    res.add_argument("--verbose", action="store_true", help="show Ray's own output and Tune's status table")
     res.set_defaults(func=_study_resume)
     st.set_defaults(func=lambda args: (st.print_help(), 2)[1])
 
@@ -82,6 +85,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     de.add_argument("--steps", type=int, default=None, help="training steps per trial (default: the demo's)")
     de.add_argument("--overwrite", action="store_true",
                     help="delete the demo already in --out (only if seqablate made it) and start afresh")
+    de.add_argument("--verbose", action="store_true", help="show Ray's own output and Tune's status table")
     de.set_defaults(func=_demo)
 
 
@@ -182,7 +186,7 @@ def _study_run(args: argparse.Namespace) -> int:
     from seqablate.trainables.driver import run_study
 
     cfg = study_config_from_args(args)
-    result = run_study(cfg, overwrite=args.overwrite)
+    result = run_study(cfg, overwrite=args.overwrite, verbose=args.verbose)
     return _report_study(result)
 
 
@@ -190,7 +194,7 @@ def _study_resume(args: argparse.Namespace) -> int:
     from seqablate.trainables.driver import load_study_config, run_study
 
     cfg = load_study_config(args.path)
-    result = run_study(cfg, resume=True)
+    result = run_study(cfg, resume=True, verbose=args.verbose)
     return _report_study(result)
 
 
@@ -222,4 +226,4 @@ def _predict(args: argparse.Namespace) -> int:
 def _demo(args: argparse.Namespace) -> int:
     from seqablate.trainables.demo import run_demo
 
-    return run_demo(args.out, steps=args.steps, overwrite=args.overwrite)
+    return run_demo(args.out, steps=args.steps, overwrite=args.overwrite, verbose=args.verbose)

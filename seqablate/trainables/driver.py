@@ -187,15 +187,27 @@ def resolve_study(cfg: StudyConfig) -> StudyConfig:
     return cfg.model_copy(update={"base": base})
 
 
-def _init_ray(cfg: StudyConfig) -> None:
-    """Connect to the cluster (``RAY_ADDRESS``, set by ``ray job submit``) or start local Ray."""
+def _init_ray(cfg: StudyConfig, verbose: bool = False) -> None:
+    """Connect to the cluster (``RAY_ADDRESS``, set by ``ray job submit``) or start local Ray.
+
+    Without ``verbose`` Ray's own output stays out of the console: workers' logs are not
+    streamed to the driver and Ray's driver-side logging shows errors only (the study
+    console prints a line per trial; the logs are copied into the study folder).
+    """
+    import logging
+
     import ray
 
     if ray.is_initialized():
         return
     os.environ.setdefault("RAY_TRAIN_V2_ENABLED", "1")  # Train V2 (the default since Ray 2.5x)
+    quiet = {"log_to_driver": verbose, "logging_level": logging.INFO if verbose else logging.ERROR}
+    if not verbose:
+        # Tune's new console output prints an experiment box and a TensorBoard hint even at
+        # verbose=0; the legacy reporter prints nothing then.
+        os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
     if os.environ.get("RAY_ADDRESS"):
-        ray.init(address=os.environ["RAY_ADDRESS"], log_to_driver=True)
+        ray.init(address=os.environ["RAY_ADDRESS"], **quiet)
     else:
         # Locally, trial drivers hold only 0.01 CPU while their Train workers run; one spare
         # logical CPU lets `cpus` trials of 1-CPU workers run side by side on `cpus` cores.
@@ -205,9 +217,13 @@ def _init_ray(cfg: StudyConfig) -> None:
         from seqablate.tracking import git_commit
 
         env = {"RAY_TRAIN_V2_ENABLED": "1", "SEQABLATE_GIT_COMMIT": git_commit()}
+        # worker_maximum_startup_concurrency: each trial starts a handful of 0-CPU processes
+        # (driver, Train controller, queue, cleaner); the raylet would otherwise warn, on every
+        # study on a 2-core machine, that more processes started than it has cores.
         ray.init(address="local", num_cpus=(os.cpu_count() or 1) + 1, include_dashboard=False,
                  runtime_env={"env_vars": env,
-                              "worker_process_setup_hook": "seqablate.trainables.driver.quiet_local_workers"})
+                              "worker_process_setup_hook": "seqablate.trainables.driver.quiet_local_workers"},
+                 _system_config={"worker_maximum_startup_concurrency": 16}, **quiet)
 
 
 def quiet_local_workers() -> None:
@@ -235,7 +251,7 @@ def check_gpus(cfg: StudyConfig) -> None:
     if need <= 0:
         return
     if ray.is_initialized() or os.environ.get("RAY_ADDRESS"):
-        _init_ray(cfg)
+        _init_ray(cfg, verbose=False)
         have = float(ray.cluster_resources().get("GPU", 0.0))
     else:
         import torch
@@ -337,14 +353,15 @@ def run_study(
     resume: bool = False,
     overwrite: bool = False,
     faults: dict[str, Any] | None = None,
-    verbose: int = 1,
+    verbose: bool = False,
 ) -> StudyResult:
     """Run (or, with ``resume``, continue) a study; returns per-trial outcomes.
 
     Everything is checked before Ray starts or anything is written: the space and each of its
     points, the cohorts, the split, the GPUs, the tracking store, and the study folder
     (:func:`claim_study`: a rerun of the same study resumes it, a different one is refused
-    unless ``overwrite``). ``faults`` (reliability tests): run name -> a
+    unless ``overwrite``). ``verbose``: Ray's own output and Tune's status table on the console
+    instead of one line per trial. ``faults`` (reliability tests): run name -> a
     :class:`~seqablate.trainables.loop.FaultPlan` (or its fields as a dict) for that trial.
     """
     import ray.tune
@@ -373,7 +390,7 @@ def run_study(
         write_text_atomic(folder / SPACE_FILE, json.dumps(space.describe(), indent=1, default=str))
     elif overwrite:
         raise StudySetupError(f"--overwrite needs a local --storage folder (got {storage})")
-    _init_ray(cfg)
+    _init_ray(cfg, verbose)
     parent, leaf = storage.rstrip("/").rsplit("/", 1)
     with tracking.study_run(cfg.name, storage=storage if _is_local(storage) else None,
                             tracking_uri=cfg.tracking_uri, config=cfg, space=space, resume=resume) as study:
@@ -396,7 +413,13 @@ def run_study(
             tuner = ray.tune.Tuner.restore(tuner_path, trainable=trainable, resume_errored=True)
         else:
             tuner = ray.tune.Tuner(trainable, **_tuner_args(cfg, space, parent, leaf, verbose))
-        grid = tuner.fit()
+        try:
+            grid = tuner.fit()
+        finally:
+            if _is_local(storage) and not os.environ.get("RAY_ADDRESS"):
+                from seqablate.trainables.console import keep_ray_logs
+
+                keep_ray_logs(_local(storage))
         rows = _rows(grid)
         study.log_summary({
             "trials": len(rows),
@@ -407,7 +430,7 @@ def run_study(
         return StudyResult(storage, study.ref.tracking_uri, study.ref.parent_run_id, rows)
 
 
-def _tuner_args(cfg: StudyConfig, space: Any, parent: str, leaf: str, verbose: int) -> dict[str, Any]:
+def _tuner_args(cfg: StudyConfig, space: Any, parent: str, leaf: str, verbose: bool) -> dict[str, Any]:
     import ray.tune
     from ray.tune.schedulers import ASHAScheduler
 
@@ -415,16 +438,19 @@ def _tuner_args(cfg: StudyConfig, space: Any, parent: str, leaf: str, verbose: i
         ASHAScheduler(time_attr="training_iteration", grace_period=1, reduction_factor=2)
         if cfg.scheduler == "asha" else None
     )
+    from seqablate.trainables.console import StudyConsole
+
     if space.kind == "grid":
         points = space.grid(seeds=cfg.seeds)
         param_space: dict[str, Any] = {"overrides": ray.tune.grid_search(points)}
         search_alg, num_samples = None, 1
+        total: int | None = len(points)
     else:
         from ray.tune.search.optuna import OptunaSearch
 
         param_space = {}
         search_alg = OptunaSearch(space=space.search_fn(cfg.base), metric=OBJECTIVE, mode="max")
-        num_samples = cfg.num_samples
+        num_samples = total = cfg.num_samples
     return {
         "param_space": param_space,
         "tune_config": ray.tune.TuneConfig(
@@ -433,7 +459,8 @@ def _tuner_args(cfg: StudyConfig, space: Any, parent: str, leaf: str, verbose: i
             trial_name_creator=_trial_name, trial_dirname_creator=_trial_name,
         ),
         "run_config": ray.tune.RunConfig(
-            name=leaf, storage_path=parent, verbose=verbose,
+            name=leaf, storage_path=parent, verbose=1 if verbose else 0,
+            callbacks=[] if verbose else [StudyConsole(total)],
             failure_config=ray.tune.FailureConfig(max_failures=0),
         ),
     }

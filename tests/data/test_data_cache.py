@@ -181,3 +181,20 @@ def test_parallel_workers_match_serial(cohort, tmp_path):
     for a, b in zip(serial, parallel, strict=True):
         np.testing.assert_array_equal(a.image, b.image)
         np.testing.assert_array_equal(a.mask, b.mask)
+
+
+def test_zscore_over_the_head_background_at_zero(tmp_path):
+    from seqablate.data.preprocess import head_mask, zscore
+
+    rng = np.random.default_rng(0)
+    vol = rng.rayleigh(0.05, (24, 24, 12)).astype(np.float32)  # background noise
+    yy, xx, zz = np.mgrid[:24, :24, :12]
+    head = (xx - 12) ** 2 + (yy - 12) ** 2 + ((zz - 6) * 2) ** 2 < 81
+    vol[head] = rng.normal(0.8, 0.05, head.sum())
+    vol[head & ((xx - 12) ** 2 + (yy - 12) ** 2 < 4)] = 0.1  # a dark ventricle inside: still head
+    mask = head_mask(vol)
+    assert (mask == head).mean() > 0.99
+    z = zscore(vol)
+    assert abs(z[mask].mean()) < 1e-5 and abs(z[mask].std() - 1) < 1e-5
+    assert (z[~mask] == 0).all()
+    assert (zscore(np.ones((8, 8, 4), np.float32)) == 0).all()

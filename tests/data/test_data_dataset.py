@@ -125,3 +125,21 @@ def test_split_errors(kw, msg):
 def test_split_duplicate_ids():
     with pytest.raises(ValueError, match=r"duplicate patient ids \['a'\]"):
         split_patients(["a", "a", "b"])
+
+
+def test_validation_split_reaches_its_lesion_and_fraction_targets():
+    from seqablate.data.dataset import split_patients
+
+    ids = [f"p{i:02d}" for i in range(40)]
+    lesions = {p: (1 if i % 4 else 5) for i, p in enumerate(ids)}
+    s = split_patients(ids, val=None, test_fraction=0.5, seed=3, lesions=lesions, val_fraction=0.15, val_min_lesions=10)
+    assert len(s.test) == 20
+    assert len(s.val) >= 6 and sum(lesions[p] for p in s.val) >= 10  # 15 % of 40 = 6 patients
+    # the last patient added was needed: one fewer misses a target
+    rest = [p for p in s.val]
+    assert len(rest) == 6 or sum(lesions[p] for p in rest) - max(lesions[p] for p in rest) < 10
+    # small cohorts: never more than half of the non-test patients
+    small = split_patients(ids[:6], val=None, test_fraction=0.34, seed=0, lesions={p: 1 for p in ids}, val_min_lesions=10)
+    assert len(small.val) == 2 and len(small.train) == 2
+    # an explicit count wins
+    assert len(split_patients(ids, val=3, test_fraction=0.5, seed=3).val) == 3

@@ -81,6 +81,10 @@ def test_train_resume_continues_the_same_mlflow_run(cohort: Path, tmp_path: Path
     assert main(["train", str(cfg), "--out", str(out), "--cpu"]) == 0
     runs = tracking.list_trials(str(out))
     assert len(runs) == 1 and runs.iloc[0]["status"] == "FINISHED"
+    # one parent and one trial run in the whole store: the rerun continued the killed ones
+    c = tracking.client(f"sqlite:///{out / 'mlflow.db'}")
+    every = [r for e in c.search_experiments() for r in c.search_runs([e.experiment_id])]
+    assert len(every) == 2 and {r.info.status for r in every} == {"FINISHED"}
     assert not list(out.glob(".tmp-*")) and not list((out / "checkpoints").glob(".tmp-*"))
 
 
@@ -184,7 +188,7 @@ def test_shape_mismatch_blames_the_odd_file(tmp_path: Path) -> None:
     from seqablate.data.volumes import load_patient
 
     root = make_phantom_cohort(tmp_path / "c", patients=1, shape=(16, 16, 8))
-    odd = root / "stanford_000" / "t1_fse_pre.nii.gz"
+    odd = root / "stanford_000" / "flair.nii.gz"  # the first file of the patient, as listed
     nib.save(nib.Nifti1Image(np.zeros((16, 16, 9), np.float32), np.eye(4)), str(odd))
     with pytest.raises(DataError) as err:
         load_patient(discover(root).patients[0])
