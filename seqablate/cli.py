@@ -24,6 +24,19 @@ COMMAND_MODULES: tuple[str, ...] = (
 )
 
 
+class _VersionAction(argparse.Action):
+    """``--version``: the version and commit (computed only when asked: it runs git)."""
+
+    def __init__(self, option_strings: list[str], dest: str, **kwargs: object) -> None:
+        super().__init__(option_strings, dest, nargs=0, help="print the version and git commit, then exit")
+
+    def __call__(self, parser: argparse.ArgumentParser, *args: object, **kwargs: object) -> None:
+        from seqablate.provenance import version_string
+
+        print(version_string())
+        parser.exit()
+
+
 class UserError(Exception):
     """An error caused by the user's input; printed without a traceback, exit code 2."""
 
@@ -33,6 +46,7 @@ def build_parser() -> argparse.ArgumentParser:
         prog="seqablate",
         description="Ablation and hyperparameter studies of multi-sequence MRI segmentation networks.",
     )
+    parser.add_argument("--version", action=_VersionAction)
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name in COMMAND_MODULES:
         try:

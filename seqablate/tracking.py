@@ -37,11 +37,10 @@ import random
 import re
 import shutil
 import sqlite3
-import subprocess
 import tempfile
 import time
 import traceback
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NamedTuple, TypeVar
@@ -55,7 +54,9 @@ import mlflow  # noqa: E402
 from mlflow.entities import Metric, Param, RunStatus, RunTag, ViewType
 from mlflow.exceptions import MlflowException
 
+from seqablate import __version__ as _VERSION
 from seqablate.config import TrialConfig, flatten, to_yaml
+from seqablate.provenance import git_commit
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -73,6 +74,7 @@ TAG_TRIAL_KEY = "seqablate.trial_key"  # stable key of a trial's overrides (resu
 TAG_PARENT = "mlflow.parentRunId"  # MLflow's own parent link (nests runs in the UI)
 TAG_ERROR = "error"  # on FAILED runs: '<ExceptionType>: <message>'
 TAG_GIT = "git_commit"
+TAG_VERSION = "seqablate.version"
 #: Human-facing tags of a trial (what the UI's run table can be grouped by).
 TRIAL_TAGS = ("integration", "integration_point", "fusion", "sharing", "dropout", "dropout_mode", "seed")
 MODEL_DIR = "model"  # artifact folder of the best checkpoint (+ its config.yaml)
@@ -480,29 +482,6 @@ class StudyRef(NamedTuple):
     parent_run_id: str
 
 
-@functools.lru_cache(maxsize=1)
-def git_commit() -> str:
-    """The commit of the working tree seqablate runs from; ``SEQABLATE_GIT_COMMIT`` wins.
-
-    Ray's ``--working-dir`` ships no ``.git``, so a driver should set ``SEQABLATE_GIT_COMMIT``
-    in the job's env; without either this returns ``'unknown'``.
-    """
-    env = os.environ.get("SEQABLATE_GIT_COMMIT")
-    if env:
-        return env
-    try:
-        out = subprocess.run(
-            ["git", "rev-parse", "HEAD"],
-            cwd=Path(__file__).resolve().parent,
-            capture_output=True,
-            text=True,
-            timeout=5,
-        )
-    except (OSError, subprocess.SubprocessError):
-        return "unknown"
-    return out.stdout.strip() if out.returncode == 0 and out.stdout.strip() else "unknown"
-
-
 def _now_ms() -> int:
     return int(time.time() * 1000)
 
@@ -758,6 +737,11 @@ class StudyHandle(RunLogger):
             self.flush()
 
 
+#: Experiment tag that makes MLflow 3's UI open an experiment in its model-training view (runs
+#: table, charts) instead of the GenAI overview (traces, token usage).
+EXPERIMENT_KIND = ("mlflow.experimentKind", "custom_model_development")
+
+
 def _get_or_create_experiment(c: mlflow.MlflowClient, tracking_uri: str, name: str) -> str:
     exp = _retry(c.get_experiment_by_name, name)
     if exp is not None:
@@ -766,16 +750,64 @@ def _get_or_create_experiment(c: mlflow.MlflowClient, tracking_uri: str, name: s
                 f"MLflow experiment {name!r} ({tracking_uri}) is deleted; restore it or pick "
                 "another study name"
             )
+        if exp.tags.get(EXPERIMENT_KIND[0]) != EXPERIMENT_KIND[1]:
+            _retry(c.set_experiment_tag, exp.experiment_id, *EXPERIMENT_KIND)
         return exp.experiment_id
     try:
         return _retry(
-            c.create_experiment, name, artifact_location=default_artifact_location(tracking_uri, name)
+            c.create_experiment, name, artifact_location=default_artifact_location(tracking_uri, name),
+            tags=dict([EXPERIMENT_KIND]),
         )
     except MlflowException as err:  # created meanwhile by another process
         exp = _retry(c.get_experiment_by_name, name)
         if exp is None:
             raise err from None
         return exp.experiment_id
+
+
+def get_or_create_experiment(tracking_uri: str, name: str) -> str:
+    """The id of experiment ``name`` at ``tracking_uri`` (created, with its artifacts beside a
+    SQLite database, when missing)."""
+    return _get_or_create_experiment(client(tracking_uri), tracking_uri, name)
+
+
+def create_run(tracking_uri: str, experiment_id: str, *, run_name: str, tags: Mapping[str, Any] | None = None) -> str:
+    """A new RUNNING run (with the git commit and seqablate version tags); returns its id.
+    Close it with :class:`RunLogger` ``finish`` / ``fail``."""
+    c = client(tracking_uri)
+    all_tags = {TAG_GIT: git_commit(), TAG_VERSION: _VERSION, **{k: _str(v) for k, v in (tags or {}).items()}}
+    return _retry(c.create_run, experiment_id, run_name=run_name, tags=all_tags).info.run_id
+
+
+#: Key of the study view stored on the experiment (MLflow's shared-view mechanism).
+VIEW_KEY = "seqablate"
+
+
+def publish_view(ref: StudyRef, *, metrics: Sequence[str], params: Sequence[str] = (), order_by: str | None = None) -> str:
+    """Store a runs-table view of the study on its experiment and return its UI path.
+
+    MLflow's experiment page restores a shared view from the experiment tag
+    ``mlflow.sharedViewState.<key>`` when the URL carries ``?viewStateShareKey=<key>``: the
+    study's parent run expanded (its trials visible), the given metric and param columns
+    shown, ordered by ``order_by`` (a metric, descending), in the model-training view.
+    """
+    import json
+
+    def col(kind: str, key: str) -> str:
+        return f"{kind}.`{key}`"
+
+    state: dict[str, Any] = {
+        "selectedColumns": [col("metrics", m) for m in metrics] + [col("params", p) for p in params],
+        "runsExpanded": {ref.parent_run_id: True},
+        "runsHiddenMode": "SHOW_ALL",
+    }
+    if order_by:
+        state.update({"orderByKey": col("metrics", order_by), "orderByAsc": False})
+    c = client(ref.tracking_uri)
+    _retry(c.set_experiment_tag, ref.experiment_id, f"mlflow.sharedViewState.{VIEW_KEY}", json.dumps(state))
+    # workflowType: MLflow 3's UI otherwise opens every experiment in its GenAI overview
+    # (traces, token usage), whatever the experiment's kind tag says.
+    return f"#/experiments/{ref.experiment_id}/runs?viewStateShareKey={VIEW_KEY}&workflowType=machine_learning"
 
 
 def _latest_study_parent(c: mlflow.MlflowClient, experiment_id: str, name: str | None) -> Any:
@@ -823,7 +855,7 @@ def study_run(
             c.create_run,
             exp_id,
             run_name=name,
-            tags={TAG_KIND: "study", TAG_STUDY: name, TAG_GIT: git_commit(), **(tags or {})},
+            tags={TAG_KIND: "study", TAG_STUDY: name, TAG_GIT: git_commit(), TAG_VERSION: _VERSION, **(tags or {})},
         )
         run_id = run.info.run_id
     handle = StudyHandle(StudyRef(uri, exp_id, run_id), name, resumed=parent is not None)
@@ -996,7 +1028,8 @@ def trial_run(
     if study_name is None:
         parent = _retry(c.get_run, study.parent_run_id)
         study_name = parent.data.tags.get(TAG_STUDY, "")
-    all_tags = {**_trial_tags(config), TAG_GIT: git_commit(), TAG_STUDY: study_name, **(tags or {})}
+    all_tags = {**_trial_tags(config), TAG_GIT: git_commit(), TAG_VERSION: _VERSION, TAG_STUDY: study_name,
+                **(tags or {})}
     run_id, previous = get_or_create_trial_run(study, trial_key, run_name=run_name, tags=all_tags)
     if previous == "FINISHED":
         raise TrialAlreadyFinished(run_id)

@@ -22,17 +22,18 @@ def free_port() -> int:
 
 
 @contextlib.contextmanager
-def mlflow_server(folder: Path, *, timeout_s: float = 120.0) -> Iterator[str]:
-    """``mlflow server`` on 127.0.0.1 with its SQLite database and artifacts in ``folder``;
-    yields its URL and stops it (its whole process group) on exit."""
+def mlflow_server(folder: Path, *, backend_uri: str | None = None, timeout_s: float = 120.0) -> Iterator[str]:
+    """``mlflow server`` on 127.0.0.1 with its SQLite database and artifacts in ``folder``
+    (or serving ``backend_uri``, an existing store, e.g. a study's database); yields its URL
+    and stops it (its whole process group) on exit."""
     folder.mkdir(parents=True, exist_ok=True)
     port = free_port()
     mlflow_bin = Path(sys.executable).with_name("mlflow")
     log = open(folder / "server.log", "wb")  # noqa: SIM115 - closed below
+    store = ["--backend-store-uri", backend_uri] if backend_uri else [
+        "--backend-store-uri", f"sqlite:///{folder / 'server.db'}", "--artifacts-destination", str(folder / "artifacts")]
     proc = subprocess.Popen(
-        [str(mlflow_bin), "server", "--backend-store-uri", f"sqlite:///{folder / 'server.db'}",
-         "--artifacts-destination", str(folder / "artifacts"), "--host", "127.0.0.1", "--port", str(port),
-         "--workers", "1"],
+        [str(mlflow_bin), "server", *store, "--host", "127.0.0.1", "--port", str(port), "--workers", "1"],
         env={**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"},
         stdout=subprocess.DEVNULL, stderr=log, start_new_session=True,
     )

@@ -312,6 +312,7 @@ def build_document(
         f"{', '.join(study_sequences(runs))}. Tracking URI `{data.tracking_uri}`, parent run "
         f"`{data.parent_run_id}`. Open the runs with `mlflow ui --backend-store-uri {data.tracking_uri}`."
     ))
+    doc.add(Paragraph(provenance(runs)))
     steps = tqdm(total=6, desc="report", disable=not progress, leave=False)
     groups = sorted(group_by_config(runs), key=row_order)
     traces = collect_traces(data, groups, progress=progress)
@@ -419,6 +420,18 @@ def build_document(
     steps.update(1)
     steps.close()
     return doc
+
+
+def provenance(runs: Sequence[Run]) -> str:
+    """Which seqablate version and git commit trained the runs, and which wrote the report."""
+    from seqablate.provenance import version_string
+
+    def listed(tag: str) -> str:
+        vals = sorted({r.tags.get(tag, "unknown") for r in runs}) or ["no runs"]
+        return ", ".join(f"`{v}`" for v in vals)
+
+    return (f"Trained with seqablate {listed('seqablate.version')} at commit {listed('git_commit')}; "
+            f"this report by {version_string()}.")
 
 
 def _default_out(data: StudyRuns) -> Path:

@@ -44,6 +44,7 @@ class CohortReport:
     root: str
     layout: str
     patients: list[PatientReport]
+    notes: list[str] = field(default_factory=list)  # e.g. wrapper folders descended into
 
     @property
     def usable(self) -> bool:
@@ -53,6 +54,7 @@ class CohortReport:
         return {
             "root": self.root,
             "layout": self.layout,
+            "notes": list(self.notes),
             "n_patients": len(self.patients),
             "n_usable": sum(p.usable for p in self.patients),
             "n_labelled": sum(p.labelled and p.usable for p in self.patients),
@@ -98,12 +100,12 @@ def inspect_cohort(
                 rep.lesions = count_lesions(vol.mask)
                 rep.lesion_voxels = int(vol.mask.sum())
         reports.append(rep)
-    return CohortReport(root=str(cohort.root), layout=cohort.layout, patients=reports)
+    return CohortReport(root=str(cohort.root), layout=cohort.layout, patients=reports, notes=list(cohort.notes))
 
 
 def format_report(report: CohortReport) -> str:
     """Human-readable table plus every problem and note."""
-    lines = [f"cohort {report.root}", f"layout {report.layout}, {len(report.patients)} patient(s)", ""]
+    lines = [*report.notes, f"cohort {report.root}", f"layout {report.layout}, {len(report.patients)} patient(s)", ""]
     header = f"{'patient':<20} {'ok':<3} {'sequences':<48} {'shape':<16} {'spacing (mm)':<20} lesions"
     lines.append(header)
     for p in report.patients:

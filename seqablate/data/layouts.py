@@ -77,11 +77,16 @@ class PatientFiles:
 
 @dataclass
 class Cohort:
-    """A discovered cohort: the root, its layout and its patients (sorted by id)."""
+    """A discovered cohort: the root, its layout and its patients (sorted by id).
+
+    ``root`` is where the patients are, which may lie below the folder given when that folder
+    only wraps the cohort (a release's download folder); ``notes`` then say so.
+    """
 
     root: Path
     layout: str
     patients: list[PatientFiles] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
 
     def __len__(self) -> int:
         return len(self.patients)
@@ -144,6 +149,61 @@ def _brainmetshare_patients(root: Path) -> list[tuple[str, Path]]:
     return [(f"{p.parent.name}/{n}" if names.count(n) > 1 else n, p) for n, p in found]
 
 
+def _is_cohort(folder: Path) -> bool:
+    """Whether ``folder`` holds patient folders of some layout (directly, or BrainMetShare's
+    split folders)."""
+    try:
+        return bool(_brainmetshare_patients(folder)) or any(_looks_like(d) for d in _subdirs(folder))
+    except OSError:
+        return False
+
+
+def cohort_root(root: str | Path) -> tuple[Path, list[str]]:
+    """The folder that holds the patients: ``root``, or the folder inside it when ``root``
+    only wraps one (a release's wrapper such as ``UCSF_BrainMetastases_TRAIN/``, or a single
+    ``train/`` split), through as many such levels as there are.
+
+    Returns ``(folder, notes)``, a note per level descended; ``(root, [])`` when the chain of
+    single folders ends without a cohort. Files beside the single folder (a README, a
+    metadata table) do not stop the descent; hidden entries are ignored.
+    """
+    root = Path(root)
+    notes: list[str] = []
+    cur = root
+    while cur.is_dir() and not _is_cohort(cur):
+        subs = _subdirs(cur)
+        if len(subs) != 1:
+            break
+        notes.append(f"{cur}: holds no patient folder but one folder, {subs[0].name}/: reading the cohort in it")
+        cur = subs[0]
+    if cur != root and not _is_cohort(cur):
+        return root, []  # no cohort at the end of the chain: report on the folder given
+    return cur, notes
+
+
+def cohort_candidates(root: Path, *, depth: int = 3, limit: int = 10) -> list[str]:
+    """Folders below ``root`` (to ``depth`` levels) that look like cohorts, as
+    ``'<path> (<layout>, <n> patient folders)'`` lines, at most ``limit``."""
+    found: list[str] = []
+
+    def walk(folder: Path, d: int) -> None:
+        if len(found) >= limit or d < 0:
+            return
+        for sub in _subdirs(folder):
+            if _is_cohort(sub):
+                kinds = [k for k in (_looks_like(x) for x in _subdirs(sub)) if k]
+                kind = "brainmetshare" if _brainmetshare_patients(sub) else max(set(kinds), key=kinds.count)
+                found.append(f"{sub} ({kind}, {len(kinds) or len(_brainmetshare_patients(sub))} patient folders)")
+            else:
+                walk(sub, d - 1)
+
+    try:
+        walk(root, depth - 1)
+    except OSError:
+        pass
+    return found[:limit]
+
+
 def detect_layout(root: str | Path) -> str:
     """The layout of the cohort at ``root`` (the one most patient folders look like).
 
@@ -164,11 +224,13 @@ def detect_layout(root: str | Path) -> str:
         if kind:
             votes[kind] = votes.get(kind, 0) + 1
     if not votes:
+        below = cohort_candidates(root)
+        hint = ("; folders below it that look like cohorts:\n  " + "\n  ".join(below)) if below else ""
         raise DataError(
             f"{root}: cannot detect the cohort layout: no folder looks like a patient of any "
             f"known layout {list(LAYOUTS)} (e.g. nifti: <patient>/t1_gre_post.nii.gz; "
             "brainmetshare: Mets_001/0/1.png; brats-mets: <case>/<case>-t1c.nii.gz; "
-            "ucsf-bmsr: <study>/<study>_T1post.nii.gz); force one with --layout"
+            f"ucsf-bmsr: <study>/<study>_T1post.nii.gz); force one with --layout{hint}"
         )
     # Most votes wins; ties go to the most specific layout (LAYOUTS order is by specificity).
     return max(votes, key=lambda k: (votes[k], -LAYOUTS.index(k)))
@@ -280,6 +342,9 @@ def discover(
     are lesion in multi-label masks (brats-mets, ucsf-bmsr). ``default_spacing``: voxel size
     (mm) of layouts without one in the files (brainmetshare).
 
+    ``root`` may be a folder that only wraps the cohort (:func:`cohort_root`: a downloaded
+    release's folder); the cohort's ``notes`` say where the patients were found.
+
     Patients with discovery problems are still listed (with ``problems``), so callers can
     report every problem at once; loading them raises. Raises :class:`DataError` for a
     missing root, an unknown layout, or an empty cohort.
@@ -295,6 +360,7 @@ def discover(
     spacing = tuple(float(s) for s in default_spacing)
     if len(spacing) != 3 or min(spacing) <= 0:
         raise DataError(f"default_spacing must be three positive numbers (mm), got {list(default_spacing)}")
+    root, notes = cohort_root(root)
     chosen = detect_layout(root) if layout == "auto" else layout
     patients: list[PatientFiles] = []
     if chosen == "brainmetshare":
@@ -306,4 +372,4 @@ def discover(
     if not patients:
         raise DataError(f"{root}: empty cohort (no patient folder of layout '{chosen}')")
     patients.sort(key=lambda p: p.patient_id)
-    return Cohort(root=root, layout=chosen, patients=patients)
+    return Cohort(root=root, layout=chosen, patients=patients, notes=notes)

@@ -213,7 +213,7 @@ def _render_patient(
     sequences: tuple[str, ...],
     debug: dict[str, np.ndarray] | None = None,
 ) -> tuple[dict[str, np.ndarray], np.ndarray, dict[str, Any]]:
-    """One patient: images float32[X, Y, Z] per sequence, mask uint8[X, Y, Z], manifest.
+    """One patient: images int16[X, Y, Z] per sequence, mask uint8[X, Y, Z], manifest.
 
     ``debug`` (tests): filled with the noise-free tissue/vessel/edema fractions of the
     reference grid, float32[X, Y, Z] each ('wm', 'csf', 'vessel', 'edema').
@@ -320,7 +320,8 @@ def _render_patient(
         vol = img.reshape(shape) * np.exp(_smooth_field(rng, shape, 3, 0.12))  # coil bias field
         sigma = _NOISE[seq]
         vol = np.sqrt((vol + rng.normal(0, sigma, shape)) ** 2 + rng.normal(0, sigma, shape) ** 2)  # Rician
-        images[seq] = (vol * site.gain).astype(np.float32)
+        # Stored as int16, as scanners store magnitude images (and half the disk of float32).
+        images[seq] = np.clip(np.rint(vol * site.gain), 0, np.iinfo(np.int16).max).astype(np.int16)
     assert mask is not None
     # Lesions the grid cannot resolve (no voxel centre inside) are not in the mask: drop them
     # from the manifest too, so its count matches the mask's connected components.

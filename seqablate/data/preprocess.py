@@ -23,7 +23,7 @@ import numpy as np
 from seqablate.data.volumes import Volume
 
 #: Bump when the preprocessing changes in a way that invalidates cached arrays.
-PREPROCESS_VERSION = 2
+PREPROCESS_VERSION = 3
 
 #: Intensity normalisations (``data.intensity``).
 INTENSITIES = ("minmax_clahe", "minmax", "zscore")

@@ -1,5 +1,5 @@
 """CLI: ``seqablate train``, ``seqablate study spaces|run|resume``, ``seqablate predict``,
-``seqablate demo``.
+``seqablate evaluate``, ``seqablate demo``.
 
 Heavy imports (torch, Ray, MLflow) happen inside the command functions. User errors raise
 ValueError subclasses with a message naming the file/field/value; ``seqablate.cli`` prints
@@ -79,6 +79,24 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     pr.add_argument("--force", action="store_true", help="predict with missing sequences even if the model was trained without sequence dropout")
     pr.add_argument("--tracking-uri", default=None)
     pr.set_defaults(func=_predict)
+
+    ev = subparsers.add_parser(
+        "evaluate", help="score a trained model on a labelled cohort (any layout), with CIs",
+        description="Evaluate a model on every labelled patient of a cohort under the full protocol, "
+        "each sequence censored and (--all-subsets) every sequence subset; prints the paper-style table, "
+        "writes per-lesion and per-patient CSVs and logs an MLflow run nested under the model's run.")
+    ev.add_argument("--model", required=True,
+                    help="MLflow run id, runs:/<id>/model, models:/<name>/<version>, or a model/checkpoint folder")
+    ev.add_argument("--cohort", required=True, help="labelled cohort folder (nifti, brainmetshare, brats-mets, ucsf-bmsr)")
+    ev.add_argument("--layout", default="auto", help="force a cohort layout (default: detected)")
+    ev.add_argument("--sequences", nargs="+", default=None, help="use only these sequences (the others censored)")
+    ev.add_argument("--all-subsets", action="store_true", help="also every non-empty sequence subset")
+    ev.add_argument("--external", action="append", metavar="NAME=PATH", help="another cohort scored as is (repeatable)")
+    ev.add_argument("--bootstrap", type=int, default=None, help="bootstrap resamples for the CIs (default: the model's)")
+    ev.add_argument("--out", default=None, help="folder for the tables (default ./seqablate-evaluations/<cohort>)")
+    ev.add_argument("--tracking-uri", default=None, help="MLflow URI of the model's runs and of the new run")
+    ev.add_argument("--no-log", action="store_true", help="do not log an MLflow run")
+    ev.set_defaults(func=_evaluate)
 
     de = subparsers.add_parser("demo", help="synthetic cohorts + a small dropout study + paper-style tables")
     de.add_argument("--out", default="demo-out")
@@ -206,11 +224,21 @@ def _report_study(result: Any) -> int:
         extra = f"  test mAP {m:.3f}" if isinstance(m, float) else ""
         extra += f"  censored t1_gre_post {c:.3f}" if isinstance(c, float) else ""
         print(f"  {r['status']:<10} {r['name']:<40}{extra}  {r['error'][:120]}")
-    print(f"\nMLflow: mlflow ui --backend-store-uri {result.tracking_uri}")
+    _print_ui(result.tracking_uri, result.ui_path)
     failed = sum(r["status"] == "ERROR" for r in result.trials)
     if failed:
         print(f"{failed} trial(s) failed (marked FAILED in MLflow); the others completed", file=sys.stderr)
     return 1 if failed == len(result.trials) else 0
+
+
+def _print_ui(tracking_uri: str, ui_path: str) -> None:
+    """How to look at the runs: the server URL for a tracking server, else `mlflow ui`."""
+    if tracking_uri.startswith(("http://", "https://")):
+        print(f"\nMLflow: {tracking_uri.rstrip('/')}/{ui_path}")
+    else:
+        print(f"\nMLflow: mlflow ui --backend-store-uri {tracking_uri}")
+        if ui_path:
+            print(f"        then open http://127.0.0.1:5000/{ui_path}")
 
 
 def _predict(args: argparse.Namespace) -> int:
@@ -220,6 +248,19 @@ def _predict(args: argparse.Namespace) -> int:
                           force=args.force, tracking_uri=args.tracking_uri)
     for p in out.files:
         print(p)
+    return 0
+
+
+def _evaluate(args: argparse.Namespace) -> int:
+    from seqablate.trainables.score import evaluate_cohort
+
+    res = evaluate_cohort(args.model, args.cohort, out=args.out, layout=args.layout, sequences=args.sequences,
+                          all_subsets=args.all_subsets, externals=_external(args.external),
+                          tracking_uri=args.tracking_uri, bootstrap=args.bootstrap, log=not args.no_log)
+    print(res.table)
+    print(f"\ntables: {res.out}")
+    if res.run_id:
+        print(f"MLflow run {res.run_id} in {res.tracking_uri}")
     return 0
 
 

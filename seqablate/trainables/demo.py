@@ -19,8 +19,9 @@ import time
 from pathlib import Path
 from typing import Any
 
-#: Demo cohorts: 72 stanford patients (36 test, >= 11 validation, the rest train) and 16 oslo.
-PATIENTS = {"stanford": 72, "oslo": 16}
+#: Demo cohorts: 100 stanford patients (60 test, >= 15 validation, the rest train) and 16 oslo;
+#: 60 test patients (~170 lesions) keep the 95 % CI of test mAP near 0.15 wide.
+PATIENTS = {"stanford": 100, "oslo": 16}
 #: 64 x 64 x 48 voxels of 1.5 mm around the mid-brain: fine enough for the 1 mm lesion rule and
 #: the sub-millimetre misregistration of the non-reference sequences to matter.
 SHAPE = (64, 64, 48)
@@ -31,7 +32,7 @@ DROPOUT_P = 0.25
 STEPS = 1500
 LR = 3e-3
 BASE: dict[str, Any] = {
-    "data": {"image_size": 64, "slices": 5, "test_fraction": 0.5},
+    "data": {"image_size": 64, "slices": 5, "test_fraction": 0.6},
     "model": {"backbone": "tiny", "integration": "input", "norm": "batch"},
     "train": {"steps": STEPS, "batch_size": 8, "lr": LR, "warmup_steps": 50, "val_every": 250,
               "saliency_every": 25, "dice_weight": 1.0},
@@ -97,5 +98,7 @@ def run_demo(out: str | Path, *, steps: int | None = None, overwrite: bool = Fal
     print(f"\nwall time: {t3 - t0:.0f} s (cohorts {t1 - t0:.0f} s, study {t2 - t1:.0f} s, report "
           f"{t3 - t2:.0f} s); {len(result.trials) - len(failed)}/{len(result.trials)} trials finished")
     print(f"runs: mlflow ui --backend-store-uri {result.tracking_uri}")
+    if result.ui_path:
+        print(f"      then open http://127.0.0.1:5000/{result.ui_path}")
     print(f"report: {report.files[0]}")
     return 1 if failed else 0

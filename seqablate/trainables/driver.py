@@ -214,7 +214,7 @@ def _init_ray(cfg: StudyConfig, verbose: bool = False) -> None:
         # address="local": always a fresh local instance, never someone's `ray start` cluster.
         # The commit is read here, where the checkout is, and handed to the trial processes
         # (on a cluster `ray job submit --runtime-env-json` does it: README, "ray job submit").
-        from seqablate.tracking import git_commit
+        from seqablate.provenance import git_commit
 
         env = {"RAY_TRAIN_V2_ENABLED": "1", "SEQABLATE_GIT_COMMIT": git_commit()}
         # worker_maximum_startup_concurrency: each trial starts a handful of 0-CPU processes
@@ -273,6 +273,7 @@ class StudyResult:
     tracking_uri: str
     parent_run_id: str
     trials: list[dict[str, Any]]  # one row per Tune trial: name, status, error, final metrics
+    ui_path: str = ""  # MLflow UI path of the study's runs view (append to the server's URL)
 
 
 def study_space(cfg: StudyConfig) -> Any:
@@ -421,13 +422,34 @@ def run_study(
 
                 keep_ray_logs(_local(storage))
         rows = _rows(grid)
+        ui_path = _publish_view(study.ref, rows)
         study.log_summary({
             "trials": len(rows),
             "finished": sum(r["status"] == "TERMINATED" for r in rows),
             "failed": sum(r["status"] == "ERROR" for r in rows),
         })
         study.log_table(_table(rows), "trials.csv")
-        return StudyResult(storage, study.ref.tracking_uri, study.ref.parent_run_id, rows)
+        return StudyResult(storage, study.ref.tracking_uri, study.ref.parent_run_id, rows, ui_path)
+
+
+#: Columns of the study's MLflow runs view, when the trials logged them.
+VIEW_METRICS = ("test.full.mAP", "test.full.mAP_lo", "test.full.mAP_hi", "test.censor_t1_gre_post.mAP",
+                "test.full.max_sensitivity", "test.full.tp_dice", "val.best_step")
+
+
+def _publish_view(ref: Any, rows: list[dict[str, Any]]) -> str:
+    """The study's runs view in MLflow: key test metrics, the params that vary, best first."""
+    from seqablate import tracking
+
+    logged = {k for r in rows for k in r}
+    metrics = [m for m in VIEW_METRICS if m in logged]
+    metrics += sorted(k for k in logged if k.startswith("external.") and k.endswith(".mAP") and k.count(".") == 2)
+    params = ["model.integration", "model.integration_point", "model.sharing", "model.fusion", "model.norm",
+              "train.dropout_p", "train.seed"]
+    try:
+        return tracking.publish_view(ref, metrics=metrics, params=params, order_by="test.full.mAP")
+    except Exception:  # noqa: BLE001 - a view is a convenience; the study's results are logged
+        return ""
 
 
 def _tuner_args(cfg: StudyConfig, space: Any, parent: str, leaf: str, verbose: bool) -> dict[str, Any]:

@@ -152,6 +152,11 @@ def score_condition(
     return ConditionResult(name, m, lesions, patients, pr)
 
 
+def _has_input(patient: Any, censored: tuple[str, ...]) -> bool:
+    """Whether ``patient`` keeps a sequence under ``censored`` (else it cannot be predicted)."""
+    return any(bool(p) and s not in censored for s, p in zip(patient.sequences, np.asarray(patient.present), strict=True))
+
+
 def policies(model: torch.nn.Module, cfg: TrialConfig, norm_stats: Any) -> list[tuple[str | None, DeployedModel]]:
     """``(metric policy, deployed model)`` pairs to evaluate: the model's own statistics policy
     first (metric policy None), then, for a BatchNorm model with per-subset statistics, the
@@ -177,12 +182,15 @@ def evaluate_model(
     device: torch.device | str = "cpu",
     progress: bool = True,
     norm_stats: dict[str, dict[str, torch.Tensor]] | None = None,
+    conditions_override: list[tuple[str, tuple[str, ...]]] | None = None,
 ) -> EvalReport:
-    """Evaluate ``model`` on ``test_patients`` under :func:`conditions`, then on ``externals``,
-    under each statistics policy of :func:`policies`.
+    """Evaluate ``model`` on ``test_patients`` under :func:`conditions` (or
+    ``conditions_override``: ``(name, censored)`` pairs), then on ``externals``, under each
+    statistics policy of :func:`policies`.
 
-    Patients without a mask are skipped (they cannot be scored); external patients that lack
-    every sequence the model knows are skipped, counted in ``external.<name>.n_skipped``.
+    Patients without a mask are skipped (they cannot be scored); patients left without any
+    sequence under a condition (or external patients with none of the model's sequences) are
+    skipped and counted in ``<prefix>.n_skipped``.
     """
     from tqdm.auto import tqdm
 
@@ -195,7 +203,7 @@ def evaluate_model(
     truths = [original_mask(p) for p in test]
     spacings = [tuple(p.spacing) for p in test]
     ids = [p.patient_id for p in test]
-    conds = conditions(cfg)
+    conds = conditions_override if conditions_override is not None else conditions(cfg)
     bar = tqdm(total=len(runs) * (len(conds) * len(test) + sum(len(v) for v in (externals or {}).values())),
                desc="evaluate", disable=not progress, mininterval=2.0, leave=False)
     for policy, deployed in runs:
@@ -203,11 +211,16 @@ def evaluate_model(
         if test:
             for cname, censored in conds:
                 start = len(predictor.used)
+                keep = [i for i, p in enumerate(test) if _has_input(p, censored)]
                 probs = []
-                for p in test:
-                    probs.append(predictor.predict_volume(p, censored))
+                for i in keep:
+                    probs.append(predictor.predict_volume(test[i], censored))
                     bar.update(1)
-                r = score_condition(mn.prefix("test", cname, policy=policy), probs, truths, spacings, ids, cfg)
+                bar.update(len(test) - len(keep))
+                name = mn.prefix("test", cname, policy=policy)
+                r = score_condition(name, probs, [truths[i] for i in keep], [spacings[i] for i in keep],
+                                    [ids[i] for i in keep], cfg)
+                r.metrics[f"{name}.n_skipped"] = float(len(test) - len(keep))
                 r.norm_stats = dict(predictor.used[start:])
                 report.results.append(r)
         for ext_name, patients in (externals or {}).items():

@@ -149,3 +149,20 @@ def test_rayjob_entrypoint_is_a_valid_study_command():
     assert args.storage.startswith("s3://")
     assert args.tracking_uri.startswith("http://mlflow.")
     assert args.workers_per_trial == 1 and args.gpus_per_worker == 1
+    from seqablate.trainables.commands import _external
+
+    assert _external(args.external) == {"oslo": "/data/oslo"}  # NAME=PATH, as the command parses it
+
+
+def test_every_ray_container_uses_token_authentication():
+    for name in ("rayjob.yaml", "raycluster.yaml"):
+        doc = _docs(name)[0]
+        spec = doc["spec"]["rayClusterSpec"] if doc["kind"] == "RayJob" else doc["spec"]
+        groups = [spec["headGroupSpec"], *spec["workerGroupSpecs"]]
+        containers = [c for g in groups for c in g["template"]["spec"]["containers"]]
+        assert len(containers) == 3, name
+        for c in containers:
+            env = {e["name"]: e for e in c["env"]}
+            assert env["RAY_AUTH_MODE"]["value"] == "token", (name, c["name"])
+            ref = env["RAY_AUTH_TOKEN"]["valueFrom"]["secretKeyRef"]
+            assert ref == {"name": "seqablate-ray-token", "key": "auth_token"}, (name, c["name"])

@@ -123,3 +123,12 @@ def test_no_world_cidr_in_any_infra_setting():
         for bad in ("0.0.0.0/0", "::/0"):
             hits = [v for v in values if bad in v]
             assert not hits, f"{path.relative_to(REPO)} sets {bad}: {hits}"
+
+
+@pytest.mark.parametrize("path", LAUNCHER_CONFIGS, ids=lambda p: p.parent.name)
+def test_token_authentication_on_every_node(path):
+    cfg = _load(path)
+    assert cfg["file_mounts"]["~/.ray/auth_token"] == "~/.ray/seqablate-cluster.token"
+    for key in ("head_start_ray_commands", "worker_start_ray_commands"):
+        start = [c for c in cfg[key] if "ray start" in c]
+        assert start and all("export RAY_AUTH_MODE=token;" in c for c in start), key

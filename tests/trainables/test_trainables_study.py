@@ -98,20 +98,35 @@ def test_resume_does_not_rerun_or_duplicate(
     assert (again.loc[first.index, "end_time"] == first["end_time"]).all()
 
 
+def _ray_dir_state() -> dict[str, tuple[int, int]]:
+    """(size, mtime) of every file in the real user's ~/.ray."""
+    d = Path(os.path.expanduser("~")) / ".ray"
+    return {str(p): (p.stat().st_size, p.stat().st_mtime_ns) for p in d.rglob("*") if p.is_file()} if d.is_dir() else {}
+
+
 @pytest.mark.slow
 def test_ray_job_submit(cohorts: dict[str, Path], space_file: Path, tmp_path: Path) -> None:
-    """Local head on 127.0.0.1, `ray job submit --working-dir .`, SUCCEEDED, runs in MLflow."""
+    """Local head on 127.0.0.1 with token authentication on (Ray's default), `ray job submit
+    --working-dir .`, SUCCEEDED, runs in MLflow. The token lives in a temporary folder
+    (RAY_AUTH_TOKEN_PATH) and HOME is a temporary folder too: the user's ~/.ray is never read
+    or written. A client without the token is refused."""
+    import secrets
+
     repo = Path(__file__).resolve().parents[2]
     ray = str(Path(sys.executable).parent / "ray")
-    # RAY_AUTH_MODE explicit: Ray 2.60 turns token auth on for a `ray start --head` whenever
-    # ~/.ray/auth_token exists (any earlier local ray.init writes one), and then `ray job`
-    # clients without the token are refused. This head is bound to 127.0.0.1 and lives for
-    # this test only.
+    before = _ray_dir_state()
+    home = tmp_path / "home"
+    home.mkdir()
+    token = tmp_path / "cluster.token"
+    token.write_text(secrets.token_hex(32))
+    token.chmod(0o600)
     # PATH: the job's `python` must be the one with the project installed (on a cluster every
     # node's; here this venv's), as the README's entrypoint says plain `python`.
-    env = {**os.environ, "RAY_ADDRESS": "", "RAY_TRAIN_V2_ENABLED": "1", "RAY_AUTH_MODE": "disabled",
+    env = {**os.environ, "HOME": str(home), "RAY_TRAIN_V2_ENABLED": "1", "RAY_AUTH_MODE": "token",
+           "RAY_AUTH_TOKEN_PATH": str(token),
            "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"}
-    env.pop("RAY_ADDRESS")
+    for k in ("RAY_ADDRESS", "RAY_AUTH_TOKEN", "MLFLOW_TRACKING_URI"):
+        env.pop(k, None)
     storage = tmp_path / "study"
     port = "8266"
     # A short --temp-dir: Ray's unix sockets live under it and a path over 107 bytes (pytest's
@@ -136,6 +151,13 @@ def test_ray_job_submit(cohorts: dict[str, Path], space_file: Path, tmp_path: Pa
                               capture_output=True).returncode == 0:
                 break
             time.sleep(1)
+        # Without the token (another one in its place) the job server refuses the client.
+        wrong = tmp_path / "wrong.token"
+        wrong.write_text(secrets.token_hex(32))
+        refused = subprocess.run([ray, "job", "list", "--address", address],
+                                 env={**env, "RAY_AUTH_TOKEN_PATH": str(wrong)}, capture_output=True, text=True)
+        assert refused.returncode != 0
+        assert "authentication" in (refused.stdout + refused.stderr).lower()
         proc = subprocess.run(
             [ray, "job", "submit", "--address", address, "--working-dir", str(repo),
              # as the README shows: .git does not travel with --working-dir, the commit does
@@ -146,12 +168,15 @@ def test_ray_job_submit(cohorts: dict[str, Path], space_file: Path, tmp_path: Pa
         )
         assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
         # Ray 2.60's CLI ends with "Job '<id>' succeeded" (the status itself is SUCCEEDED)
-        assert re.search(r"Job '\S+' succeeded", re.sub(r"\x1b\[[0-9;]*m", "", proc.stdout + proc.stderr))
-        assert "Trial status" in proc.stdout  # Tune's progress streamed back
+        out = re.sub(r"\x1b\[[0-9;]*m", "", proc.stdout + proc.stderr)
+        assert re.search(r"Job '\S+' succeeded", out)
+        assert "finished  input-seed0" in out  # the study's own console, streamed back
+        assert "TrainController" not in out  # and not Ray's internals
         df = _trials(storage)
         assert sorted(df["run_name"]) == ["input-p0.25-seed0", "input-seed0"]
         assert (df["status"] == "FINISHED").all()
         assert (df["tags.git_commit"] == "c0ffee-test").all()
+        assert _ray_dir_state() == before  # the user's own ~/.ray untouched
     finally:
         head.terminate()
         try:

@@ -1,0 +1,55 @@
+"""MLflow's own UI on a smoke study, in a real browser (headless Chromium; slow tier).
+
+The study experiment opens in MLflow's model-training view (not the GenAI overview), and the
+study's view link shows the trial runs with their key test metrics as columns. Skipped when
+no Chromium is installed (``apt-get install chromium``). The screenshot is kept beside the
+study (``<tmp>/runs.png``) for a person to look at.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests._servers import mlflow_server
+
+pytestmark = pytest.mark.slow
+
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+
+
+def _chromium(url: str, *extra: str) -> str:
+    cmd = [CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
+           "--virtual-time-budget=40000", "--window-size=1600,1000", *extra, url]
+    out = subprocess.run(cmd, capture_output=True, text=True, timeout=240)
+    assert out.returncode == 0, out.stderr[-2000:]
+    return out.stdout
+
+
+@pytest.mark.skipif(CHROMIUM is None, reason="no chromium installed (apt-get install chromium)")
+def test_runs_page_shows_trials_and_metric_columns(tmp_path: Path, phantom: Path) -> None:
+    space = tmp_path / "two.py"
+    space.write_text('SPACE = [{"model.integration": "input", "train.dropout_p": 0.0},\n'
+                     '         {"model.integration": "input", "train.dropout_p": 0.25}]\n')
+    storage = tmp_path / "study"
+    env = {k: v for k, v in os.environ.items() if k not in ("MLFLOW_TRACKING_URI", "RAY_ADDRESS")}
+    run = subprocess.run([sys.executable, "-m", "seqablate", "study", "run", str(space), "--cohort", str(phantom),
+                          "--smoke", "--storage", str(storage), "--name", "ui-smoke"],
+                         env=env, capture_output=True, text=True, timeout=900)
+    assert run.returncode == 0, run.stderr[-3000:]
+    link = re.search(r"then open http://127\.0\.0\.1:5000/(\S+)", run.stdout)
+    assert link, run.stdout
+    with mlflow_server(tmp_path / "server", backend_uri=f"sqlite:///{storage / 'mlflow.db'}") as url:
+        dom = _chromium(f"{url}/{link.group(1)}", "--dump-dom")
+        _chromium(f"{url}/{link.group(1)}", f"--screenshot={tmp_path / 'runs.png'}")
+    assert (tmp_path / "runs.png").stat().st_size > 10_000
+    for name in ("input-seed0", "input-p0.25-seed0", "ui-smoke"):
+        assert name in dom, name
+    assert "test.full.mAP" in dom  # a metric column of the runs table
+    assert "Token usage" not in dom  # not the GenAI overview
