@@ -24,7 +24,7 @@ def _one(args: tuple[str, float, float, int, int, int]) -> dict[str, Any]:
     import torch
 
     from seqablate.config import TrialConfig, parse
-    from seqablate.trainables.demo import BASE, make_cohorts
+    from seqablate.demo import BASE, make_cohorts
     from seqablate.trainables.loop import fit_trial
 
     torch.set_num_threads(1)
@@ -50,7 +50,7 @@ def main() -> None:
     ap.add_argument("--val-every", type=int, default=250)
     ap.add_argument("--seed", type=int, default=0)
     args = ap.parse_args()
-    from seqablate.trainables.demo import make_cohorts
+    from seqablate.demo import make_cohorts
 
     make_cohorts(Path(args.out), workers=2)  # once, before the workers share them
     jobs = [(args.out, p, lr, args.steps, args.val_every, args.seed) for lr in args.lr for p in args.p]

@@ -23,6 +23,7 @@ from pathlib import Path
 def _writer(ref: tuple[str, str, str], seed: int, n: int, flush_every: int, start, out) -> None:
     from seqablate import tracking as T
     from seqablate.config import TrialConfig
+    from seqablate.tracking import store
 
     with T.trial_run(T.StudyRef(*ref), TrialConfig(), overrides={"train.seed": seed, "b": flush_every},
                      flush_every=flush_every) as log:
@@ -31,7 +32,7 @@ def _writer(ref: tuple[str, str, str], seed: int, n: int, flush_every: int, star
         for step in range(n // 2):
             log.log_metrics({"train.loss": 1.0 / (step + 1), "lr": step * 1e-4}, step=step)
         log.flush()
-        out.put((time.perf_counter() - t0, T.retry_count))
+        out.put((time.perf_counter() - t0, store.retry_count))
 
 
 def _concurrent(ctx, storage: Path, writers: int, n: int, flush_every: int) -> tuple[float, int, int]:

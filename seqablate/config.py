@@ -18,18 +18,20 @@ from typing import Any, Literal, TypeVar
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from seqablate import vocabulary as V
 from seqablate.sequences import PAPER_SEQUENCES, validate_sequences
 
+# The choices come from seqablate.vocabulary (declared once); Literal[tuple] expands to them.
 Layout = Literal["auto", "nifti", "brainmetshare", "brats-mets", "ucsf-bmsr"]
-Integration = Literal["input", "mid", "end"]
-IntegrationPoint = Literal["stem", "layer1", "layer2", "layer3", "layer4"]
-Fusion = Literal["concat", "mean", "subtract"]
-Sharing = Literal["shared", "independent", "l2_tied"]
-Backbone = Literal["resnet50", "resnet101", "compact", "tiny"]
-Norm = Literal["batch", "group", "instance"]
-NormStats = Literal["stored", "per_subset"]
-Intensity = Literal["minmax_clahe", "minmax", "zscore"]
-DropoutMode = Literal["bernoulli", "uniform"]
+Integration = Literal[V.INTEGRATIONS]  # type: ignore[valid-type]
+IntegrationPoint = Literal[V.INTEGRATION_POINTS]  # type: ignore[valid-type]
+Fusion = Literal[V.FUSIONS]  # type: ignore[valid-type]
+Sharing = Literal[V.SHARING_MODES]  # type: ignore[valid-type]
+Backbone = Literal[V.BACKBONES]  # type: ignore[valid-type]
+Norm = Literal[V.NORMS]  # type: ignore[valid-type]
+NormStats = Literal[V.NORM_STATS]  # type: ignore[valid-type]
+Intensity = Literal[V.INTENSITIES]  # type: ignore[valid-type]
+DropoutMode = Literal[V.DROPOUT_MODES]  # type: ignore[valid-type]
 
 
 class ConfigError(ValueError):
@@ -87,9 +89,9 @@ class ModelConfig(_Strict):
     """Which network, how sequences are integrated, how parallel branches share weights."""
 
     integration: Integration = "input"  # where sequences meet: input channels, mid features, end probabilities
-    integration_point: IntegrationPoint = "layer4"  # for 'mid': last backbone stage run per sequence
-    fusion: Fusion = "concat"  # for 'mid': how branch features are combined
-    sharing: Sharing = "independent"  # for 'mid'/'end': weight sharing of parallel branches
+    integration_point: IntegrationPoint = V.MODEL_DEFAULTS["integration_point"]  # for 'mid': last backbone stage run per sequence
+    fusion: Fusion = V.MODEL_DEFAULTS["fusion"]  # for 'mid': how branch features are combined
+    sharing: Sharing = V.MODEL_DEFAULTS["sharing"]  # for 'mid'/'end': weight sharing of parallel branches
     backbone: Backbone = "resnet50"  # ResNet backbone of DeepLabv3 ('compact', 'tiny' for CPUs)
     norm: Norm = "batch"  # normalisation layers: 'batch' (the paper's), 'group', 'instance'
     sequences: list[str] | None = None  # S names in order; None = taken from data.sequences

@@ -9,7 +9,8 @@ Evaluation metrics::
 
 ``test.`` and ``external.`` hold the model's own policy (``eval.norm_stats``); a BatchNorm
 model also logs the other policy under ``test_<policy>.`` / ``external_<policy>.``, so the
-two sit side by side. Conditions: ``full``, ``censor_<seq>``, ``subset_<a+b>``.
+two sit side by side. Conditions: ``full``, ``censor_<seq>``, ``subset_<a>-<b>`` (the
+sequences kept, in study order; :func:`condition_subset` reads them back).
 
 Saliency traces (per step and cumulative)::
 
@@ -17,12 +18,13 @@ Saliency traces (per step and cumulative)::
     saliency.slice.<offset>       saliency.cumulative.slice.<offset>
 
 Artifacts of a trial run: :data:`EVAL_DIR` (``lesions.csv``, ``patients.csv``,
-``pr_curves.csv``, ``pr_curves.png``), :data:`MODEL_DIR` (the MLflow model).
+``pr_curves.csv``, ``froc.csv``, ``pr_curves.png``), :data:`MODEL_DIR` (the MLflow model).
 """
 
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 SPLITS = ("test", "external")
@@ -35,6 +37,7 @@ LESIONS_CSV = "lesions.csv"
 PATIENTS_CSV = "patients.csv"
 PR_CSV = "pr_curves.csv"
 PR_PNG = "pr_curves.png"
+FROC_CSV = "froc.csv"
 MODEL_DIR = "model"
 
 SALIENCY = "saliency"
@@ -104,3 +107,52 @@ def saliency_key(kind: str, name: str | int, *, cumulative: bool = False) -> str
 def saliency_prefix(kind: str, *, cumulative: bool = False) -> str:
     """The prefix of :func:`saliency_key` names (ends with a dot)."""
     return saliency_key(kind, "", cumulative=cumulative)
+
+
+# ----------------------------------------------------------------------------- conditions
+
+FULL = "full"
+
+
+def censor_condition(sequence: str) -> str:
+    """``censor_<sequence>``: every sequence but one."""
+    return f"censor_{sequence}"
+
+
+def subset_condition(kept: Sequence[str]) -> str:
+    """``subset_<a>-<b>``: only the sequences ``kept`` (pass them in study order).
+
+    '-' joins them because MLflow metric names allow no '+' and sequence names hold no '-'.
+    """
+    if not kept:
+        raise ValueError("a subset condition needs at least one sequence")
+    return "subset_" + "-".join(kept)
+
+
+def condition_subset(condition: str, sequences: Sequence[str]) -> tuple[str, ...] | None:
+    """The sequences given to the model under an evaluation condition, in study order.
+
+    ``full`` -> all; ``censor_<names>`` -> all but the named ones; ``subset_<names>`` or
+    ``only_<names>`` -> the named ones. Several names may be joined by any separator
+    (``censor_t1_fse_pre-flair``); names are matched against ``sequences`` (longest
+    first, since canonical names contain underscores). Unknown shapes give None.
+    """
+    seqs = tuple(sequences)
+    if condition == "full":
+        return seqs
+    m = re.match(r"^(censor|subset|only|with)[_.-]?(.*)$", condition)
+    if not m:
+        return None
+    kind, rest = m.groups()
+    named: set[str] = set()
+    for name in sorted(seqs, key=len, reverse=True):
+        if re.search(rf"(^|[^a-z0-9]){re.escape(name)}($|[^a-z0-9])", rest):
+            named.add(name)
+            rest = rest.replace(name, " ")
+    if not named or rest.strip(" _-+.,"):
+        return None
+    if kind == "censor":
+        kept = tuple(s for s in seqs if s not in named)
+    else:
+        kept = tuple(s for s in seqs if s in named)
+    return kept or None

@@ -19,6 +19,8 @@ import numpy as np
 import torch
 from torch import nn
 
+from seqablate.metric_names import saliency_key
+
 LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
 
@@ -150,31 +152,23 @@ class SaliencyAccumulator:
         self.cumulative_slice += sl
         self.history.append((int(step), seq.copy(), sl.copy()))
 
-    def to_metrics(self, prefix: str = "saliency") -> dict[str, float]:
-        """Latest and cumulative aggregates as flat metric names (MLflow-safe).
+    def to_metrics(self) -> dict[str, float]:
+        """Latest and cumulative aggregates as flat metric names (:mod:`seqablate.metric_names`).
 
-        Keys: ``<prefix>.sequence.<name>``, ``<prefix>.slice.<offset>`` (latest step; absent
-        before the first update), ``<prefix>.cumulative.sequence.<name>``,
-        ``<prefix>.cumulative.slice.<offset>``. Offsets are written -2, -1, 0, 1, 2 (MLflow
+        Keys: ``saliency.sequence.<name>``, ``saliency.slice.<offset>`` (latest step; absent
+        before the first update), ``saliency.cumulative.sequence.<name>``,
+        ``saliency.cumulative.slice.<offset>``. Offsets are written -2, -1, 0, 1, 2 (MLflow
         metric names do not allow '+').
         """
         out: dict[str, float] = {}
         if self.history:
             _, seq, sl = self.history[-1]
-            out.update({f"{prefix}.sequence.{n}": float(v) for n, v in zip(self.sequences, seq, strict=True)})
-            out.update({f"{prefix}.slice.{o}": float(v) for o, v in zip(self.offsets, sl, strict=True)})
-        out.update(
-            {
-                f"{prefix}.cumulative.sequence.{n}": float(v)
-                for n, v in zip(self.sequences, self.cumulative_sequence, strict=True)
-            }
-        )
-        out.update(
-            {
-                f"{prefix}.cumulative.slice.{o}": float(v)
-                for o, v in zip(self.offsets, self.cumulative_slice, strict=True)
-            }
-        )
+            out.update({saliency_key("sequence", n): float(v) for n, v in zip(self.sequences, seq, strict=True)})
+            out.update({saliency_key("slice", o): float(v) for o, v in zip(self.offsets, sl, strict=True)})
+        out.update({saliency_key("sequence", n, cumulative=True): float(v)
+                    for n, v in zip(self.sequences, self.cumulative_sequence, strict=True)})
+        out.update({saliency_key("slice", o, cumulative=True): float(v)
+                    for o, v in zip(self.offsets, self.cumulative_slice, strict=True)})
         return out
 
     def state_dict(self) -> dict:

@@ -116,9 +116,9 @@ def test_accumulator_sums_history_and_metric_names():
     np.testing.assert_allclose(acc.cumulative_slice, [1.0, 0, 3.0, 0, 3.5])
     assert [h[0] for h in acc.history] == [10, 20]
     np.testing.assert_allclose(acc.history[0][1], [1.0, 2.0])
-    m = acc.to_metrics(prefix="sal")
-    assert m["sal.sequence.flair"] == 4.0 and m["sal.slice.0"] == 3.0 and m["sal.slice.-2"] == 0.0
-    assert m["sal.cumulative.sequence.flair"] == 6.0 and m["sal.cumulative.slice.2"] == 3.5
+    m = acc.to_metrics()
+    assert m["saliency.sequence.flair"] == 4.0 and m["saliency.slice.0"] == 3.0 and m["saliency.slice.-2"] == 0.0
+    assert m["saliency.cumulative.sequence.flair"] == 6.0 and m["saliency.cumulative.slice.2"] == 3.5
     assert len(m) == 2 * (2 + 5)
     restored = SaliencyAccumulator(["t1_gre_post", "flair"], slices=5)
     restored.load_state_dict(acc.state_dict())

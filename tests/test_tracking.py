@@ -26,8 +26,9 @@ from mlflow.exceptions import MlflowException
 from sqlalchemy.exc import OperationalError
 
 from seqablate import tracking as T
-from seqablate.config import TrialConfig, flatten, parse, with_overrides
+from seqablate.config import TrialConfig, parse, with_overrides
 from seqablate.search_spaces import get_space, run_name, trial_key
+from seqablate.tracking import store as TS
 
 # ------------------------------------------------------------------------------------------
 # fixtures
@@ -132,7 +133,7 @@ def test_retry_backoff_then_success() -> None:
             raise _locked()
         return "ok"
 
-    assert T._retry(flaky, policy=policy) == "ok"
+    assert TS._retry(flaky, policy=policy) == "ok"
     assert calls["n"] == 5 and len(sleeps) == 4
     # Full jitter under ceilings 0.1, 0.2, 0.3 (capped), 0.3.
     for s, ceiling in zip(sleeps, [0.1, 0.2, 0.3, 0.3], strict=True):
@@ -147,7 +148,7 @@ def test_retry_gives_up_and_ignores_other_errors() -> None:
         raise _locked()
 
     with pytest.raises(MlflowException, match="database is locked"):
-        T._retry(always_locked, policy=policy)
+        TS._retry(always_locked, policy=policy)
     assert len(sleeps) == 2  # 3 attempts, 2 waits
 
     def other() -> None:
@@ -155,7 +156,7 @@ def test_retry_gives_up_and_ignores_other_errors() -> None:
 
     sleeps.clear()
     with pytest.raises(KeyError):
-        T._retry(other, policy=policy)
+        TS._retry(other, policy=policy)
     assert sleeps == []
 
 
@@ -169,7 +170,6 @@ def test_study_and_trial_round_trip(storage: Path, tmp_path: Path) -> None:
 
     matplotlib.use("Agg")
     import pandas as pd
-
     import torch
 
     from seqablate.models import build_model
@@ -194,9 +194,18 @@ def test_study_and_trial_round_trip(storage: Path, tmp_path: Path) -> None:
     row = df.iloc[0]
     assert row["run_name"] == "mid@layer4-l2_tied-p0.25-seed1" == run_name(POINT)
     assert row["status"] == "FINISHED"
-    # params = the resolved config flattened, as MLflow's strings
-    for key, value in flatten(cfg).items():
-        assert row[f"params.{key}"] == str(value), key
+    # params = every leaf of the resolved config, as MLflow's strings: the point's own values
+    # by hand, and one param per leaf of the config's JSON (counted here, not by flatten).
+    by_hand = {"model.integration": "mid", "model.integration_point": "layer4", "model.sharing": "l2_tied",
+               "train.tie_lambda": "0.001", "train.dropout_p": "0.25", "train.seed": "1",
+               "model.fusion": "concat", "data.slices": str(cfg.data.slices)}
+    for key, value in by_hand.items():
+        assert row[f"params.{key}"] == value, key
+
+    def leaves(node: Any) -> int:
+        return sum(leaves(v) for v in node.values()) if isinstance(node, dict) else 1
+
+    assert sum(c.startswith("params.") for c in df.columns) == leaves(json.loads(cfg.model_dump_json()))
     expected_tags = {
         "integration": "mid",
         "integration_point": "layer4",
@@ -212,7 +221,11 @@ def test_study_and_trial_round_trip(storage: Path, tmp_path: Path) -> None:
     }
     for key, value in expected_tags.items():
         assert row[f"tags.{key}"] == value, key
-    assert row["tags.git_commit"] == T.git_commit() != ""
+    head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=Path(T.__file__).parent, capture_output=True, text=True)
+    if head.returncode == 0:  # a git checkout: the tag is HEAD's commit (+dirty when edited)
+        assert row["tags.git_commit"].split("+")[0] == head.stdout.strip()
+    else:
+        assert row["tags.git_commit"] == "unknown"
     assert row["metrics.train.loss"] == pytest.approx(1.0 / 20)  # latest value
     assert row["metrics.test.full.mAP"] == pytest.approx(0.41)
     uri = study.ref.tracking_uri
@@ -380,13 +393,14 @@ N_PROCS, N_STEPS, KEYS = 4, 150, ("train.loss", "val.mAP", "saliency.sequence.fl
 def _trial_process(ref: tuple[str, str, str], seed: int, start: Any, out: Any) -> None:
     """One trial in its own process: N_STEPS x len(KEYS) values, flushed every 15."""
     from seqablate import tracking as TT
+    from seqablate.tracking import store
 
     study = TT.StudyRef(*ref)
     start.wait()  # all processes begin writing together
     with TT.trial_run(study, _cfg(**{"train.seed": seed}), overrides={"train.seed": seed}, flush_every=15) as log:
         for step in range(N_STEPS):
             log.log_metrics({k: seed * 1000 + step + i / 10 for i, k in enumerate(KEYS)}, step=step)
-    out.put((seed, log.run_id, log.metrics_logged, TT.retry_count))
+    out.put((seed, log.run_id, log.metrics_logged, store.retry_count))
 
 
 def test_concurrent_trials_lose_nothing(storage: Path) -> None:

@@ -25,9 +25,11 @@ from dataclasses import dataclass
 import numpy as np
 from scipy.stats import rankdata
 
-#: Metric-name prefixes of the saliency traces logged by the trainables (issue 5).
-CUMULATIVE_PREFIX = {"sequence": "saliency.cumulative.sequence.", "slice": "saliency.cumulative.slice."}
-STEP_PREFIX = {"sequence": "saliency.sequence.", "slice": "saliency.slice."}
+from seqablate.metric_names import SALIENCY_KINDS, saliency_prefix
+
+#: Metric-name prefixes of the saliency traces a trial logs (:mod:`seqablate.metric_names`).
+CUMULATIVE_PREFIX = {k: saliency_prefix(k, cumulative=True) for k in SALIENCY_KINDS}
+STEP_PREFIX = {k: saliency_prefix(k) for k in SALIENCY_KINDS}
 
 
 @dataclass(frozen=True)

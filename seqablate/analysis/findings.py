@@ -27,15 +27,13 @@ import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import pandas as pd
 
 from seqablate import metric_names as mn
 from seqablate.analysis.runs import ConfigGroup, Run, group_by_config, study_sequences, twin_key
-
-if TYPE_CHECKING:
-    from seqablate.analysis.report import StudyRuns
+from seqablate.analysis.study import StudyRuns
 
 CENSORED = "t1_gre_post"
 #: The rules that turn numbers into words (differences are in mAP, a fraction).

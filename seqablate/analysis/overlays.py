@@ -14,16 +14,14 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 
 from seqablate.analysis.document import Figure
 from seqablate.analysis.runs import Run
+from seqablate.analysis.study import StudyRuns
 from seqablate.analysis.tables import CENSORED
-
-if TYPE_CHECKING:
-    from seqablate.analysis.report import StudyRuns
 
 #: Background sequence preference (a post-contrast image shows enhancing lesions best).
 BACKGROUND_PREFERENCE = ("t1_gre_post", "t1_fse_post", "t1_post", "t1_subtraction")

@@ -109,23 +109,6 @@ def plot_pr_curves(pr: pd.DataFrame, path: str | Path, *, title: str, maps: Mapp
     return _save(fig, path)
 
 
-def froc_points(lesions: pd.DataFrame, n_truth: int, n_patients: int) -> tuple[np.ndarray, np.ndarray]:
-    """FROC from a per-lesion table of predictions: (false positives per patient, sensitivity).
-
-    ``lesions`` has one row per *predicted* lesion with a ``score`` and a boolean true-positive
-    column (``tp`` / ``is_tp`` / ``true_positive``). Thresholds sweep the scores high to low;
-    sensitivity = TP / n_truth, FP rate = FP / n_patients. Empty input gives two empty arrays.
-    """
-    if lesions.empty or n_truth <= 0 or n_patients <= 0:
-        return np.zeros(0), np.zeros(0)
-    tp_col = next((c for c in ("tp", "is_tp", "true_positive") if c in lesions.columns), None)
-    if tp_col is None or "score" not in lesions.columns:
-        raise ValueError(f"lesion table needs 'score' and a tp column; has {list(lesions.columns)}")
-    order = np.argsort(-lesions["score"].to_numpy(dtype=float), kind="stable")
-    tp = lesions[tp_col].to_numpy(dtype=bool)[order]
-    return np.cumsum(~tp) / n_patients, np.cumsum(tp) / n_truth
-
-
 def plot_froc(curves: Mapping[str, tuple[np.ndarray, np.ndarray]], path: str | Path, *, title: str) -> Path:
     """FROC curves: ``curves`` maps a condition to (FP per patient, sensitivity)."""
     plt = _plt()

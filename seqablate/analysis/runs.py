@@ -5,10 +5,11 @@ The analysis never talks to MLflow: :func:`runs_from_frame` turns the runs table
 run, columns ``run_id``, ``status``, ``params.<dotted key>``, ``tags.<key>``,
 ``metrics.<key>``) into :class:`Run` records; everything else here is pure.
 
-Metric names follow the trainables' convention (issue 5): ``test.<condition>.<metric>`` with
-``<metric>`` in :data:`METRICS` and CI bounds ``<metric>_lo`` / ``<metric>_hi``, e.g.
-``test.full.mAP``, ``test.censor_t1_gre_post.mAP_lo``; external cohorts as
-``external.<cohort>.<metric>`` (or ``external.<cohort>.<condition>.<metric>``).
+Metric names are :mod:`seqablate.metric_names`' (the module evaluation writes them with):
+``test.<condition>.<metric>`` with ``<metric>`` in :data:`METRICS` and CI bounds
+``<metric>_lo`` / ``<metric>_hi``, e.g. ``test.full.mAP``, ``test.censor_t1_gre_post.mAP_lo``;
+external cohorts as ``external.<cohort>.<metric>``; the other BatchNorm statistics policy
+under ``test_<policy>.`` / ``external_<policy>.``.
 """
 
 from __future__ import annotations
@@ -20,6 +21,8 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from seqablate import vocabulary as V
+from seqablate.metric_names import parse_metric
 from seqablate.sequences import PAPER_SEQUENCES
 
 #: Lesion-level metrics shown in the tables, in column order, with their column titles.
@@ -34,10 +37,6 @@ IGNORED_PREFIXES: tuple[str, ...] = ("tune.", "ray.", "mlflow.")
 
 #: Statuses whose metrics are used. A FAILED/KILLED run is reported as missing, never as zeros.
 USABLE_STATUSES: frozenset[str] = frozenset({"FINISHED"})
-
-_METRIC_RE = re.compile(
-    r"^(?P<split>test|external)\.(?P<rest>.+)\.(?P<metric>[A-Za-z_]+?)(?P<bound>_lo|_hi)?$"
-)
 
 
 @dataclass(frozen=True)
@@ -160,72 +159,13 @@ def study_sequences(runs: Sequence[Run]) -> tuple[str, ...]:
     return max(counts, key=lambda s: (len(s), counts[s]))
 
 
-def condition_subset(condition: str, sequences: Sequence[str]) -> tuple[str, ...] | None:
-    """The sequences given to the model under an evaluation condition, in study order.
-
-    ``full`` -> all; ``censor_<names>`` -> all but the named ones; ``subset_<names>`` or
-    ``only_<names>`` -> the named ones. Several names may be joined by any separator
-    (``censor_t1_fse_pre-flair``); names are matched against ``sequences`` (longest
-    first, since canonical names contain underscores). Unknown shapes give None.
-    """
-    seqs = tuple(sequences)
-    if condition == "full":
-        return seqs
-    m = re.match(r"^(censor|subset|only|with)[_.-]?(.*)$", condition)
-    if not m:
-        return None
-    kind, rest = m.groups()
-    named: set[str] = set()
-    for name in sorted(seqs, key=len, reverse=True):
-        if re.search(rf"(^|[^a-z0-9]){re.escape(name)}($|[^a-z0-9])", rest):
-            named.add(name)
-            rest = rest.replace(name, " ")
-    if not named or rest.strip(" _-+.,"):
-        return None
-    if kind == "censor":
-        kept = tuple(s for s in seqs if s not in named)
-    else:
-        kept = tuple(s for s in seqs if s in named)
-    return kept or None
-
-
-@dataclass(frozen=True)
-class MetricName:
-    """A parsed test/external metric name."""
-
-    split: str  # 'test' or 'external'
-    condition: str  # 'full', 'censor_t1_gre_post', ... ('full' for external without one)
-    cohort: str | None  # external cohort name
-    metric: str  # 'mAP', 'max_sensitivity', ...
-    bound: str | None  # None, '_lo' or '_hi'
-
-
-def parse_metric(key: str) -> MetricName | None:
-    """Parse ``test.<cond>.<metric>[_lo|_hi]`` / ``external.<cohort>[.<cond>].<metric>``."""
-    m = _METRIC_RE.match(key)
-    if not m:
-        return None
-    split, rest, metric, bound = m["split"], m["rest"], m["metric"], m["bound"]
-    if split == "test":
-        return MetricName(split, rest, None, metric, bound)
-    cohort, _, cond = rest.partition(".")
-    return MetricName(split, cond or "full", cohort, metric, bound)
-
-
-def metric_key(split: str, condition: str, metric: str, cohort: str | None = None) -> str:
-    """Inverse of :func:`parse_metric` (external 'full' omits the condition)."""
-    if split == "external":
-        return f"external.{cohort}.{metric}" if condition == "full" else f"external.{cohort}.{condition}.{metric}"
-    return f"test.{condition}.{metric}"
-
-
-def conditions(runs: Iterable[Run]) -> list[str]:
+def logged_conditions(runs: Iterable[Run]) -> list[str]:
     """Test conditions logged by any run, 'full' first, then in first-seen order."""
     seen: dict[str, None] = {}
     for r in runs:
         for k in r.metrics:
             p = parse_metric(k)
-            if p and p.split == "test":
+            if p and p.split == "test" and p.policy is None:
                 seen.setdefault(p.condition, None)
     out = list(seen)
     return sorted(out, key=lambda c: c != "full")
@@ -237,7 +177,7 @@ def external_cohorts(runs: Iterable[Run]) -> list[str]:
     for r in runs:
         for k in r.metrics:
             p = parse_metric(k)
-            if p and p.split == "external" and p.cohort:
+            if p and p.split == "external" and p.cohort and p.policy is None:
                 seen.setdefault(p.cohort, None)
     return list(seen)
 
@@ -256,8 +196,8 @@ def config_items(run: Run, *, drop: Iterable[str] = ()) -> tuple[tuple[str, str]
     return tuple(sorted(items))
 
 
-_INTEGRATION_LABEL = {"input": "Input", "mid": "Mid", "end": "End"}
-_SHARING_LABEL = {"shared": "Fully Shared", "independent": "Fully Ind.", "l2_tied": "L2 Tied"}
+_INTEGRATION_LABEL = V.INTEGRATION_LABELS
+_SHARING_LABEL = V.SHARING_LABELS
 
 
 @dataclass

@@ -21,18 +21,18 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from seqablate import vocabulary as V
 from seqablate.analysis.runs import (
     METRICS,
     ConfigGroup,
     Run,
-    condition_subset,
-    conditions,
     external_cohorts,
     group_by_config,
-    metric_key,
+    logged_conditions,
     study_sequences,
     twin_key,
 )
+from seqablate.metric_names import condition_subset, metric_key
 from seqablate.sequences import subset_label, subsets
 
 #: Scale from logged fractions to displayed percent.
@@ -218,9 +218,9 @@ def mark_best(rows: Sequence[Row], *, higher_is_better: bool = True) -> None:
 
 # ----------------------------------------------------------------------------- row ordering
 
-_INTEG_ORDER = {"input": 0, "mid": 1, "end": 2}
-_POINT_ORDER = {"stem": 0, "layer1": 1, "layer2": 2, "layer3": 3, "layer4": 4}
-_SHARING_ORDER = {"shared": 0, "independent": 1, "l2_tied": 2}
+_INTEG_ORDER = {name: i for i, name in enumerate(V.INTEGRATIONS)}
+_POINT_ORDER = {name: i for i, name in enumerate(V.INTEGRATION_POINTS)}
+_SHARING_ORDER = {"shared": 0, "independent": 1, "l2_tied": 2}  # the paper's table rows: shared first
 
 #: The paper's Table I/II rows: (integration, sharing, fusion) -> label shown when absent.
 PAPER_ROWS: list[tuple[str, str, str, str]] = [
@@ -258,7 +258,7 @@ def _matches_paper_row(g: ConfigGroup, integ: str, sharing: str, fusion: str) ->
 
 def _condition_for(runs: Sequence[Run], kept: tuple[str, ...], seqs: tuple[str, ...]) -> str | None:
     """The logged test condition whose input sequences are exactly ``kept``."""
-    for c in conditions(runs):
+    for c in logged_conditions(runs):
         if condition_subset(c, seqs) == kept:
             return c
     return None
@@ -500,7 +500,7 @@ def table_subsets(runs: Sequence[Run]) -> list[Table]:
     seqs = study_sequences(runs)
     all_subsets = subsets(seqs)
     conds = {}
-    for c in conditions(runs):
+    for c in logged_conditions(runs):
         sub = condition_subset(c, seqs)
         if sub is not None:
             conds.setdefault(sub, c)

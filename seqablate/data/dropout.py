@@ -21,9 +21,10 @@ from typing import Any
 import numpy as np
 import torch
 
+from seqablate import vocabulary as V
 from seqablate.sequences import canonical
 
-MODES = ("bernoulli", "uniform")
+MODES = V.DROPOUT_MODES
 
 
 def presence_weights(present: np.ndarray | torch.Tensor) -> np.ndarray | torch.Tensor:

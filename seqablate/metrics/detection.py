@@ -43,7 +43,6 @@ from scipy.spatial import cKDTree
 
 from seqablate.metrics.lesions import components, overlap_counts
 from seqablate.metrics.ranking import (
-    FROC_RATES,
     ap_from_counts,
     cumulative_counts,
     pr_curve,
@@ -374,12 +373,6 @@ class DetectionResult:
         is_tp = np.concatenate([p.is_tp for p in self.per_patient]) if self.per_patient else []
         return pr_curve(np.asarray(scores), np.asarray(is_tp, dtype=bool), self.n_truth)
 
-    def froc(self, rates: tuple[float, ...] = FROC_RATES) -> dict[float, float]:
-        """Sensitivity at each false-positive-per-patient rate (see :func:`froc`)."""
-        from seqablate.metrics.froc import froc
-
-        return froc(self, rates=rates).sensitivity
-
     def as_dict(self) -> dict[str, float]:
         """Scalar metrics, e.g. for logging to MLflow."""
         return {
@@ -472,9 +465,10 @@ def detection_metrics(
         * predicted lesion: a 3D 26-connected component of voxels with prob > threshold;
         * score: the mean probability over the component's voxels (so >= threshold);
         * centre: the unweighted centroid of its voxels, in mm as voxel index x spacing;
-        * true positive: the Euclidean distance in mm from the centre to the centre of the
-          nearest truth voxel is <= max_distance_mm; the prediction then matches the truth
-          lesion (26-connected component of the truth mask) that holds that voxel;
+        * true positive: the Euclidean distance in mm from the centre to the region the truth
+          voxels cover (each voxel the box index +- 0.5 voxel, so 0 inside an annotated voxel)
+          is <= max_distance_mm; the prediction then matches the truth lesion (26-connected
+          component of the truth mask) that holds the nearest voxel;
         * ranking: the predictions of all patients are ranked together by descending score;
           a prediction whose truth lesion was already matched by a higher-scoring prediction
           is a false positive (duplicate);
@@ -490,7 +484,8 @@ def detection_metrics(
 
     Returns:
         :class:`DetectionResult` (mAP, max_sensitivity, tp_dice, n_truth, n_pred, n_tp,
-        voxel_dice, lesions table, truth_lesions table, per_patient, pr_curve(), froc()).
+        voxel_dice, lesions table, truth_lesions table, per_patient, pr_curve()); FROC from it
+        with :func:`seqablate.metrics.froc`.
 
     Raises:
         ValueError: naming the patient, for mismatched lengths or shapes, non-3D volumes,

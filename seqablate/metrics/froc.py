@@ -20,17 +20,15 @@ class FrocResult:
         mean: mean of those sensitivities (the "CPM" score); NaN without truth lesions.
         fps_per_patient: float64[G] FPs per patient at each distinct score (descending).
         curve_sensitivity: float64[G] sensitivity at the same operating points.
+
+    The curve is what reports plot (an evaluation logs it as ``froc.csv``), so the figure and
+    the logged ``froc_mean`` come from this one computation.
     """
 
     sensitivity: dict[float, float]
     mean: float
     fps_per_patient: np.ndarray
     curve_sensitivity: np.ndarray
-
-    @property
-    def mean_sensitivity(self) -> float:
-        """Alias of :attr:`mean` (the name ``trainables.evaluate`` reads)."""
-        return self.mean
 
 
 def as_patients(

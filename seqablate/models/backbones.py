@@ -30,14 +30,15 @@ from torchvision.models._utils import IntermediateLayerGetter
 from torchvision.models.resnet import Bottleneck
 from torchvision.models.segmentation.deeplabv3 import ASPP, ASPPPooling, DeepLabHead, DeepLabV3
 
+from seqablate import vocabulary as V
 from seqablate.models.atrous import collapse_atrous
 
 #: Backbone stages in execution order; a mid-level integration point names the last one run
-#: per sequence.
-STAGES: tuple[str, ...] = ("stem", "layer1", "layer2", "layer3", "layer4")
+#: per sequence (the vocabulary's integration points).
+STAGES: tuple[str, ...] = V.INTEGRATION_POINTS
 
 #: Normalisation layers (``model.norm``).
-NORMS: tuple[str, ...] = ("batch", "group", "instance")
+NORMS: tuple[str, ...] = V.NORMS
 
 #: GroupNorm uses this many groups, or ``width // 2`` on layers narrower than 64 channels (at
 #: least two channels per group); a width must be a multiple of its group count.
@@ -147,7 +148,8 @@ BACKBONES: dict[str, BackboneSpec] = {
         _RESNET_WIDTHS,
     ),
     # One narrow Bottleneck per stage (32 .. 256 channels) and a 64-channel ASPP: DeepLabv3's
-    # structure at ~0.4 M parameters, for the CPU demo (benchmarks/bench_train_step.py).
+    # structure at ~0.7 M parameters (input-level, 4 sequences x 5 slices), for the CPU demo
+    # (benchmarks/bench_train_step.py).
     "tiny": BackboneSpec(
         lambda nl: TinyResNet(stem=32, planes=_TINY_PLANES, norm_layer=nl),
         {"stem": 32, **{f"layer{i + 1}": 4 * p for i, p in enumerate(_TINY_PLANES)}},

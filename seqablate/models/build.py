@@ -1,7 +1,7 @@
 """``build_model``: a validated config (or plain mapping) in, a ready ``SeqSegModel`` out.
 
-Valid combinations (everything else fails HERE, at build time, with a :class:`ConfigError`
-naming the offending key and its valid choices):
+Valid combinations (:data:`seqablate.vocabulary.MODEL_RULES`; everything else fails HERE, at
+build time, with a :class:`ConfigError` naming the offending key and its valid choices):
 
 ==============  =====================  ===========================  ===========================
 integration     integration_point      fusion                       sharing
@@ -27,38 +27,19 @@ from typing import Any
 
 import torch
 
+from seqablate import vocabulary as V
 from seqablate.config import ConfigError, ModelConfig, parse
-from seqablate.models.backbones import BACKBONES, NORMS, STAGES
-from seqablate.models.fusion import FUSIONS
+from seqablate.models.backbones import BACKBONES
 from seqablate.models.integration import INTEGRATIONS, ModelSpec, SeqSegModel
-from seqablate.models.sharing import SHARING_MODES
-from seqablate.sequences import CONTRAST_PAIRS, contrast_pair
-
-#: Which optional keys each integration uses (the others must keep their defaults).
-USES: dict[str, frozenset[str]] = {
-    "input": frozenset(),
-    "mid": frozenset({"integration_point", "fusion", "sharing"}),
-    "end": frozenset({"sharing"}),
-}
-
-#: Valid values of each optional key (for messages; the config's Literal types agree).
-CHOICES: dict[str, list[str]] = {
-    "integration_point": list(STAGES),
-    "fusion": FUSIONS.names(),
-    "sharing": list(SHARING_MODES),
-}
-
-
-def _default(key: str) -> Any:
-    return ModelConfig.model_fields[key].default
 
 
 def resolve_spec(config: ModelConfig | Mapping[str, Any]) -> ModelSpec:
     """Validate ``config`` and the cross-key rules; return the resolved :class:`ModelSpec`.
 
     Raises :class:`ConfigError` (a ``ValueError``) naming the key, the value and the valid
-    choices for: unknown keys/values, unset ``sequences``/``slices``, a key that does not apply
-    to the integration, and ``subtract`` without shared weights or without a contrast pair.
+    choices for: unknown keys/values, unset ``sequences``/``slices``, and a break of one of
+    :data:`seqablate.vocabulary.MODEL_RULES` (a key that does not apply to the integration,
+    ``subtract`` without shared weights or without a contrast pair).
     """
     cfg = parse(ModelConfig, config, source="model")
     if cfg.sequences is None:
@@ -71,37 +52,14 @@ def resolve_spec(config: ModelConfig | Mapping[str, Any]) -> ModelSpec:
             "model.slices: not set; build_model needs K, the 2.5D depth "
             "(a TrialConfig fills it from data.slices)"
         )
-    integration = cfg.integration
-    INTEGRATIONS.get(integration)  # unknown name -> error with the valid choices
+    INTEGRATIONS.get(cfg.integration)  # an integration without an implementation -> the choices
     if cfg.backbone not in BACKBONES:
         raise ConfigError(f"model.backbone: unknown value {cfg.backbone!r}; valid choices: {list(BACKBONES)}")
-    if cfg.norm not in NORMS:
-        raise ConfigError(f"model.norm: unknown value {cfg.norm!r}; valid choices: {list(NORMS)}")
-    for key, valid in CHOICES.items():
-        value = getattr(cfg, key)
-        if value not in valid:
-            raise ConfigError(f"model.{key}: unknown value {value!r}; valid choices: {valid}")
-        if key not in USES[integration] and value != _default(key):
-            users = [name for name, keys in USES.items() if key in keys]
-            raise ConfigError(
-                f"model.{key}={value!r} does not apply to integration={integration!r}; "
-                f"leave it at its default {_default(key)!r} (model.{key} is used by "
-                f"integration in {users})"
-            )
-    if integration == "mid" and cfg.fusion == "subtract":
-        if cfg.sharing != "shared":
-            raise ConfigError(
-                f"model.sharing={cfg.sharing!r} cannot be used with fusion='subtract': "
-                "subtracting features is meaningful only if both branches compute the same "
-                "features; valid choices: ['shared']"
-            )
-        if contrast_pair(cfg.sequences) is None:
-            raise ConfigError(
-                f"model.fusion='subtract' needs a post/pre-contrast pair in model.sequences "
-                f"{cfg.sequences}; valid pairs (post, pre): {list(CONTRAST_PAIRS)}"
-            )
+    broken = [r for r in V.MODEL_RULES if not r.ok(cfg, None)]
+    if broken:
+        raise ConfigError(broken[0].message(cfg))
     return ModelSpec(
-        integration=integration,
+        integration=cfg.integration,
         integration_point=cfg.integration_point,
         fusion=cfg.fusion,
         sharing=cfg.sharing,

@@ -23,8 +23,10 @@ import torch
 import torch.nn as nn
 from torch import Tensor
 
-#: Sharing modes, in the order the paper lists them.
-SHARING_MODES: tuple[str, ...] = ("independent", "shared", "l2_tied")
+from seqablate import vocabulary as V
+
+#: Sharing modes, in the order the paper lists them (the vocabulary's).
+SHARING_MODES: tuple[str, ...] = V.SHARING_MODES
 
 #: ModuleDict key of the single module in ``shared`` mode.
 SHARED_KEY = "shared"

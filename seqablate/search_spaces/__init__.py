@@ -12,13 +12,13 @@ user Python file that defines ``SPACE``.
 
 from __future__ import annotations
 
-from seqablate.search_spaces.hpo import hpo_for, make_hpo
-from seqablate.search_spaces.naming import (
+from seqablate.naming import (
     DEFAULT_TIE_LAMBDA,
     expand_seeds,
     run_name,
     trial_key,
 )
+from seqablate.search_spaces.hpo import hpo_for, make_hpo
 from seqablate.search_spaces.paper import dropout_sweep_points, table1_points, table2_points
 from seqablate.search_spaces.registry import (
     Space,

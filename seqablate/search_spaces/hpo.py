@@ -13,6 +13,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
+from seqablate import vocabulary as V
 from seqablate.config import TrialConfig
 from seqablate.search_spaces.paper import DROPOUT_MODES, SHARING_MODES, model_point
 from seqablate.sequences import PAPER_SEQUENCES, contrast_pair
@@ -20,8 +21,8 @@ from seqablate.sequences import PAPER_SEQUENCES, contrast_pair
 if TYPE_CHECKING:
     import optuna
 
-INTEGRATIONS: tuple[str, ...] = ("input", "mid", "end")
-POINTS: tuple[str, ...] = ("stem", "layer1", "layer2", "layer3", "layer4")
+INTEGRATIONS: tuple[str, ...] = V.INTEGRATIONS
+POINTS: tuple[str, ...] = V.INTEGRATION_POINTS
 TIE_LAMBDA_RANGE = (1e-5, 1e-1)  # log-uniform
 DROPOUT_P_RANGE = (0.0, 0.5)  # step 0.05, so run names stay readable
 LR_RANGE = (1e-5, 3e-3)  # log-uniform
@@ -39,7 +40,7 @@ class HpoSearch:
 
     def __init__(self, sequences: Sequence[str] = PAPER_SEQUENCES) -> None:
         self.sequences = tuple(sequences)
-        self.fusions = ["concat", "mean"] + (["subtract"] if contrast_pair(self.sequences) else [])
+        self.fusions = [f for f in V.FUSIONS if f != "subtract" or contrast_pair(self.sequences)]
 
     def __repr__(self) -> str:
         return f"HpoSearch(sequences={list(self.sequences)})"

@@ -9,10 +9,11 @@ from __future__ import annotations
 
 from typing import Any
 
-from seqablate.search_spaces.naming import DEFAULT_TIE_LAMBDA
+from seqablate import vocabulary as V
+from seqablate.naming import DEFAULT_TIE_LAMBDA
 
 #: The sharing modes of parallel branches, in the paper's table order.
-SHARING_MODES: tuple[str, ...] = ("independent", "shared", "l2_tied")
+SHARING_MODES: tuple[str, ...] = V.SHARING_MODES
 
 
 def model_point(
@@ -61,7 +62,7 @@ def table2_points(p: float = 0.25) -> list[dict[str, Any]]:
 #: Dropout probabilities of the sweep (0 = the no-dropout reference, listed once).
 DROPOUT_GRID: tuple[float, ...] = (0.0, 0.1, 0.25, 0.4, 0.5)
 #: Dropout modes of the sweep (see seqablate.data.dropout.SequenceDropout).
-DROPOUT_MODES: tuple[str, ...] = ("bernoulli", "uniform")
+DROPOUT_MODES: tuple[str, ...] = V.DROPOUT_MODES
 
 
 def dropout_sweep_points() -> list[dict[str, Any]]:

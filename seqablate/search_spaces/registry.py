@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from seqablate.config import ConfigError, TrialConfig, with_overrides
-from seqablate.search_spaces.naming import expand_seeds, run_name, trial_key
+from seqablate.naming import expand_seeds, run_name, trial_key
 from seqablate.search_spaces.rules import model_problems
 
 if TYPE_CHECKING:  # optuna is only needed when a search is actually sampled

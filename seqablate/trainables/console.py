@@ -17,6 +17,8 @@ from typing import Any
 import ray.tune
 from tqdm.auto import tqdm
 
+from seqablate.trainables.trial_names import config_name
+
 #: The numbers a finished trial's line shows, if it reported them.
 KEYS = (
     ("val.best_mAP", "val mAP"),
@@ -26,13 +28,7 @@ KEYS = (
 
 
 def _name(trial: Any) -> str:
-    from seqablate.search_spaces import run_name
-    from seqablate.trainables.driver import trial_overrides
-
-    try:
-        return run_name(trial_overrides(trial.config))
-    except Exception:  # noqa: BLE001 - a search's trial before sampling has no overrides yet
-        return str(trial.trial_id)
+    return config_name(trial.config, str(trial.trial_id))
 
 
 def result_line(result: dict[str, Any]) -> str:

@@ -25,6 +25,7 @@ from typing import Any
 
 from seqablate.config import StudyConfig, TrialConfig, parse, to_yaml, with_overrides
 from seqablate.trainables.cohort import TrialSplit
+from seqablate.trainables.trial_names import config_name, trial_overrides
 
 #: Metric Tune/Optuna/ASHA optimise (best validation mAP so far, reported at each validation).
 OBJECTIVE = "val.best_mAP"
@@ -51,14 +52,6 @@ class StudyContext:
     max_failures: int = 1
     seeds: int = 1  # searches only: each sampled config is trained with seeds 0..seeds-1
     faults: dict[str, dict[str, Any]] = field(default_factory=dict)  # run name -> FaultPlan fields (tests)
-
-
-def trial_overrides(config: dict[str, Any]) -> dict[str, Any]:
-    """The override dict of a trial's Tune config: ``config['overrides']`` (grids) or the
-    dotted keys Optuna sampled (searches)."""
-    if "overrides" in config:
-        return dict(config["overrides"])
-    return {k: v for k, v in config.items() if "." in k}
 
 
 def _scaling(ctx: StudyContext) -> Any:
@@ -114,14 +107,14 @@ def _fit_one(ctx: StudyContext, overrides: dict[str, Any]) -> dict[str, Any]:
             # Train V2's result.metrics belong to the last *checkpointed* report; the test
             # metrics come in the final report (no checkpoint), which rank 0 also logged to
             # the run: read them back from MLflow (latest value of every metric).
-            logged = tracking.client(ref.tracking_uri).get_run(tlog.run_id).data.metrics
+            logged = tracking.run_info(tlog.run_id, tracking_uri=ref.tracking_uri).data.metrics
             metrics = {**dict(result.metrics or {}), **dict(logged)}
             tlog.set_tags({"seqablate.train_path": str(result.path)})
             return {**metrics, "mlflow_run_id": tlog.run_id}
     except tracking.TrialAlreadyFinished as done:
         # MLflow holds a FINISHED run for this trial (the study was killed after logging it):
         # report its metrics instead of training it again.
-        run = tracking.client(ref.tracking_uri).get_run(done.run_id)
+        run = tracking.run_info(done.run_id, tracking_uri=ref.tracking_uri)
         return {**dict(run.data.metrics), "mlflow_run_id": done.run_id, "already_finished": 1.0}
 
 
@@ -179,7 +172,7 @@ def _local(storage: str) -> Path:
     return Path(storage[len("file://"):] if storage.startswith("file://") else storage)
 
 
-def resolve_study(cfg: StudyConfig) -> StudyConfig:
+def apply_smoke(cfg: StudyConfig) -> StudyConfig:
     """Apply ``--smoke`` to the base config (explicit study values win)."""
     if not cfg.smoke:
         return cfg
@@ -288,7 +281,7 @@ def prepare(cfg: StudyConfig) -> tuple[StudyConfig, TrialSplit]:
     """Validate the study before Ray starts: space, cohorts (cached once), split, externals."""
     from seqablate.trainables.cohort import check_cohorts
 
-    cfg = resolve_study(cfg)
+    cfg = apply_smoke(cfg)
     study_space(cfg)  # unknown space or --trials pattern -> SpaceError listing the choices
     if cfg.base.data.cohort is None:
         raise StudySetupError("no cohort: pass --cohort PATH (or set cohort in the study config)")
@@ -402,7 +395,7 @@ def run_study(
             cpus_per_worker=cfg.cpus_per_worker, seeds=cfg.seeds if space.kind == "search" else 1,
             faults={k: (asdict(v) if is_dataclass(v) else dict(v)) for k, v in (faults or {}).items()},
         )
-        # [infra] The driver itself only waits on its trainer: no CPU, never a GPU, and it runs
+        # The driver itself only waits on its trainer: no CPU, never a GPU, and it runs
         # on the head node. Ray Train V2 attaches each trial's controller to its driver's node,
         # so with drivers on the head a lost worker node takes down only training workers,
         # which the trainer's FailureConfig restarts from the last checkpoint (a driver on the
@@ -490,13 +483,7 @@ def _tuner_args(cfg: StudyConfig, space: Any, parent: str, leaf: str, verbose: b
 
 def _trial_name(trial: Any) -> str:
     """Tune trial names say what differs (``mid@layer4-l2_tied-p0.25-seed1``) + Tune's id."""
-    from seqablate import search_spaces
-
-    try:
-        name = search_spaces.run_name(trial_overrides(trial.config))
-    except Exception:  # a search's config before sampling: fall back to Tune's id
-        name = "trial"
-    return f"{name}_{trial.trial_id}"
+    return f"{config_name(trial.config, 'trial')}_{trial.trial_id}"
 
 
 def _rows(grid: Any) -> list[dict[str, Any]]:
@@ -505,7 +492,7 @@ def _rows(grid: Any) -> list[dict[str, Any]]:
         m = dict(r.metrics or {})
         cfg = dict(r.config or {})
         rows.append({
-            "name": __import__("seqablate.search_spaces", fromlist=["run_name"]).run_name(trial_overrides(cfg)),
+            "name": config_name(cfg, str(r.path)),
             "status": "ERROR" if r.error else "TERMINATED",
             "error": f"{type(r.error).__name__}: {r.error}"[:500] if r.error else "",
             "path": str(r.path),

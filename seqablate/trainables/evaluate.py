@@ -3,7 +3,7 @@
 Conditions (each a set of censored sequences, applied with the same zero-and-rescale rule as
 training): ``full``; ``censor_<seq>`` for each sequence alone (``eval.each_sequence``) and for
 every sequence in ``eval.censor`` (the paper's Tables III/IV censor ``t1_gre_post``);
-``subset_<a+b>`` for every non-empty proper subset kept (``eval.all_subsets``, Table V
+``subset_<a>-<b>`` for every non-empty proper subset kept (``eval.all_subsets``, Table V
 generalised). Every external cohort (Table VI) is predicted from whatever sequences its
 patients have. Each condition gets lesion-level mAP with a bootstrap CI over patients, maximum
 sensitivity, true-positive Dice and the FROC mean sensitivity, under the names of
@@ -26,27 +26,28 @@ import numpy as np
 import pandas as pd
 import torch
 
+from seqablate import metric_names as mn
 from seqablate.config import TrialConfig
 from seqablate.models.deployed import DeployedModel
-from seqablate.sequences import subset_label, subsets
+from seqablate.sequences import subsets
 from seqablate.trainables.cohort import original_mask
 
 
-def conditions(cfg: TrialConfig) -> list[tuple[str, tuple[str, ...]]]:
+def evaluation_conditions(cfg: TrialConfig) -> list[tuple[str, tuple[str, ...]]]:
     """``(name, censored sequences)`` of every test condition, ``full`` first, no duplicates."""
     seqs = tuple(cfg.data.sequences)
-    out: list[tuple[str, tuple[str, ...]]] = [("full", ())]
+    out: list[tuple[str, tuple[str, ...]]] = [(mn.FULL, ())]
     singles = list(seqs) if cfg.eval.each_sequence else []
     singles += [s for s in cfg.eval.censor if s not in singles]
     for s in singles:
         if s in seqs and len(seqs) > 1:
-            out.append((f"censor_{s}", (s,)))
+            out.append((mn.censor_condition(s), (s,)))
     if cfg.eval.all_subsets:
         for sub in subsets(seqs):
             if len(sub) == len(seqs):
                 continue
             censored = tuple(s for s in seqs if s not in sub)
-            out.append((f"subset_{subset_label(sub, seqs)}", censored))
+            out.append((mn.subset_condition([s for s in seqs if s in sub]), censored))
     return out
 
 
@@ -59,6 +60,7 @@ class ConditionResult:
     lesions: pd.DataFrame  # per-lesion table of detection_metrics, with 'condition'
     patients: pd.DataFrame  # per-patient table (metrics.patient_table), with 'condition'
     pr: pd.DataFrame  # precision, recall, threshold
+    froc: pd.DataFrame  # fps_per_patient, sensitivity (metrics.froc's curve)
     norm_stats: dict[str, str] = field(default_factory=dict)  # patient -> statistics used
 
 
@@ -77,22 +79,21 @@ class EvalReport:
         return out
 
     def write_artifacts(self, folder: str | Path) -> list[Path]:
-        """Write ``lesions.csv``, ``patients.csv`` (all conditions), ``pr_curves.csv`` and
-        ``pr_curves.png`` (:mod:`seqablate.metric_names`)."""
-        from seqablate import metric_names as mn
-
+        """Write ``lesions.csv``, ``patients.csv``, ``pr_curves.csv``, ``froc.csv`` (all
+        conditions, a ``condition`` column) and ``pr_curves.png`` (:mod:`seqablate.metric_names`)."""
         folder = Path(folder)
         folder.mkdir(parents=True, exist_ok=True)
 
         def cat(frames: list[pd.DataFrame]) -> pd.DataFrame:
             return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
 
-        paths = [folder / mn.LESIONS_CSV, folder / mn.PATIENTS_CSV, folder / mn.PR_CSV, folder / mn.PR_PNG]
-        cat([r.lesions for r in self.results]).to_csv(paths[0], index=False)
-        cat([r.patients for r in self.results]).to_csv(paths[1], index=False)
-        cat([r.pr for r in self.results]).to_csv(paths[2], index=False)
-        _plot_pr([r for r in self.results if "_" not in r.name.split(".")[0]], paths[3])
-        return paths
+        tables = {mn.LESIONS_CSV: "lesions", mn.PATIENTS_CSV: "patients", mn.PR_CSV: "pr", mn.FROC_CSV: "froc"}
+        paths = []
+        for name, attr in tables.items():
+            cat([getattr(r, attr) for r in self.results]).to_csv(folder / name, index=False)
+            paths.append(folder / name)
+        _plot_pr([r for r in self.results if "_" not in r.name.split(".")[0]], folder / mn.PR_PNG)
+        return [*paths, folder / mn.PR_PNG]
 
 
 def _plot_pr(results: list[ConditionResult], path: Path) -> None:
@@ -140,7 +141,9 @@ def score_condition(
         lo, hi = bootstrap_ci(res.per_patient, "mAP", n=e.bootstrap, seed=0)
         m[f"{name}.mAP_lo"], m[f"{name}.mAP_hi"] = float(lo), float(hi)
     fr = froc(res)
-    m[f"{name}.froc_mean"] = float(fr.mean_sensitivity)
+    m[f"{name}.froc_mean"] = float(fr.mean)
+    froc_curve = pd.DataFrame({"condition": name, "fps_per_patient": fr.fps_per_patient,
+                               "sensitivity": fr.curve_sensitivity})
     precision, recall, thresholds = res.pr_curve()
     k = min(len(precision), len(recall), len(thresholds))
     pr = pd.DataFrame({"condition": name, "precision": np.asarray(precision)[:k],
@@ -149,7 +152,7 @@ def score_condition(
     lesions.insert(0, "condition", name)
     patients = patient_table(res.per_patient)
     patients.insert(0, "condition", name)
-    return ConditionResult(name, m, lesions, patients, pr)
+    return ConditionResult(name, m, lesions, patients, pr, froc_curve)
 
 
 def _has_input(patient: Any, censored: tuple[str, ...]) -> bool:
@@ -184,7 +187,7 @@ def evaluate_model(
     norm_stats: dict[str, dict[str, torch.Tensor]] | None = None,
     conditions_override: list[tuple[str, tuple[str, ...]]] | None = None,
 ) -> EvalReport:
-    """Evaluate ``model`` on ``test_patients`` under :func:`conditions` (or
+    """Evaluate ``model`` on ``test_patients`` under :func:`evaluation_conditions` (or
     ``conditions_override``: ``(name, censored)`` pairs), then on ``externals``, under each
     statistics policy of :func:`policies`.
 
@@ -194,7 +197,6 @@ def evaluate_model(
     """
     from tqdm.auto import tqdm
 
-    from seqablate import metric_names as mn
     from seqablate.models.inference import Predictor
 
     runs = policies(model, cfg, norm_stats)
@@ -203,7 +205,7 @@ def evaluate_model(
     truths = [original_mask(p) for p in test]
     spacings = [tuple(p.spacing) for p in test]
     ids = [p.patient_id for p in test]
-    conds = conditions_override if conditions_override is not None else conditions(cfg)
+    conds = conditions_override if conditions_override is not None else evaluation_conditions(cfg)
     bar = tqdm(total=len(runs) * (len(conds) * len(test) + sum(len(v) for v in (externals or {}).values())),
                desc="evaluate", disable=not progress, mininterval=2.0, leave=False)
     for policy, deployed in runs:

@@ -392,7 +392,7 @@ def train_loop_per_worker(config: dict[str, Any], session: Session | None = None
         # Every report carries the objective, so Tune's schedulers/searchers always find it.
         metrics["val.best_mAP"] = _best(state)
         if progress.saliency is not None:
-            metrics.update(progress.saliency.to_metrics("saliency"))
+            metrics.update(progress.saliency.to_metrics())
         if is_ckpt:
             checkpoint(session, trainer, progress, cfg, metrics, logger, run.faults)
         else:
@@ -502,7 +502,7 @@ def _saliency(model: torch.nn.Module, image: torch.Tensor, present: torch.Tensor
         return segmentation_loss(logits, tgt, dice_weight=cfg.train.dice_weight)
 
     acc.update(saliency_aggregates(model, image, present, target, loss_fn), step)
-    return acc.to_metrics("saliency")
+    return acc.to_metrics()
 
 
 @dataclass

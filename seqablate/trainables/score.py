@@ -48,10 +48,7 @@ def _source_run(ref: str, tracking_uri: str) -> str | None:
         return m.group(1)
     m = re.match(r"^models:/([^/]+)/(.+)$", text)
     if m:
-        c = tracking.client(tracking_uri, create=False)
-        name, ver = m.groups()
-        mv = c.get_model_version_by_alias(name, ver[1:]) if ver.startswith("@") else c.get_model_version(name, ver)
-        return mv.run_id
+        return tracking.model_version_run(m.group(1), m.group(2), tracking_uri=tracking_uri)
     return None
 
 
@@ -103,7 +100,7 @@ def evaluate_cohort(
     from seqablate import folders, tracking
     from seqablate.sequences import canonical
     from seqablate.trainables.cohort import labelled, load_cached
-    from seqablate.trainables.evaluate import conditions, evaluate_model
+    from seqablate.trainables.evaluate import evaluate_model, evaluation_conditions
     from seqablate.trainables.model_ref import load_model
 
     cohort = Path(cohort).resolve()
@@ -131,7 +128,7 @@ def evaluate_cohort(
         raise ValueError(f"--cohort {cohort}: no labelled patient (no lesion masks); evaluate needs masks")
     ext = {name: load_cached(ecfg.data, cohort=path, progress=True) for name, path in (externals or {}).items()}
     partial = [p.patient_id for p in scored if not all(bool(x) for x in p.present)]
-    conds = [(n, tuple(dict.fromkeys(censor_always + c))) for n, c in conditions(ecfg)]
+    conds = [(n, tuple(dict.fromkeys(censor_always + c))) for n, c in evaluation_conditions(ecfg)]
     if censor_always:
         conds = [(n, c) for n, c in conds if not set(c) >= set(known)]
     report = evaluate_model(deployed.net, ecfg, scored, externals=ext, device=dev,
@@ -163,9 +160,8 @@ def _log(uri: str, model_ref: str, cohort: Path, cfg: TrialConfig, metrics: dict
     from seqablate.config import flatten
 
     source = _source_run(model_ref, uri)
-    c = tracking.client(uri)
     if source is not None:
-        parent = c.get_run(source)
+        parent = tracking.run_info(source, tracking_uri=uri)
         experiment_id, tags = parent.info.experiment_id, {tracking.TAG_PARENT: source}
     else:
         experiment_id = tracking.get_or_create_experiment(uri, "seqablate-evaluate")

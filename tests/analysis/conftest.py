@@ -35,17 +35,22 @@ def _saliency(logger, weights_per_step):
         logger.log_metrics(m, step=step)
 
 
-def _curves(logger):
-    """PR curves and a per-lesion table, as the trainables' evaluation writes them."""
-    import pandas as pd
+def _curves(logger, cfg):
+    """The evaluation artifacts (lesions, patients, PR and FROC curves) written by the
+    trainables' own evaluation code for two conditions of a two-patient toy cohort."""
+    import tempfile
 
-    pr = pd.DataFrame({"condition": ["test.full"] * 3 + ["test.censor_t1_gre_post"] * 2,
-                       "precision": [1.0, 0.5, 0.5, 1.0, 0.3], "recall": [0.25, 0.25, 0.5, 0.1, 0.2],
-                       "threshold": [0.9, 0.8, 0.7, 0.9, 0.5]})
-    lesions = pd.DataFrame({"condition": ["test.full"] * 4, "patient": ["p1", "p1", "p2", "p2"],
-                            "score": [0.9, 0.8, 0.7, 0.2], "is_tp": [True, False, True, False]})
-    logger.log_table(pr, "eval/pr_curves.csv")
-    logger.log_table(lesions, "eval/lesions.csv")
+    from seqablate.trainables.evaluate import EvalReport, score_condition
+
+    truth = np.zeros((4, 16, 16), np.uint8)
+    truth[1, 2, 2] = truth[1, 10, 10] = 1
+    prob = np.zeros((4, 16, 16))
+    prob[1, 2, 2], prob[3, 14, 14], prob[1, 10, 10] = 0.9, 0.8, 0.3
+    report = EvalReport([score_condition(name, [prob, prob], [truth, truth], [(1.0, 1.0, 1.0)] * 2, ["p1", "p2"], cfg)
+                         for name in ("test.full", "test.censor_t1_gre_post")])
+    with tempfile.TemporaryDirectory() as tmp:
+        for path in report.write_artifacts(tmp):
+            logger.log_artifact(path, "eval")
 
 
 # (overrides, test metrics, saliency weights per step or None, fail?)
@@ -115,7 +120,7 @@ def build_study(root: Path, name: str = "toy") -> Path:
                         _saliency(log, saliency)
                     log.log_metrics(metrics, step=30)
                     if overrides.get("train.dropout_p") and overrides["train.seed"] == 1:
-                        _curves(log)
+                        _curves(log, cfg)
             except RuntimeError:
                 pass
     return root

@@ -63,8 +63,9 @@ def study(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 def test_claims_worded_from_the_numbers(study: Path) -> None:
     from seqablate.analysis.findings import build_findings
-    from seqablate.analysis.report import collect_traces, load_study
     from seqablate.analysis.runs import group_by_config
+    from seqablate.analysis.study import load_study
+    from seqablate.analysis.traces import collect_traces
 
     data = load_study(str(study))
     traces = collect_traces(data, group_by_config(data.runs), progress=False)

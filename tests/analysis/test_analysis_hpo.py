@@ -6,8 +6,9 @@ import optuna
 import pytest
 
 from seqablate.analysis.hpo import _distribution, pick_objective, searched_params, summarize_hpo
-from seqablate.analysis.report import StudyRuns, build_document
+from seqablate.analysis.report import build_document
 from seqablate.analysis.runs import Run
+from seqablate.analysis.study import StudyRuns
 
 
 def _runs(n=12):

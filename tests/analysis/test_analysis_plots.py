@@ -40,8 +40,9 @@ def test_plot_input_errors(tmp_path):
 def _overlay_main(root):
     """Log an (untrained) compact model with its config to a study; draw the overlays."""
     from seqablate import tracking
+    from seqablate.analysis.figures import best_runs
     from seqablate.analysis.overlays import overlay_figures
-    from seqablate.analysis.report import best_runs, load_study
+    from seqablate.analysis.study import load_study
     from seqablate.config import TrialConfig, with_overrides
     from seqablate.data.phantom import make_phantom_cohort
     from seqablate.models import build_model

@@ -5,12 +5,9 @@ from __future__ import annotations
 import base64
 import re
 
-import numpy as np
-import pandas as pd
 import pytest
 
 from seqablate import tracking
-from seqablate.analysis.plots import froc_points
 from seqablate.analysis.report import write_report
 from seqablate.cli import main
 
@@ -79,19 +76,8 @@ def test_cli_bad_inputs_exit_2(toy_study, tmp_path, capsys):
     assert not any(p.name.startswith(".") for p in tmp_path.iterdir())  # no temp leftovers
 
 
-def test_froc_points_by_hand():
-    # Scores 0.9 TP, 0.8 FP, 0.7 TP, 0.2 FP; 4 truth lesions, 2 patients:
-    # FP/patient 0, .5, .5, 1; sensitivity .25, .25, .5, .5.
-    les = pd.DataFrame({"score": [0.7, 0.9, 0.2, 0.8], "is_tp": [True, True, False, False]})
-    fp, sens = froc_points(les, n_truth=4, n_patients=2)
-    np.testing.assert_allclose(fp, [0, 0.5, 0.5, 1.0])
-    np.testing.assert_allclose(sens, [0.25, 0.25, 0.5, 0.5])
-    with pytest.raises(ValueError, match="score"):
-        froc_points(pd.DataFrame({"p": [1]}), 1, 1)
-
-
 def test_study_by_folder_experiment_name_or_run_id(toy_study):
-    from seqablate.analysis.report import load_study
+    from seqablate.analysis.study import load_study
 
     by_folder = load_study(str(toy_study))
     uri = by_folder.tracking_uri

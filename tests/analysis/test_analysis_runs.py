@@ -9,12 +9,11 @@ import pytest
 
 from seqablate.analysis.runs import (
     Run,
-    condition_subset,
     group_by_config,
-    parse_metric,
     runs_from_frame,
     study_sequences,
 )
+from seqablate.metric_names import condition_subset, parse_metric
 
 SEQS = ("t1_gre_post", "t1_fse_pre", "t1_fse_post", "flair")
 

@@ -61,9 +61,36 @@ def test_evaluate_reproduces_the_study_test_metrics(trained: Path, phantom: Path
     from seqablate import tracking
 
     c = tracking.client(uri)
-    runs = c.search_runs([c.get_run(run_id).info.experiment_id], f"tags.`mlflow.parentRunId` = '{run_id}'")
+    runs = c.search_runs([c.get_run(run_id).info.experiment_id],
+                         f"tags.`mlflow.parentRunId` = '{run_id}' and tags.`seqablate.model` = '{run_id}'")
     assert len(runs) == 1 and runs[0].data.tags["seqablate.kind"] == "evaluation"
     assert runs[0].data.metrics["test.full.mAP"] == pytest.approx(got["test.full.mAP"])
+
+
+def test_registered_model_every_subset_logged(trained: Path, phantom: Path, tmp_path: Path,
+                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    """A registered model version (``models:/``) scores like its run; every sequence subset is
+    evaluated and logged to MLflow under names MLflow accepts."""
+    from seqablate import tracking
+
+    monkeypatch.chdir(tmp_path)  # the registry must live in the run's store, not in ./mlflow.db
+    run_id, logged, uri = _run_metrics(trained)
+    ref = tracking.register_model(run_id, "eco-input", tracking_uri=uri)
+    assert ref == "models:/eco-input/1"
+    cohort = _test_cohort(trained, phantom, tmp_path / "hospital")
+    assert main(["evaluate", "--model", ref, "--tracking-uri", uri, "--cohort", str(cohort), "--all-subsets",
+                 "--out", str(tmp_path / "ev")]) == 0
+    got = json.loads((tmp_path / "ev" / "metrics.json").read_text())
+    _same(logged, {k: v for k, v in got.items() if ".subset_" not in k})
+    subsets = sorted({k.split(".")[1] for k in got if k.startswith("test.subset_")})
+    assert len(subsets) == 2**4 - 2 and "subset_t1_gre_post-flair" in subsets
+    # The single-sequence subset that drops only t1_gre_post is the censor condition, scored alike.
+    assert got["test.subset_t1_fse_pre-t1_fse_post-flair.mAP"] == pytest.approx(got["test.censor_t1_gre_post.mAP"])
+    c = tracking.client(uri)
+    (ev,) = c.search_runs([c.get_run(run_id).info.experiment_id],
+                          f"tags.`mlflow.parentRunId` = '{run_id}' and tags.`seqablate.model` = '{ref}'")
+    assert {k for k in ev.data.metrics if ".subset_" in k} == {k for k in got if ".subset_" in k}
+    assert not (tmp_path / "mlflow.db").exists()
 
 
 def test_a_patient_without_t1_gre_post_is_scored_on_its_subset(trained: Path, phantom: Path, tmp_path: Path,

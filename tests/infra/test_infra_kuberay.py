@@ -144,12 +144,12 @@ def test_rayjob_entrypoint_is_a_valid_study_command():
 
     parser = build_parser()
     sub = parser._subparsers._group_actions[0].choices  # type: ignore[union-attr]
-    assert "study" in sub, "seqablate.trainables.commands must register `study`"
+    assert "study" in sub, "seqablate.cli.train must register `study`"
     args = parser.parse_args(entry[3:])
     assert args.storage.startswith("s3://")
     assert args.tracking_uri.startswith("http://mlflow.")
     assert args.workers_per_trial == 1 and args.gpus_per_worker == 1
-    from seqablate.trainables.commands import _external
+    from seqablate.cli.train import _external
 
     assert _external(args.external) == {"oslo": "/data/oslo"}  # NAME=PATH, as the command parses it
 

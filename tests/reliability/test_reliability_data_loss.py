@@ -111,7 +111,9 @@ def test_locked_db_is_waited_for_not_replaced(trained: Path, tmp_path: Path, mon
 
     db = tmp_path / "mlflow.db"
     shutil.copy(trained / "mlflow.db", db)
-    real = tracking._read_schema
+    from seqablate.tracking import store
+
+    real = store._read_schema
     calls = {"n": 0}
 
     def flaky(path: Path):  # noqa: ANN202
@@ -120,8 +122,8 @@ def test_locked_db_is_waited_for_not_replaced(trained: Path, tmp_path: Path, mon
             raise sqlite3.OperationalError("database is locked")
         return real(path)
 
-    monkeypatch.setattr(tracking, "_read_schema", flaky)
-    monkeypatch.setattr(tracking, "RETRY", tracking.RetryPolicy(sleep=lambda s: None))
+    monkeypatch.setattr(store, "_read_schema", flaky)
+    monkeypatch.setattr(store, "RETRY", store.RetryPolicy(sleep=lambda s: None))
     before = db.read_bytes()
     assert tracking.db_state(db) == "mlflow" and calls["n"] == 3
     assert db.read_bytes() == before

@@ -36,10 +36,16 @@ def test_fit_checkpoints_and_evaluates(cohorts: dict[str, Path], tmp_path: Path)
     assert ("best_model.pt" in files) == (res.state.best_step != 8)
     assert [p.name for p in (tmp_path / "run").iterdir()] == [ckpt.name]  # only the latest is kept
     # Test metrics for each condition (full, t1_gre_post censored) and the external cohort.
-    for key in ("test.full.mAP", "test.full.mAP_lo", "test.full.mAP_hi", "test.censor_t1_gre_post.mAP",
-                "external.oslo.mAP", "test.full.froc_mean", "test.full.max_sensitivity"):
-        assert key in res.metrics and 0.0 <= res.metrics[key] <= 1.0, key
-    assert res.metrics["test.full.mAP_lo"] <= res.metrics["test.full.mAP"] <= res.metrics["test.full.mAP_hi"] + 1e-9
+    # Each condition's numbers agree with its own counts: max sensitivity = TP / truth lesions,
+    # and AP (precision <= 1 over recall up to max sensitivity) and mean FROC sensitivity
+    # (sensitivities up to max sensitivity) cannot exceed it.
+    m = res.metrics
+    for cond in ("test.full", "test.censor_t1_gre_post", "external.oslo"):
+        assert m[f"{cond}.n_truth"] > 0 and m[f"{cond}.n_patients"] > 0, cond
+        assert m[f"{cond}.max_sensitivity"] == pytest.approx(m[f"{cond}.n_tp"] / m[f"{cond}.n_truth"]), cond
+        assert 0.0 <= m[f"{cond}.mAP"] <= m[f"{cond}.max_sensitivity"] + 1e-12, cond
+        assert 0.0 <= m[f"{cond}.froc_mean"] <= m[f"{cond}.max_sensitivity"] + 1e-12, cond
+    assert m["test.full.mAP_lo"] <= m["test.full.mAP"] <= m["test.full.mAP_hi"] + 1e-9
     assert res.metrics["external.oslo.n_skipped"] == 0
     # The best weights load back into a model of the logged config.
     model, cfg2 = load_best_model(ckpt)

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from seqablate.config import TrainConfig, TrialConfig
-from seqablate.trainables.evaluate import conditions
+from seqablate.trainables.evaluate import evaluation_conditions
 from seqablate.trainables.losses import segmentation_loss, soft_dice_loss
 from seqablate.trainables.predict import _to_input_grid, lesion_table
 from seqablate.trainables.sampling import DistributedWeightedSampler
@@ -58,14 +58,18 @@ def test_losses_by_hand() -> None:
     assert float(segmentation_loss(logits, target, dice_weight=2.0)) == pytest.approx(math.log(2) + 1.0)
 
 
-def test_conditions_full_first_no_duplicates() -> None:
+def test_evaluation_conditions_full_first_no_duplicates() -> None:
     cfg = TrialConfig()
-    names = [n for n, _ in conditions(cfg)]
+    names = [n for n, _ in evaluation_conditions(cfg)]
     assert names == ["full", "censor_t1_gre_post", "censor_t1_fse_pre", "censor_t1_fse_post", "censor_flair"]
     only = TrialConfig(eval={"each_sequence": False})
-    assert conditions(only) == [("full", ()), ("censor_t1_gre_post", ("t1_gre_post",))]
+    assert evaluation_conditions(only) == [("full", ()), ("censor_t1_gre_post", ("t1_gre_post",))]
     subs = TrialConfig(data={"sequences": ["t1_gre_post", "flair"]}, eval={"each_sequence": False, "censor": [], "all_subsets": True})
-    assert conditions(subs) == [("full", ()), ("subset_t1_gre_post", ("flair",)), ("subset_flair", ("t1_gre_post",))]
+    assert evaluation_conditions(subs) == [("full", ()), ("subset_t1_gre_post", ("flair",)), ("subset_flair", ("t1_gre_post",))]
+    three = TrialConfig(data={"sequences": ["t1_gre_post", "t1_fse_pre", "flair"]},
+                        eval={"each_sequence": False, "censor": [], "all_subsets": True})
+    assert [n for n, _ in evaluation_conditions(three)][:4] == [
+        "full", "subset_t1_gre_post-t1_fse_pre", "subset_t1_gre_post-flair", "subset_t1_fse_pre-flair"]
 
 
 def test_lesion_table_by_hand() -> None:

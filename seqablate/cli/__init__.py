@@ -1,9 +1,9 @@
 """The ``seqablate`` command.
 
-Each area of the platform registers its own sub-commands through a ``register(subparsers)``
-function in a small ``commands`` module; this file only assembles them. Those modules import
-their heavy dependencies (torch, Ray, MLflow) inside the command functions, so ``seqablate
---help`` stays fast.
+Each module of this package registers its own sub-commands through a ``register(subparsers)``
+function; this file only assembles them. Those modules import their heavy dependencies (torch,
+Ray, MLflow) inside the command functions, so ``seqablate --help`` stays fast. The CLI is the
+top layer: nothing else in seqablate imports it.
 
 Every command returns an exit code; errors that are the user's (bad input, bad config) are
 printed as one clear message and exit 2, never a traceback.
@@ -18,9 +18,10 @@ from collections.abc import Sequence
 
 #: Modules that contribute sub-commands (each defines ``register(subparsers) -> None``).
 COMMAND_MODULES: tuple[str, ...] = (
-    "seqablate.data.commands",  # cohort inspect, phantom
-    "seqablate.trainables.commands",  # train, study, predict, evaluate
-    "seqablate.analysis.commands",  # report
+    "seqablate.cli.data",  # cohort inspect, phantom
+    "seqablate.cli.train",  # train, study, predict, evaluate
+    "seqablate.cli.report",  # report
+    "seqablate.cli.demo",  # demo
 )
 
 
@@ -37,10 +38,6 @@ class _VersionAction(argparse.Action):
         parser.exit()
 
 
-class UserError(Exception):
-    """An error caused by the user's input; printed without a traceback, exit code 2."""
-
-
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="seqablate",
@@ -49,13 +46,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action=_VersionAction)
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name in COMMAND_MODULES:
-        try:
-            module = importlib.import_module(name)
-        except ModuleNotFoundError as err:
-            if err.name == name:  # that area is not installed in this build
-                continue
-            raise
-        module.register(sub)
+        importlib.import_module(name).register(sub)
     return parser
 
 
@@ -69,7 +60,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     try:
         return int(args.func(args) or 0)
-    except (UserError, ConfigError, FileNotFoundError, ValueError) as err:
+    except (ConfigError, FileNotFoundError, ValueError) as err:
         # ValueError/FileNotFoundError raised by validation carry messages meant for users.
         print(f"seqablate {args.command}: error: {err}", file=sys.stderr)
         return 2

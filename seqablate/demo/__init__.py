@@ -22,6 +22,9 @@ from typing import Any
 #: Demo cohorts: 100 stanford patients (60 test, >= 15 validation, the rest train) and 16 oslo;
 #: 60 test patients (~170 lesions) keep the 95 % CI of test mAP near 0.15 wide.
 PATIENTS = {"stanford": 100, "oslo": 16}
+#: ``--smoke``: the same pipeline on small cohorts and the study's ``--smoke`` trial sizes
+#: (tests, a quick look at what the demo prints); its numbers mean nothing.
+SMOKE_PATIENTS = {"stanford": 24, "oslo": 6}
 #: 64 x 64 x 48 voxels of 1.5 mm around the mid-brain: fine enough for the 1 mm lesion rule and
 #: the sub-millimetre misregistration of the non-reference sequences to matter.
 SHAPE = (64, 64, 48)
@@ -38,22 +41,24 @@ BASE: dict[str, Any] = {
               "saliency_every": 25, "dice_weight": 1.0},
     "eval": {"bootstrap": 1000, "each_sequence": False, "censor": ["t1_gre_post"], "norm_stats": "per_subset"},
 }
-SPACE = Path(__file__).with_name("demo_space.py")
+SPACE = Path(__file__).with_name("space.py")
 
 
-def make_cohorts(out: Path, *, progress: bool = True, workers: int = 2) -> dict[str, Path]:
+def make_cohorts(out: Path, *, progress: bool = True, workers: int = 2, smoke: bool = False) -> dict[str, Path]:
     """The demo's phantom cohorts under ``out/cohorts`` (reused when already there)."""
     from seqablate.data import make_phantom_cohort
 
+    sizes = SMOKE_PATIENTS if smoke else PATIENTS
     return {
         site: make_phantom_cohort(out / "cohorts" / site, site=site, patients=n, seed=i, shape=SHAPE,
                                   voxel_mm=VOXEL_MM, progress=progress, workers=workers)
-        for i, (site, n) in enumerate(PATIENTS.items())
+        for i, (site, n) in enumerate(sizes.items())
     }
 
 
-def study_config(out: Path, cohorts: dict[str, Path], *, steps: int | None = None) -> Any:
-    """The demo's StudyConfig: 2 arms x SEEDS seeds, two trials at a time on one core each."""
+def study_config(out: Path, cohorts: dict[str, Path], *, steps: int | None = None, smoke: bool = False) -> Any:
+    """The demo's StudyConfig: 2 arms x SEEDS seeds, two trials at a time on one core each
+    (``smoke``: the study's ``--smoke`` trial sizes)."""
     from seqablate.config import StudyConfig, parse
 
     base = {**BASE, "train": {**BASE["train"], "steps": steps or STEPS}}
@@ -63,19 +68,22 @@ def study_config(out: Path, cohorts: dict[str, Path], *, steps: int | None = Non
         # Two trials at a time, one core each: each trial's Ray actors (driver, controller,
         # queue, cleaner) cost ~8 % of a core, so four at once on 2 cores starve the workers.
         "seeds": SEEDS, "max_concurrent": 2, "cpus_per_worker": 1.0, "storage": str(out / "study"),
-        "base": base,
+        "base": base, "smoke": smoke,
     }, source="demo")
 
 
-def run_demo(out: str | Path, *, steps: int | None = None, overwrite: bool = False, verbose: bool = False) -> int:
+def run_demo(out: str | Path, *, steps: int | None = None, overwrite: bool = False, verbose: bool = False,
+             smoke: bool = False) -> int:
     """Run the demo into ``out``; returns the exit code.
 
     ``out`` must be new, empty, or an earlier demo's folder: then its cohorts are reused and its
     study resumes (finished trials are not re-run). ``overwrite`` deletes an earlier demo
-    folder first (only one seqablate made).
+    folder first (only one seqablate made). ``smoke``: small cohorts and tiny trials (the
+    same pipeline in a couple of minutes; the numbers mean nothing).
     """
     from seqablate import folders
     from seqablate.analysis.report import write_report
+    from seqablate.tracking.uris import ui_hint
     from seqablate.trainables.driver import run_study
 
     t0 = time.perf_counter()
@@ -83,9 +91,9 @@ def run_demo(out: str | Path, *, steps: int | None = None, overwrite: bool = Fal
     if overwrite:
         folders.remove_own(out, "demo", flag="--overwrite")
     folders.claim(out, "demo", flag="--out")
-    cohorts = make_cohorts(out)
+    cohorts = make_cohorts(out, smoke=smoke)
     t1 = time.perf_counter()
-    result = run_study(study_config(out, cohorts, steps=steps), verbose=verbose)
+    result = run_study(study_config(out, cohorts, steps=steps, smoke=smoke), verbose=verbose)
     t2 = time.perf_counter()
     report = write_report(str(out / "study"), progress=True)
     t3 = time.perf_counter()
@@ -97,8 +105,9 @@ def run_demo(out: str | Path, *, steps: int | None = None, overwrite: bool = Fal
     print(report.summary)
     print(f"\nwall time: {t3 - t0:.0f} s (cohorts {t1 - t0:.0f} s, study {t2 - t1:.0f} s, report "
           f"{t3 - t2:.0f} s); {len(result.trials) - len(failed)}/{len(result.trials)} trials finished")
-    print(f"runs: mlflow ui --backend-store-uri {result.tracking_uri}")
-    if result.ui_path:
-        print(f"      then open http://127.0.0.1:5000/{result.ui_path}")
+    first, *rest = ui_hint(result.tracking_uri, result.ui_path)
+    print(f"runs: {first}")
+    for line in rest:
+        print(f"      {line}")
     print(f"report: {report.files[0]}")
     return 1 if failed else 0

@@ -1,8 +1,8 @@
 """CLI: ``seqablate train``, ``seqablate study spaces|run|resume``, ``seqablate predict``,
-``seqablate evaluate``, ``seqablate demo``.
+``seqablate evaluate``.
 
 Heavy imports (torch, Ray, MLflow) happen inside the command functions. User errors raise
-ValueError subclasses with a message naming the file/field/value; ``seqablate.cli`` prints
+ValueError subclasses with a message naming the file/field/value; :mod:`seqablate.cli` prints
 them and exits 2.
 """
 
@@ -26,7 +26,7 @@ def _external(values: list[str] | None) -> dict[str, str]:
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    """Add ``train``, ``study``, ``predict`` and ``demo``."""
+    """Add ``train``, ``study``, ``predict`` and ``evaluate``."""
     tr = subparsers.add_parser("train", help="train + evaluate one trial from a config YAML (no Tune)",
                                description="Runs the same per-worker training function as a study "
                                "trial, in this process, then evaluates the best model; logs to MLflow.")
@@ -98,15 +98,6 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     ev.add_argument("--no-log", action="store_true", help="do not log an MLflow run")
     ev.set_defaults(func=_evaluate)
 
-    de = subparsers.add_parser("demo", help="synthetic cohorts + a small dropout study + paper-style tables")
-    de.add_argument("--out", default="demo-out")
-    de.add_argument("--steps", type=int, default=None, help="training steps per trial (default: the demo's)")
-    de.add_argument("--overwrite", action="store_true",
-                    help="delete the demo already in --out (only if seqablate made it) and start afresh")
-    de.add_argument("--verbose", action="store_true", help="show Ray's own output and Tune's status table")
-    de.set_defaults(func=_demo)
-
-
 def _train(args: argparse.Namespace) -> int:
     from seqablate import folders, tracking
     from seqablate.config import TrialConfig, config_diff, load_yaml, to_yaml
@@ -146,7 +137,7 @@ def _train(args: argparse.Namespace) -> int:
                 result = fit_trial(cfg, storage=out / "checkpoints", split=split, use_gpu=not args.cpu,
                                    tracking={"tracking_uri": study.ref.tracking_uri, "run_id": tlog.run_id})
         except tracking.TrialAlreadyFinished as done:
-            metrics = tracking.client(study.ref.tracking_uri).get_run(done.run_id).data.metrics
+            metrics = tracking.run_info(done.run_id, tracking_uri=study.ref.tracking_uri).data.metrics
             print(f"{cfg.name} finished already (MLflow run {done.run_id}); its test metrics:")
             _print_metrics(dict(metrics))
             return 0
@@ -224,21 +215,21 @@ def _report_study(result: Any) -> int:
         extra = f"  test mAP {m:.3f}" if isinstance(m, float) else ""
         extra += f"  censored t1_gre_post {c:.3f}" if isinstance(c, float) else ""
         print(f"  {r['status']:<10} {r['name']:<40}{extra}  {r['error'][:120]}")
-    _print_ui(result.tracking_uri, result.ui_path)
+    print_ui(result.tracking_uri, result.ui_path)
     failed = sum(r["status"] == "ERROR" for r in result.trials)
     if failed:
         print(f"{failed} trial(s) failed (marked FAILED in MLflow); the others completed", file=sys.stderr)
     return 1 if failed == len(result.trials) else 0
 
 
-def _print_ui(tracking_uri: str, ui_path: str) -> None:
-    """How to look at the runs: the server URL for a tracking server, else `mlflow ui`."""
-    if tracking_uri.startswith(("http://", "https://")):
-        print(f"\nMLflow: {tracking_uri.rstrip('/')}/{ui_path}")
-    else:
-        print(f"\nMLflow: mlflow ui --backend-store-uri {tracking_uri}")
-        if ui_path:
-            print(f"        then open http://127.0.0.1:5000/{ui_path}")
+def print_ui(tracking_uri: str, ui_path: str) -> None:
+    """Print how to open the study's runs in the MLflow UI."""
+    from seqablate.tracking.uris import ui_hint
+
+    first, *rest = ui_hint(tracking_uri, ui_path)
+    print(f"\nMLflow: {first}")
+    for line in rest:
+        print(f"        {line}")
 
 
 def _predict(args: argparse.Namespace) -> int:
@@ -263,8 +254,3 @@ def _evaluate(args: argparse.Namespace) -> int:
         print(f"MLflow run {res.run_id} in {res.tracking_uri}")
     return 0
 
-
-def _demo(args: argparse.Namespace) -> int:
-    from seqablate.trainables.demo import run_demo
-
-    return run_demo(args.out, steps=args.steps, overwrite=args.overwrite, verbose=args.verbose)

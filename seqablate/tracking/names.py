@@ -1,0 +1,30 @@
+"""Names of the tracking schema: run tags, artifact folders, and the reference to a study.
+
+Shared by every module of :mod:`seqablate.tracking`; nothing here talks to MLflow.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+from seqablate import metric_names as mn
+
+TAG_KIND = "seqablate.kind"  # 'study' (parent run), 'trial' (child run) or 'evaluation'
+TAG_STUDY = "seqablate.study"  # study name, on parent and trial runs
+TAG_TRIAL_KEY = "seqablate.trial_key"  # stable key of a trial's overrides (resume idempotency)
+TAG_PARENT = "mlflow.parentRunId"  # MLflow's own parent link (nests runs in the UI)
+TAG_ERROR = "error"  # on FAILED runs: '<ExceptionType>: <message>'
+TAG_GIT = "git_commit"
+TAG_VERSION = "seqablate.version"
+#: Human-facing tags of a trial (what the UI's run table can be grouped by).
+TRIAL_TAGS = ("integration", "integration_point", "fusion", "sharing", "dropout", "dropout_mode", "seed")
+MODEL_DIR = mn.MODEL_DIR  # artifact folder of the trained model (an MLflow PyTorch model)
+CONFIG_ARTIFACT = "config.yaml"
+
+
+class StudyRef(NamedTuple):
+    """Where a study lives; plain strings, so it pickles into Ray workers."""
+
+    tracking_uri: str
+    experiment_id: str
+    parent_run_id: str
