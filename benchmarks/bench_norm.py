@@ -29,15 +29,20 @@ CONDITIONS = {"full": "test{p}.full.mAP", "censored": "test{p}.censor_t1_gre_pos
 
 
 def summarise(trials, policy: str | None) -> dict[str, dict[str, tuple[float, float, float]]]:
-    """arm -> condition -> (mean, min, max) over seeds; ``policy`` None = each run's own."""
-    suffix = "" if policy is None else f"_{policy}"
+    """arm -> condition -> (mean, min, max) over seeds under BatchNorm statistics ``policy``
+    ('stored' | 'per_subset'; None = each run's own). A run logs its own policy under
+    ``test.`` / ``external.`` and the other one under ``test_<policy>.`` / ``external_<policy>.``."""
     out: dict[str, dict[str, tuple[float, float, float]]] = {}
     for arm, p in ARMS.items():
         rows = trials[trials["params.train.dropout_p"].astype(float) == p]
         out[arm] = {}
         for cond, key in CONDITIONS.items():
-            col = f"metrics.{key.format(p=suffix)}"
-            vals = [float(v) for v in rows[col]] if col in rows else []
+            vals = []
+            for _, r in rows.iterrows():
+                own = policy is None or r.get("params.eval.norm_stats") == policy
+                col = f"metrics.{key.format(p='' if own else '_' + policy)}"
+                if col in r and r[col] == r[col]:
+                    vals.append(float(r[col]))
             if vals:
                 out[arm][cond] = (statistics.mean(vals), min(vals), max(vals))
     return out

@@ -9,12 +9,9 @@ from __future__ import annotations
 import json
 import multiprocessing as mp
 import os
-import signal
 import socket
 import sqlite3
 import subprocess
-import sys
-import time
 import urllib.error
 import urllib.request
 from pathlib import Path
@@ -29,6 +26,7 @@ from seqablate import tracking as T
 from seqablate.config import TrialConfig, parse, with_overrides
 from seqablate.search_spaces import get_space, run_name, trial_key
 from seqablate.tracking import store as TS
+from tests._servers import mlflow_server
 
 # ------------------------------------------------------------------------------------------
 # fixtures
@@ -494,29 +492,7 @@ def test_mlflow_server_shows_trials(storage: Path, tmp_path: Path) -> None:
         for k, point in enumerate(points):
             with T.trial_run(study.ref, _cfg(**point), overrides=point) as log:
                 log.log_metrics({"val.mAP": 0.1 * (k + 1)}, step=5)
-    port = _free_port()
-    mlflow_bin = Path(sys.executable).with_name("mlflow")
-    proc = subprocess.Popen(
-        [str(mlflow_bin), "server", "--backend-store-uri", study.ref.tracking_uri,
-         "--host", "127.0.0.1", "--port", str(port), "--workers", "1"],
-        env={**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"},  # no job workers
-        stdout=subprocess.DEVNULL,
-        stderr=open(tmp_path / "server.log", "wb"),
-        start_new_session=True,  # its own process group: teardown kills workers too
-    )
-    base = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 90
-        while True:
-            try:
-                with urllib.request.urlopen(f"{base}/health", timeout=2) as resp:
-                    if resp.status == 200:
-                        break
-            except (urllib.error.URLError, ConnectionError, OSError):
-                pass
-            if proc.poll() is not None or time.monotonic() > deadline:
-                raise AssertionError(f"mlflow server did not start: {(tmp_path / 'server.log').read_text()[-2000:]}")
-            time.sleep(0.5)
+    with mlflow_server(tmp_path / "server", backend_uri=study.ref.tracking_uri) as base:
         found = _post(
             f"{base}/api/2.0/mlflow/runs/search",
             {
@@ -534,14 +510,6 @@ def test_mlflow_server_shows_trials(storage: Path, tmp_path: Path) -> None:
         assert metrics == {"val.mAP": pytest.approx(0.2)}
         tags = {t["key"]: t["value"] for t in mid["data"]["tags"]}
         assert tags["integration"] == "mid" and tags["seqablate.kind"] == "trial"
-    finally:
-        try:
-            os.killpg(proc.pid, signal.SIGTERM)
-            proc.wait(timeout=15)
-        except (ProcessLookupError, subprocess.TimeoutExpired):
-            with __import__("contextlib").suppress(ProcessLookupError):
-                os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait(timeout=15)
 
 
 def test_study_exit_closes_trials_left_running(storage: Path) -> None:

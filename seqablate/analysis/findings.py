@@ -105,10 +105,11 @@ def _pairs(runs: Sequence[Run]) -> list[_Pair]:
     return out
 
 
-def _policy_prefix(run: Run, split: str, condition: str, policy: str, cohort: str | None = None) -> str:
-    """The logged prefix of ``policy``'s metrics for this run (its own policy has none)."""
+def _policy_prefix(run: Run, split: str, condition: str, policy: str | None, cohort: str | None = None) -> str:
+    """The logged prefix of ``policy``'s metrics for this run: ``policy`` None or the run's own
+    policy has none (a model without BatchNorm logs only that one)."""
     own = run.params.get("eval.norm_stats", "stored")
-    return mn.prefix(split, condition, cohort=cohort, policy=None if own == policy else policy)
+    return mn.prefix(split, condition, cohort=cohort, policy=None if policy in (None, own) else policy)
 
 
 def _has_batchnorm(group: ConfigGroup) -> bool:
@@ -131,7 +132,8 @@ class _Detections:
                 self.unreadable.append(f"{run.name} ({run.run_id[:8]}): {err}")
         return self.cache[run.run_id]
 
-    def sets(self, group: ConfigGroup, split: str, condition: str, policy: str, cohort: str | None = None) -> list[list[Any]] | None:
+    def sets(self, group: ConfigGroup, split: str, condition: str, policy: str | None,
+             cohort: str | None = None) -> list[list[Any]] | None:
         out = []
         for r in group.usable:
             key = _policy_prefix(r, split, condition, policy, cohort)
@@ -143,7 +145,7 @@ class _Detections:
 
 
 def _compare(det: _Detections, a: tuple[ConfigGroup, str, str, str | None], b: tuple[ConfigGroup, str, str, str | None],
-             policies: Sequence[str]) -> dict[str, Any]:
+             policies: Sequence[str | None]) -> dict[str | None, Any]:
     """Paired differences A - B under each policy: policy -> PairedDifference (or missing)."""
     from seqablate.metrics import paired_bootstrap
 
@@ -157,7 +159,8 @@ def _compare(det: _Detections, a: tuple[ConfigGroup, str, str, str | None], b: t
     return out
 
 
-def _mean_map(det: _Detections, group: ConfigGroup, split: str, condition: str, policy: str, cohort: str | None = None) -> float:
+def _mean_map(det: _Detections, group: ConfigGroup, split: str, condition: str, policy: str | None,
+              cohort: str | None = None) -> float:
     from seqablate.metrics import DetectionResult
 
     sets = det.sets(group, split, condition, policy, cohort)
@@ -166,10 +169,17 @@ def _mean_map(det: _Detections, group: ConfigGroup, split: str, condition: str, 
     return float(sum(DetectionResult.from_patients(s).mAP for s in sets) / len(sets))
 
 
+def _not_compared(claim: str, label: str, condition: str, policy: str | None) -> Finding:
+    stats = f" under {policy.replace('_', '-')} statistics" if policy else ""
+    return Finding(claim, label, f"({claim}) {label}: not compared: a run of the pair logged no per-lesion "
+                   f"table of {condition}{stats} (eval/lesions.csv).", None)
+
+
 def _line(claim: str, what: str, diffs: dict[str, Any], primary: str, verdict: str) -> str:
     main = diffs[primary]
     text = f"({claim}) {what}: {describe(main.difference, main.lo, main.hi)}"
-    others = [f"{p.replace('_', '-')} statistics: {describe(d.difference, d.lo, d.hi)}" for p, d in diffs.items() if p != primary]
+    others = [f"{p.replace('_', '-')} statistics: {describe(d.difference, d.lo, d.hi)}"
+              for p, d in diffs.items() if p != primary and p is not None]
     if others:
         text += " [" + "; ".join(others) + "]"
     return f"{text}. {verdict}"
@@ -188,7 +198,8 @@ def build_findings(data: StudyRuns, runs: Sequence[Run], traces: Sequence[Any] =
         det = _Detections(data, tmp)
         for pair in pairs:
             bn = _has_batchnorm(pair.base)
-            policies = ["per_subset", "stored"] if bn else ["stored"]
+            # Without BatchNorm there are no statistics to choose: each run's own metrics.
+            policies: list[str | None] = ["per_subset", "stored"] if bn else [None]
             primary = policies[0]
             stats_note = " (per-subset BatchNorm statistics)" if bn else ""
             if CENSORED in seqs and len(seqs) > 1:
@@ -196,6 +207,7 @@ def build_findings(data: StudyRuns, runs: Sequence[Run], traces: Sequence[Any] =
                 for claim, group, name in (("a", pair.base, "without dropout"), ("b", pair.drop, "with dropout")):
                     diffs = _compare(det, (group, "test", "full", None), (group, "test", cond, None), policies)
                     if primary not in diffs:
+                        out.append(_not_compared(claim, pair.label, f"test.{cond}", primary))
                         continue
                     d = diffs[primary]
                     full = _mean_map(det, group, "test", "full", primary)
@@ -213,7 +225,9 @@ def build_findings(data: StudyRuns, runs: Sequence[Run], traces: Sequence[Any] =
                     out.append(Finding(claim, pair.label, _line(claim, what, diffs, primary, verdict), holds,
                                        {"full": full, "censored": cens, **{p: v for p, v in diffs.items()}}))
             diffs = _compare(det, (pair.drop, "test", "full", None), (pair.base, "test", "full", None), policies)
-            if primary in diffs:
+            if primary not in diffs:
+                out.append(_not_compared("c", pair.label, "test.full", primary))
+            else:
                 d = diffs[primary]
                 holds = d.lo >= -RULES["close"]
                 verdict = (f"Holds: dropout costs less than {100 * RULES['close']:.0f} points." if holds else
@@ -240,13 +254,19 @@ def build_findings(data: StudyRuns, runs: Sequence[Run], traces: Sequence[Any] =
             for cohort in external_cohorts(runs):
                 diffs = _compare(det, (pair.drop, "external", "full", cohort), (pair.base, "external", "full", cohort), policies)
                 if primary not in diffs:
+                    out.append(_not_compared("e", pair.label, f"external.{cohort}", primary))
                     continue
                 d = diffs[primary]
                 with_d = _mean_map(det, pair.drop, "external", "full", primary, cohort)
                 without = _mean_map(det, pair.base, "external", "full", primary, cohort)
                 holds = d.lo > 0 and without < 0.5 * with_d
-                verdict = ("Holds: the no-dropout model fails where the dropout model works." if holds else
-                           "Does not hold at this scale: the no-dropout model does not fail by comparison.")
+                if holds:
+                    verdict = "Holds: the no-dropout model fails where the dropout model works."
+                elif d.lo > 0:
+                    verdict = (f"Does not hold at this scale: dropout is better here, but the no-dropout model keeps "
+                               f"{without / with_d:.0%} of the dropout model's mAP, not a failure.")
+                else:
+                    verdict = "Does not hold at this scale: the no-dropout model does not fail by comparison."
                 what = (f"{pair.label}, external cohort '{cohort}'{stats_note}: mAP {100 * with_d:.1f} with vs "
                         f"{100 * without:.1f} without dropout, with minus without")
                 out.append(Finding("e", pair.label, _line("e", what, diffs, primary, verdict), holds, dict(diffs)))

@@ -27,10 +27,11 @@ def _tables(found: dict[str, int]) -> tuple[pd.DataFrame, pd.DataFrame]:
     return pd.DataFrame(pat), pd.DataFrame(les)
 
 
-@pytest.fixture(scope="module")
-def study(tmp_path_factory: pytest.TempPathFactory) -> Path:
+@pytest.fixture(scope="module", params=["stored", "per_subset"])
+def study(tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequest) -> Path:
     """3 seeds without dropout (full: all found; t1_gre_post censored: none; oslo: none) and
-    3 seeds with dropout (everything found everywhere); identical saliency for every run."""
+    3 seeds with dropout (everything found everywhere); identical saliency for every run.
+    GroupNorm models: each logs only its own metrics, whatever its ``eval.norm_stats``."""
     import os
 
     from seqablate import tracking
@@ -43,7 +44,7 @@ def study(tmp_path_factory: pytest.TempPathFactory) -> Path:
             for p in (0.0, 0.25):
                 for seed in range(3):
                     ov = {"model.integration": "input", "train.dropout_p": p, "train.seed": seed,
-                          "model.norm": "group"}
+                          "model.norm": "group", "eval.norm_stats": request.param}
                     with tracking.trial_run(st.ref, with_overrides(TrialConfig(), ov), overrides=ov) as log:
                         found = ({"test.full": 2, "test.censor_t1_gre_post": 0, "external.oslo": 0} if p == 0
                                  else {"test.full": 2, "test.censor_t1_gre_post": 2, "external.oslo": 2})
