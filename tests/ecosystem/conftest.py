@@ -37,6 +37,7 @@ def train(root: Path, cfg: dict[str, Any]) -> Path:
     """``seqablate train`` on ``cfg``; returns the run folder (its mlflow.db holds the run)."""
     from seqablate.cli import main
 
+    root.mkdir(parents=True, exist_ok=True)
     (root / "run.yaml").write_text(yaml.safe_dump(cfg))
     old = os.environ.pop("MLFLOW_TRACKING_URI", None)
     try:

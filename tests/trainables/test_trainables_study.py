@@ -85,8 +85,9 @@ def test_study_logs_one_run_per_trial_and_survives_a_failure(
         assert logged == pytest.approx(expected, abs=1e-9), cond
     assert float(ok["metrics.test.full.mAP_lo"]) <= float(ok["metrics.test.full.mAP"]) <= float(ok["metrics.test.full.mAP_hi"])
     assert "injected failure at step 3" in c.get_run(bad["run_id"]).data.tags["error"]
+    # The best model is an MLflow PyTorch model (with its config), not a raw checkpoint file.
     arts = {a.path for a in c.list_artifacts(ok["run_id"], "model")}
-    assert arts == {"model/best_model.pt", "model/config.yaml"}
+    assert {"model/MLmodel", "model/data", "model/config.yaml"} <= arts and "model/best_model.pt" not in arts
     assert len(c.get_metric_history(ok["run_id"], "train.loss")) == 4  # one per step (smoke: 4 steps)
 
 
