@@ -19,6 +19,7 @@ for the dropout configuration than for its no-dropout twin.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
@@ -197,34 +198,49 @@ def consistency(traces: Sequence[SaliencyTrace]) -> Consistency:
 
 @dataclass(frozen=True)
 class ConsistencyDifference:
-    """Spread of configuration A minus spread of B, with its uncertainty over seeds.
+    """Spread of configuration A minus spread of B, with an exact permutation test over seeds.
 
     ``difference``: observed ``spread_A - spread_B`` (negative: A more consistent);
-    ``lo``/``hi``: percentile bootstrap CI, seeds resampled with replacement within each
-    configuration; ``p_value``: two-sided exact permutation p-value of the difference (seed
-    labels swapped between A and B); ``min_p``: the smallest p-value the permutation test can
-    give with these seed counts (2 / C(n_A + n_B, n_A) when exact), so "cannot decide" is a
-    statement about the design, not about the data.
+    ``p_value``: one-sided permutation p-value of H1 "A is more consistent than B" (the share
+    of seed relabellings, the observed one included, whose difference is <= the observed
+    one); ``min_p``: the smallest p-value the test can give with these seed counts
+    (1 / C(n_A + n_B, n_A) when exact), so "cannot decide" is a statement about the design,
+    not about the data. No interval is given: a bootstrap over 3-5 seeds resamples a seed
+    with itself, whose spread is 0, and so is biased towards "more consistent".
     """
 
     difference: float
-    lo: float
-    hi: float
     p_value: float
     min_p: float
     n_a: int
     n_b: int
+    exact: bool
+    p_reverse: float = float("nan")  # one-sided p of the opposite: B more consistent than A
+
+
+def permutation_floor(n_a: int, n_b: int) -> float:
+    """The smallest one-sided exact permutation p-value of ``n_a`` against ``n_b`` seeds."""
+    return 1.0 / math.comb(n_a + n_b, n_a)
+
+
+def seeds_needed(level: float, *, most: int = 50) -> int | None:
+    """Fewest seeds per arm (equal arms) for which the exact one-sided permutation test can
+    reach ``p <= level``; None beyond ``most``."""
+    for n in range(2, most + 1):
+        if permutation_floor(n, n) <= level:
+            return n
+    return None
 
 
 def consistency_difference(
-    a: Sequence[SaliencyTrace], b: Sequence[SaliencyTrace], *, n_boot: int = 2000, seed: int = 0,
-    max_permutations: int = 20000,
+    a: Sequence[SaliencyTrace], b: Sequence[SaliencyTrace], *, seed: int = 0, max_permutations: int = 20000,
 ) -> ConsistencyDifference:
     """Is configuration A's training more consistent across seeds than B's? (paper Figs 7-8)
 
-    Both need two seeds or more (ValueError otherwise). A bootstrap resample with a repeated
-    seed has spread 0 between the copies, which biases the CI towards 0: it is shown for
-    scale; the permutation test carries the decision.
+    Both need two seeds or more (ValueError otherwise). Every split of the pooled seeds into
+    groups of A's and B's sizes is enumerated when there are at most ``max_permutations``;
+    otherwise that many random splits are drawn (``seed``) and the observed one counts once
+    more, so p is never 0.
     """
     import itertools
 
@@ -237,17 +253,16 @@ def consistency_difference(
         return consistency([traces[i] for i in idx]).spread
 
     observed = spread(range(n_a)) - spread(range(n_a, n))
-    rng = np.random.default_rng(seed)
-    boots = []
-    for _ in range(n_boot):
-        ia = rng.integers(0, n_a, n_a)
-        ib = n_a + rng.integers(0, n - n_a, n - n_a)
-        boots.append(spread(ia) - spread(ib))
-    lo, hi = (float(v) for v in np.percentile(boots, [2.5, 97.5]))
     splits = list(itertools.combinations(range(n), n_a))
-    if len(splits) > max_permutations:
+    exact = len(splits) <= max_permutations
+    if not exact:
+        rng = np.random.default_rng(seed)
         splits = [tuple(sorted(rng.choice(n, n_a, replace=False))) for _ in range(max_permutations)]
     diffs = np.array([spread(s) - spread([i for i in range(n) if i not in s]) for s in splits])
-    p = float(np.mean(np.abs(diffs) >= abs(observed) - 1e-12))
-    min_p = float(2.0 / len(splits)) if len(splits) > 1 else 1.0
-    return ConsistencyDifference(float(observed), lo, hi, p, min(1.0, min_p), n_a, n - n_a)
+    hits = int(np.sum(diffs <= observed + 1e-12))
+    above = int(np.sum(diffs >= observed - 1e-12))
+    if exact:  # the observed split is among them
+        p, rev, min_p = hits / len(splits), above / len(splits), 1.0 / len(splits)
+    else:
+        p, rev, min_p = (1 + hits) / (1 + len(splits)), (1 + above) / (1 + len(splits)), 1.0 / (1 + len(splits))
+    return ConsistencyDifference(float(observed), float(p), float(min_p), n_a, n - n_a, exact, float(rev))

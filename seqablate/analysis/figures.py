@@ -20,18 +20,18 @@ from seqablate.analysis.runs import Run, study_sequences
 from seqablate.analysis.study import StudyRuns
 
 
-def best_runs(runs: Sequence[Run], key: str = "test.full.mAP") -> dict[str, Run]:
-    """The best finished full-protocol run without and with dropout, by ``key``."""
+def best_runs(runs: Sequence[Run], key: str = mn.VAL_BEST) -> dict[str, Run]:
+    """The finished full-protocol run without and with dropout whose *validation* score
+    ``key`` is best (a seed picked on test would flatter every figure drawn from it); runs
+    that logged no ``key`` fall back to the lowest seed."""
     seqs = study_sequences(runs)
     out: dict[str, Run] = {}
     for label, want_dropout in (("no dropout", False), ("dropout", True)):
-        cands = [
-            r for r in runs
-            if r.usable and r.sequences == seqs and (r.dropout_p > 0) == want_dropout
-            and key in r.metrics and not math.isnan(r.metrics[key])
-        ]
-        if cands:
-            out[label] = max(cands, key=lambda r: r.metrics[key])
+        cands = [r for r in runs if r.usable and r.sequences == seqs and (r.dropout_p > 0) == want_dropout]
+        if not cands:
+            continue
+        scored = [r for r in cands if key in r.metrics and not math.isnan(r.metrics[key])]
+        out[label] = max(scored, key=lambda r: r.metrics[key]) if scored else min(cands, key=lambda r: str(r.seed))
     return out
 
 

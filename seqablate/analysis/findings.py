@@ -1,4 +1,4 @@
-"""The paper's finding, part by part, as paired differences with 95 % CIs (report "Findings").
+"""The paper's finding, part by part, as seed-aware paired comparisons with verdicts.
 
 For each configuration that was trained both without and with sequence dropout (a "twin"
 pair, same everything else, on the study's full protocol), five claims of the paper are
@@ -11,86 +11,90 @@ tested on the study's own runs:
 (e) on an external cohort without ``t1_gre_post``, the no-dropout model fails and the
     dropout model works (paper Table VI).
 
-(a)-(c) and (e) are :func:`seqablate.metrics.paired_bootstrap` differences over the test
-patients (every seed's pooled mAP recomputed on each resample, seeds averaged per
-configuration), rebuilt from each run's logged per-patient and per-lesion tables. BatchNorm
-models are judged with per-subset statistics, the stored statistics' figures beside them. (d)
-is :func:`seqablate.analysis.consistency.consistency_difference`: a permutation test over
-seeds. The words come from the numbers, by fixed rules (:data:`RULES`), never from the paper.
+(a)-(c) and (e) are built from each run's logged per-patient and per-lesion tables as
+:func:`seqablate.metrics.recipe.recipe_contrast` estimates: each comes with the interval of
+"these N trained networks" (patients resampled) and of "the training recipe" (seeds and
+patients); verdicts use the recipe. (d) is an exact permutation test over seeds
+(:func:`seqablate.analysis.consistency.consistency_difference`). The rules (margins relative
+to the effect, a floor for weak models, Holm over the claims of one comparison) are
+:mod:`seqablate.analysis.verdicts`'. Every claim is computed under each BatchNorm statistics
+policy the runs logged; the runs' configured ``eval.norm_stats`` is the headline, and a claim
+whose outcome differs between policies says so. The words come from the numbers, never from
+the paper.
 """
 
 from __future__ import annotations
 
 import math
-import shutil
-import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
-import pandas as pd
-
 from seqablate import metric_names as mn
+from seqablate.analysis.detections import StudyDetections
 from seqablate.analysis.runs import ConfigGroup, Run, group_by_config, study_sequences, twin_key
 from seqablate.analysis.study import StudyRuns
+from seqablate.analysis.verdicts import ClaimTest, Rules, holm, policy_agreement
+from seqablate.metrics.recipe import Arm
 
 CENSORED = "t1_gre_post"
-#: The rules that turn numbers into words (differences are in mAP, a fraction).
-RULES = {
-    "close": 0.10,  # (b), (c): "close" / "costs little" = the 95 % CI lies within +-0.10 (above -0.10)
-    "most": 0.5,  # (a): "most of the mAP" = the lower CI bound exceeds half the full-protocol mAP
-    "alpha": 0.05,  # (d): permutation p-value needed to call one configuration more consistent
-}
+#: The rules the report states and the verdicts follow.
+RULES = Rules()
+#: Patient resamples per estimate.
+N_BOOT = 2000
+#: What each claim's effect is (the forest plot's row labels).
+EFFECTS = {"a": "no dropout, full - censored", "b": "dropout, full - censored",
+           "c": "full protocol, with - without dropout", "d": "saliency spread, with - without dropout",
+           "e": "with - without dropout", "vs": "minus the outside baseline"}
 
 
 @dataclass
 class Finding:
-    """One claim's outcome for one configuration pair."""
+    """One claim's outcome for one configuration pair.
 
-    claim: str  # 'a' .. 'e'
-    configuration: str  # e.g. 'Input / -'
-    text: str  # one line: what was compared, the difference and its CI, the verdict
-    holds: bool | None  # None: cannot be decided
+    ``tests``: the claim under each statistics policy (None: a model without BatchNorm, its
+    own metrics); ``headline``: the configured policy, whose outcome is ``holds``.
+    """
+
+    claim: str  # 'a' .. 'e', or '-' for a note
+    configuration: str  # e.g. 'Input, dropout p=0.25'
+    text: str  # what was compared, both intervals, the verdict
+    holds: bool | None  # None: no verdict / undecidable
     numbers: dict[str, Any] = field(default_factory=dict)
+    tests: dict[str | None, ClaimTest] = field(default_factory=dict)
+    headline: str | None = None
+    cohort: str | None = None
+    dropped_patients: int = 0
+    short: str = ""  # what the effect is, for plots: '(a) Input: no dropout, full - censored'
+
+    @property
+    def test(self) -> ClaimTest | None:
+        """The headline policy's test."""
+        return self.tests.get(self.headline)
 
 
-def describe(diff: float, lo: float, hi: float) -> str:
-    """Words for a difference A - B with its CI: 'no detectable difference (...)', 'lower by
-    X (...)' or 'higher by X (...)' (mAP points, i.e. x 100)."""
-    ci = f"95 % CI {100 * lo:+.1f} to {100 * hi:+.1f}"
-    if math.isnan(diff) or math.isnan(lo):
-        return "undefined (no truth lesion in the resamples)"
-    if lo <= 0.0 <= hi:
-        return f"no detectable difference ({100 * diff:+.1f} points, {ci})"
-    word = "higher" if diff > 0 else "lower"
-    return f"{word} by {100 * abs(diff):.1f} points ({ci})"
+def points(x: float) -> str:
+    """A fraction as signed mAP points with one decimal (0.123 -> '+12.3')."""
+    return "nan" if not math.isfinite(x) else f"{100 * x:+.1f}"
 
 
-def _load_detections(data: StudyRuns, run: Run, tmp: Path) -> dict[str, list[Any]]:
-    """condition prefix (e.g. ``test.full``, ``test_stored.full``, ``external.oslo``) -> the
-    run's per-patient detections, from its ``eval/patients.csv`` and ``eval/lesions.csv``."""
-    from seqablate import tracking
-    from seqablate.metrics import detections_from_tables
-
-    folder = tmp / run.run_id
-    frames = {}
-    for name in (mn.PATIENTS_CSV, mn.LESIONS_CSV):
-        path = tracking.download_artifact(run.run_id, f"{mn.EVAL_DIR}/{name}", folder, tracking_uri=data.tracking_uri)
-        frames[name] = pd.read_csv(path)
-    patients, lesions = frames[mn.PATIENTS_CSV], frames[mn.LESIONS_CSV]
-    out = {}
-    for cond, p in patients.groupby("condition", sort=False):
-        les = lesions[lesions["condition"] == cond] if len(lesions) else lesions
-        out[str(cond)] = detections_from_tables(p, les)
-    return out
+def interval_text(lo_hi: tuple[float, float] | None, level: float) -> str:
+    """``'95 % CI +1.0 to +3.0'`` in points; level printed with up to two decimals."""
+    if lo_hi is None:
+        return "unavailable"
+    lv = f"{100 * level:.2f}".rstrip("0").rstrip(".")
+    return f"{lv} % CI {points(lo_hi[0])} to {points(lo_hi[1])}"
 
 
 @dataclass
 class _Pair:
-    label: str
     base: ConfigGroup  # no dropout
     drop: ConfigGroup  # with dropout
+
+    @property
+    def label(self) -> str:
+        """The dropout configuration's label, e.g. ``Mid (layer4) / L2 Tied, dropout p=0.25``."""
+        return self.drop.label
 
 
 def _pairs(runs: Sequence[Run]) -> list[_Pair]:
@@ -100,178 +104,321 @@ def _pairs(runs: Sequence[Run]) -> list[_Pair]:
     out = []
     for g in groups:
         if g.dropout_p > 0 and twin_key(g) in base:
-            label = " / ".join(x for x in (g.integration_label, g.sharing_label) if x and x != "-")
-            out.append(_Pair(f"{label}, dropout p={g.dropout_p:g}", base[twin_key(g)], g))
+            out.append(_Pair(base[twin_key(g)], g))
     return out
-
-
-def _policy_prefix(run: Run, split: str, condition: str, policy: str | None, cohort: str | None = None) -> str:
-    """The logged prefix of ``policy``'s metrics for this run: ``policy`` None or the run's own
-    policy has none (a model without BatchNorm logs only that one)."""
-    own = run.params.get("eval.norm_stats", "stored")
-    return mn.prefix(split, condition, cohort=cohort, policy=None if policy in (None, own) else policy)
 
 
 def _has_batchnorm(group: ConfigGroup) -> bool:
     return group.first.params.get("model.norm", "batch") == "batch"
 
 
-class _Detections:
-    """Per-run detections, downloaded once per run."""
+@dataclass(frozen=True)
+class _Side:
+    """One arm of a comparison: a configuration's runs under one split and condition."""
 
-    def __init__(self, data: StudyRuns, tmp: Path) -> None:
-        self.data, self.tmp, self.cache = data, tmp, {}
-        self.unreadable: list[str] = []  # runs whose evaluation tables could not be read
-
-    def get(self, run: Run) -> dict[str, list[Any]]:
-        if run.run_id not in self.cache:
-            try:
-                self.cache[run.run_id] = _load_detections(self.data, run, self.tmp)
-            except (ValueError, OSError, KeyError) as err:
-                self.cache[run.run_id] = {}
-                self.unreadable.append(f"{run.name} ({run.run_id[:8]}): {err}")
-        return self.cache[run.run_id]
-
-    def sets(self, group: ConfigGroup, split: str, condition: str, policy: str | None,
-             cohort: str | None = None) -> list[list[Any]] | None:
-        out = []
-        for r in group.usable:
-            key = _policy_prefix(r, split, condition, policy, cohort)
-            d = self.get(r).get(key)
-            if d is None:
-                return None
-            out.append(d)
-        return out or None
+    group: ConfigGroup
+    split: str
+    condition: str
+    cohort: str | None = None
+    fixed: bool = False  # an outside baseline: one given network, read under its own metrics
 
 
-def _compare(det: _Detections, a: tuple[ConfigGroup, str, str, str | None], b: tuple[ConfigGroup, str, str, str | None],
-             policies: Sequence[str | None]) -> dict[str | None, Any]:
-    """Paired differences A - B under each policy: policy -> PairedDifference (or missing)."""
-    from seqablate.metrics import paired_bootstrap
+def _prepare(det: StudyDetections, sides: Sequence[_Side], policy: str | None) -> tuple[Any, int] | None:
+    """``(RecipeData over the sides, patients dropped)`` on the patients every run of every
+    side scored (a patient one condition could not score, no sequence left, leaves them all);
+    None when a side was not logged or no patient is common."""
+    from seqablate.metrics.recipe import RecipeData
 
-    out = {}
-    for policy in policies:
-        sa = det.sets(a[0], a[1], a[2], policy, a[3])
-        sb = det.sets(b[0], b[1], b[2], policy, b[3])
-        if sa is None or sb is None:
+    sets = [det.sets(s.group, s.split, s.condition, None if s.fixed else policy, s.cohort) for s in sides]
+    if any(x is None for x in sets):
+        return None
+    ids = [{p.patient_id for p in run} for x in sets for run in x]
+    common = set.intersection(*ids)
+    if not common:
+        return None
+    arms = [Arm([[p for p in run if p.patient_id in common] for run in x], s.group.key, s.fixed)
+            for s, x in zip(sides, sets, strict=True)]
+    return RecipeData(arms, "mAP", n=N_BOOT, seed=0), len(set.union(*ids)) - len(common)
+
+
+def _weak(data: Any, index: int, what: str, rules: Rules) -> str:
+    """Why the reference arm ``index`` is too weak to judge (or why no recipe exists); ""."""
+    ref = data.contrast([1.0 if i == index else 0.0 for i in range(len(data.values))])
+    if ref.recipe is None:
+        return ref.recipe_reason
+    if ref.recipe[0] < rules.floor:
+        return (f"model too weak to judge: {what} mAP {100 * ref.estimate:.1f}, its recipe 95 % CI starts at "
+                f"{100 * ref.recipe[0]:.1f}, below the floor of {100 * rules.floor:.0f} points")
+    return ""
+
+
+def claim_ratio(claim: str, data: Any, num: int, den: int, fraction: float, reference: str,
+                words: dict[str, str], rules: Rules) -> ClaimTest:
+    """(a) / (e): the numerator arm keeps less than ``fraction`` of the denominator arm's mAP.
+
+    Shown: ``den - num`` (full minus censored; with minus without). Tested: the contrast
+    ``num - fraction * den < 0``; its reverse ``> 0`` says "does not hold".
+    """
+    w = [0.0] * len(data.values)
+    w[den], w[num] = 1.0, -1.0
+    effect = data.contrast(w)
+    w = [0.0] * len(data.values)
+    w[num], w[den] = 1.0, -fraction
+    test = data.contrast(w)
+    ref = data.contrast([1.0 if i == den else 0.0 for i in range(len(data.values))]).estimate
+    return ClaimTest(claim, effect, test.p_less(0.0), test.p_greater(0.0), None, _weak(data, den, reference, rules),
+                     threshold=(1.0 - fraction) * ref, words=words, ratio_of=(data, num, den))
+
+
+def claim_margin(claim: str, data: Any, a: int, b: int, ref: int, kind: str, reference: str,
+                 words: dict[str, str], rules: Rules) -> ClaimTest:
+    """(b) equivalence ``|A - B| < d`` (TOST) or (c) non-inferiority ``A - B > -d``, with
+    ``d = rules.margin(mean full-protocol mAP of arm ref)``."""
+    w = [0.0] * len(data.values)
+    w[a], w[b] = 1.0, -1.0
+    effect = data.contrast(w)
+    ref_map = float(data.contrast([1.0 if i == ref else 0.0 for i in range(len(data.values))]).estimate)
+    d = rules.margin(ref_map) if math.isfinite(ref_map) else math.nan
+    if kind == "equivalence":
+        p = max(effect.p_greater(-d), effect.p_less(d))
+        reverse = min(effect.p_less(-d), effect.p_greater(d))  # clearly outside the margin
+    else:
+        p, reverse = effect.p_greater(-d), effect.p_less(-d)
+    return ClaimTest(claim, effect, p, reverse, d, _weak(data, ref, reference, rules), words=words)
+
+
+def finish_claim(t: ClaimTest) -> None:
+    """Compute what depends on the claim's Holm level: a ratio claim's Fieller interval."""
+    if t.ratio_of is not None:
+        data, num, den = t.ratio_of
+        t.ratio = data.ratio(num, den, t.level)
+
+
+def _words(claim: str, margin: str = "") -> dict[str, str]:
+    """The claim-specific sentence of each outcome."""
+    return {
+        "a": {"holds": "Holds: censoring costs most of the mAP.",
+              "does not hold": "Does not hold: the censored model keeps more than half of its mAP.",
+              "not shown": "Not shown: the interval does not exclude keeping half of the mAP."},
+        "b": {"holds": f"Holds: the censored mAP stays within {margin} points of the full-protocol mAP.",
+              "does not hold": f"Does not hold: the censored mAP differs by more than {margin} points.",
+              "not shown": f"Not shown: the interval is not within +-{margin} points."},
+        "c": {"holds": f"Holds: dropout costs less than {margin} points on the full protocol.",
+              "does not hold": f"Does not hold: dropout costs more than {margin} points on the full protocol.",
+              "not shown": f"Not shown: a cost of {margin} points or more is not excluded."},
+        "e": {"holds": "Holds: the no-dropout model fails (keeps less than half of the dropout model's mAP).",
+              "does not hold": "Does not hold: the no-dropout model keeps more than half of the dropout model's mAP.",
+              "not shown": "Not shown: the interval does not exclude the no-dropout model keeping half."},
+    }[claim]
+
+
+def _stats_name(policy: str | None, headline: str | None) -> str:
+    if policy is None:
+        return "own statistics"
+    return policy.replace("_", "-") + " statistics" + (", configured" if policy == headline else "")
+
+
+def claim_text(claim: str, what: str, t: ClaimTest, headline: str | None, agreement: str,
+               others: dict[str | None, ClaimTest]) -> str:
+    """One finding's text: what was compared, both intervals at the claim's level, the rule's
+    p-value, the verdict, and the other policy's numbers."""
+    def numbers(x: ClaimTest) -> str:
+        e = x.effect
+        if e is None:
+            return ""
+        lv = x.level
+        n_seeds = "/".join(str(k) for k in e.n_seeds.values())
+        out = (f"{points(e.estimate)} points; these trained networks ({n_seeds} seeds, {e.n_patients} patients): "
+               f"{interval_text(e.networks_at(lv), lv)}; the training recipe: "
+               + (interval_text(e.recipe_at(lv), lv) if e.recipe is not None else f"unavailable ({e.recipe_reason})"))
+        if x.ratio is not None:
+            r, ci = x.ratio
+            rci = "unavailable" if ci is None else f"{100 * ci[0]:.0f} to {100 * ci[1]:.0f} %"
+            out += f"; ratio {100 * r:.0f} % (recipe {rci})"
+        if x.margin is not None and math.isfinite(x.margin):
+            out += f"; margin d = {100 * x.margin:.1f} points"
+        if math.isfinite(x.p_value):
+            out += f"; p = {x.p_value:.3g} at Holm level {x.alpha:.3g}"
+        return out
+
+    text = f"({claim}) {what} [{_stats_name(headline, headline)}]: {numbers(t)}. {t.verdict}"
+    for p, o in others.items():
+        if p != headline and o.effect is not None:
+            text += f" [{_stats_name(p, headline)}: {numbers(o)}; {o.outcome}]"
+    if agreement:
+        text += f" {agreement}"
+    return text
+
+
+def consistency_claim(ta: Any, tb: Any) -> ClaimTest | None:
+    """(d) from two configurations' saliency traces (None unless both have >= 2 seeds)."""
+    from seqablate.analysis.consistency import consistency_difference
+
+    if ta is None or tb is None or ta.consistency is None or tb.consistency is None:
+        return None
+    c = consistency_difference(list(ta.sequence.values()), list(tb.sequence.values()))
+    words = {
+        "holds": "Holds: dropout training is more consistent across seeds.",
+        "does not hold": "Does not hold: dropout training is less consistent across seeds.",
+        "not shown": "Not shown: no significant gain in consistency.",
+        "undecidable": (f"Cannot be decided with {c.n_a} and {c.n_b} seeds: the smallest one-sided p-value an exact "
+                        f"permutation test of them can give is {c.min_p:.3g}, above its Holm level {{alpha}}; "
+                        "{seeds}"),
+    }
+    return ClaimTest("d", None, c.p_value, c.p_reverse, None, "", extra=c, words=words)
+
+
+def _seeds_sentence(alpha: float) -> str:
+    from seqablate.analysis.consistency import seeds_needed
+
+    k = seeds_needed(alpha)
+    return f"{k} seeds per arm can reach it." if k else "more than 50 seeds per arm would be needed."
+
+
+def _claims_of_pair(det: StudyDetections, pair: _Pair, policy: str | None, seqs: Sequence[str], cohorts: Sequence[str],
+                    consistency: ClaimTest | None, rules: Rules) -> tuple[dict[tuple[str, str | None], tuple[ClaimTest, str]], int]:
+    """One pair's claims under one policy: ``(claim, cohort) -> (test, what)`` (Holm applied)
+    and the number of patients left out because a condition could not score them."""
+    out: dict[tuple[str, str | None], tuple[ClaimTest, str]] = {}
+    dropped = 0
+    if CENSORED in seqs and len(seqs) > 1:
+        cond = f"censor_{CENSORED}"
+        prep = _prepare(det, [_Side(pair.base, "test", "full"), _Side(pair.base, "test", cond),
+                              _Side(pair.drop, "test", "full"), _Side(pair.drop, "test", cond)], policy)
+        if prep is not None:
+            data, dropped = prep
+            full_b, cens_b, full_d, cens_d = (float(data.contrast([1.0 if i == k else 0.0 for i in range(4)]).estimate)
+                                              for k in range(4))
+            out[("a", None)] = (claim_ratio("a", data, 1, 0, rules.most, "the no-dropout full-protocol", _words("a"), rules),
+                                f"{pair.base.label}, censoring {CENSORED}: mAP {100 * full_b:.1f} -> {100 * cens_b:.1f}, full minus censored")
+            d_b = rules.margin(full_d)
+            out[("b", None)] = (claim_margin("b", data, 2, 3, 2, "equivalence", "the dropout full-protocol",
+                                             _words("b", f"{100 * d_b:.1f}"), rules),
+                                f"{pair.label}, censoring {CENSORED}: mAP {100 * full_d:.1f} -> {100 * cens_d:.1f}, full minus censored")
+            d_c = rules.margin(full_b)
+            out[("c", None)] = (claim_margin("c", data, 2, 0, 0, "noninferiority", "the no-dropout full-protocol",
+                                             _words("c", f"{100 * d_c:.1f}"), rules),
+                                f"{pair.label}, full protocol: mAP {100 * full_d:.1f} with vs {100 * full_b:.1f} without dropout, with minus without")
+    if ("c", None) not in out:
+        prep = _prepare(det, [_Side(pair.base, "test", "full"), _Side(pair.drop, "test", "full")], policy)
+        if prep is not None:
+            data, dropped = prep
+            full_b, full_d = (float(data.contrast([1.0 if i == k else 0.0 for i in range(2)]).estimate) for k in range(2))
+            d_c = rules.margin(full_b)
+            out[("c", None)] = (claim_margin("c", data, 1, 0, 0, "noninferiority", "the no-dropout full-protocol",
+                                             _words("c", f"{100 * d_c:.1f}"), rules),
+                                f"{pair.label}, full protocol: mAP {100 * full_d:.1f} with vs {100 * full_b:.1f} without dropout, with minus without")
+    if consistency is not None:
+        c = ClaimTest("d", None, consistency.p_value, consistency.reverse_p, None, "", extra=consistency.extra,
+                      words=dict(consistency.words))
+        out[("d", None)] = (c, f"{pair.label}, saliency spread across seeds (with minus without dropout): "
+                               f"{consistency.extra.difference:+.4f}")
+    for cohort in cohorts:
+        prep = _prepare(det, [_Side(pair.base, "external", "full", cohort), _Side(pair.drop, "external", "full", cohort)], policy)
+        if prep is None:
             continue
-        out[policy] = paired_bootstrap(sa, sb, "mAP", n=2000, seed=0)
+        data, _ = prep
+        without, with_d = (float(data.contrast([1.0 if i == k else 0.0 for i in range(2)]).estimate) for k in range(2))
+        out[("e", cohort)] = (claim_ratio("e", data, 0, 1, rules.fails, f"the dropout model's '{cohort}'", _words("e"), rules),
+                              f"{pair.label}, external cohort '{cohort}': mAP {100 * with_d:.1f} with vs {100 * without:.1f} without dropout, with minus without")
+    holm([t for t, _ in out.values()], rules.alpha)
+    for t, _ in out.values():
+        finish_claim(t)
+        if t.claim == "d" and t.outcome == "undecidable":
+            t.verdict = t.verdict.replace("{seeds}", _seeds_sentence(t.alpha))
+    return out, dropped
+
+
+def baseline_findings(det: StudyDetections, pair: _Pair, baselines: Sequence[Run], headline: str | None) -> list[Finding]:
+    """Each arm of the pair against each outside baseline on the full protocol (descriptive:
+    no claim of the paper, no verdict). The baseline is one given network, so its side has no
+    seed variance; the recipe interval is then that of the arm's recipe against it."""
+    from seqablate.analysis.tables import baseline_group
+
+    out = []
+    for b in baselines:
+        bg = baseline_group(b)
+        for arm in (pair.base, pair.drop):
+            prep = _prepare(det, [_Side(arm, "test", "full"), _Side(bg, "test", "full", fixed=True)], headline)
+            if prep is None:
+                continue
+            data, dropped = prep
+            e = data.contrast([1.0, -1.0])
+            own, other = (data.contrast([1.0 if i == k else 0.0 for i in range(2)]).estimate for k in range(2))
+            t = ClaimTest("vs", e, math.nan, blocked="", words={})
+            t.outcome, t.alpha = "comparison", 0.025
+            label = bg.integration_label.removeprefix("Outside: ")
+            rec = interval_text(e.recipe, 0.95) if e.recipe is not None else f"unavailable ({e.recipe_reason})"
+            text = (f"(vs) {arm.label} against the outside baseline '{label}', full protocol "
+                    f"[{_stats_name(headline, headline)} for seqablate's model]: mAP {100 * own:.1f} vs {100 * other:.1f}, "
+                    f"{points(e.estimate)} points; these trained networks ({e.n_patients} common patients): "
+                    f"{interval_text(e.networks, 0.95)}; the training recipe against this one baseline network: {rec}. "
+                    "A comparison, not one of the paper's claims: no verdict.")
+            if dropped:
+                text += f" ({dropped} patient(s) scored by only one side left out.)"
+            out.append(Finding("vs", pair.label, text, None, {}, {headline: t}, headline, None, dropped,
+                               f"(vs) {arm.label} minus '{label}'"))
     return out
 
 
-def _mean_map(det: _Detections, group: ConfigGroup, split: str, condition: str, policy: str | None,
-              cohort: str | None = None) -> float:
-    from seqablate.metrics import DetectionResult
-
-    sets = det.sets(group, split, condition, policy, cohort)
-    if not sets:
-        return float("nan")
-    return float(sum(DetectionResult.from_patients(s).mAP for s in sets) / len(sets))
+def _configured_policy(pair: _Pair) -> str:
+    """The statistics policy the pair's runs were configured with (the first run's)."""
+    return str(pair.base.first.params.get("eval.norm_stats", "stored"))
 
 
-def _not_compared(claim: str, label: str, condition: str, policy: str | None) -> Finding:
-    stats = f" under {policy.replace('_', '-')} statistics" if policy else ""
-    return Finding(claim, label, f"({claim}) {label}: not compared: a run of the pair logged no per-lesion "
-                   f"table of {condition}{stats} (eval/lesions.csv).", None)
+def build_findings(data: StudyRuns, runs: Sequence[Run], traces: Sequence[Any] = (), *,
+                   rules: Rules = RULES, detections: StudyDetections | None = None) -> list[Finding]:
+    """The findings (a)-(e) for every no-dropout / dropout pair of the study.
 
-
-def _line(claim: str, what: str, diffs: dict[str, Any], primary: str, verdict: str) -> str:
-    main = diffs[primary]
-    text = f"({claim}) {what}: {describe(main.difference, main.lo, main.hi)}"
-    others = [f"{p.replace('_', '-')} statistics: {describe(d.difference, d.lo, d.hi)}"
-              for p, d in diffs.items() if p != primary and p is not None]
-    if others:
-        text += " [" + "; ".join(others) + "]"
-    return f"{text}. {verdict}"
-
-
-def build_findings(data: StudyRuns, runs: Sequence[Run], traces: Sequence[Any] = (), *, progress: bool = False) -> list[Finding]:
-    """The findings (a)-(e) for every no-dropout / dropout pair of the study."""
-    from seqablate.analysis.consistency import consistency_difference
+    Each claim is computed under every statistics policy the pair logged (both for BatchNorm
+    models, the model's own otherwise); the configured one is the headline and decides
+    ``Finding.holds``; Holm runs over one pair's claims within each policy. ``detections``:
+    a shared :class:`StudyDetections` (one is made and closed here otherwise).
+    """
     from seqablate.analysis.runs import external_cohorts
 
     out: list[Finding] = []
     seqs = study_sequences(runs)
-    pairs = _pairs(runs)
-    tmp = Path(tempfile.mkdtemp(prefix="seqablate-findings-"))
+    cohorts = external_cohorts(runs)
+    det = detections if detections is not None else StudyDetections(data)
     try:
-        det = _Detections(data, tmp)
-        for pair in pairs:
+        by_key = {t.group.key: t for t in traces if getattr(t, "sequence", None)}
+        for pair in _pairs(runs):
             bn = _has_batchnorm(pair.base)
-            # Without BatchNorm there are no statistics to choose: each run's own metrics.
-            policies: list[str | None] = ["per_subset", "stored"] if bn else [None]
-            primary = policies[0]
-            stats_note = " (per-subset BatchNorm statistics)" if bn else ""
-            if CENSORED in seqs and len(seqs) > 1:
-                cond = f"censor_{CENSORED}"
-                for claim, group, name in (("a", pair.base, "without dropout"), ("b", pair.drop, "with dropout")):
-                    diffs = _compare(det, (group, "test", "full", None), (group, "test", cond, None), policies)
-                    if primary not in diffs:
-                        out.append(_not_compared(claim, pair.label, f"test.{cond}", primary))
-                        continue
-                    d = diffs[primary]
-                    full = _mean_map(det, group, "test", "full", primary)
-                    cens = _mean_map(det, group, "test", cond, primary)
-                    if claim == "a":
-                        holds = d.lo > RULES["most"] * full
-                        verdict = ("Holds: censoring costs most of the mAP." if holds else
-                                   "Does not hold at this scale: censoring does not cost most of the mAP.")
-                    else:
-                        holds = -RULES["close"] <= d.lo and d.hi <= RULES["close"]
-                        verdict = (f"Holds: the censored mAP stays within {100 * RULES['close']:.0f} points."
-                                   if holds else f"Does not hold at this scale: not within {100 * RULES['close']:.0f} points.")
-                    what = (f"{pair.label.split(',')[0]}, {name}, censoring {CENSORED}{stats_note}: mAP "
-                            f"{100 * full:.1f} -> {100 * cens:.1f}, full minus censored")
-                    out.append(Finding(claim, pair.label, _line(claim, what, diffs, primary, verdict), holds,
-                                       {"full": full, "censored": cens, **{p: v for p, v in diffs.items()}}))
-            diffs = _compare(det, (pair.drop, "test", "full", None), (pair.base, "test", "full", None), policies)
-            if primary not in diffs:
-                out.append(_not_compared("c", pair.label, "test.full", primary))
-            else:
-                d = diffs[primary]
-                holds = d.lo >= -RULES["close"]
-                verdict = (f"Holds: dropout costs less than {100 * RULES['close']:.0f} points." if holds else
-                           f"Does not hold at this scale: dropout may cost more than {100 * RULES['close']:.0f} points.")
-                what = (f"{pair.label}, full protocol{stats_note}: mAP "
-                        f"{100 * _mean_map(det, pair.drop, 'test', 'full', primary):.1f} with vs "
-                        f"{100 * _mean_map(det, pair.base, 'test', 'full', primary):.1f} without dropout, with minus without")
-                out.append(Finding("c", pair.label, _line("c", what, diffs, primary, verdict), holds, dict(diffs)))
-            by_key = {t.group.key: t for t in traces if getattr(t, "sequence", None)}
-            ta, tb = by_key.get(pair.drop.key), by_key.get(pair.base.key)
-            if ta is not None and tb is not None and len(ta.sequence) >= 2 and len(tb.sequence) >= 2:
-                c = consistency_difference(list(ta.sequence.values()), list(tb.sequence.values()))
-                if c.min_p > RULES["alpha"]:
-                    holds, verdict = None, (f"Cannot be decided with {c.n_a} and {c.n_b} seeds: the smallest p-value "
-                                            f"a permutation test of them can give is {c.min_p:.2f}.")
-                elif c.p_value < RULES["alpha"] and c.difference < 0:
-                    holds, verdict = True, "Holds: dropout training is more consistent across seeds."
-                else:
-                    holds, verdict = False, "Does not hold at this scale: no significant gain in consistency."
-                text = (f"(d) {pair.label}, saliency spread across seeds (with minus without dropout): "
-                        f"{c.difference:+.4f} (bootstrap 95 % CI {c.lo:+.4f} to {c.hi:+.4f}; permutation p = "
-                        f"{c.p_value:.2f}). {verdict}")
-                out.append(Finding("d", pair.label, text, holds, {"consistency": c}))
-            for cohort in external_cohorts(runs):
-                diffs = _compare(det, (pair.drop, "external", "full", cohort), (pair.base, "external", "full", cohort), policies)
-                if primary not in diffs:
-                    out.append(_not_compared("e", pair.label, f"external.{cohort}", primary))
+            headline: str | None = _configured_policy(pair) if bn else None
+            policies: list[str | None] = [headline, *[p for p in mn.POLICIES if p != headline]] if bn else [None]
+            cons = consistency_claim(by_key.get(pair.drop.key), by_key.get(pair.base.key))
+            per_policy = {p: _claims_of_pair(det, pair, p, seqs, cohorts, cons, rules) for p in policies}
+            dropped = per_policy[headline][1]
+            for key in sorted({k for claims, _ in per_policy.values() for k in claims}, key=lambda k: (k[0], k[1] or "")):
+                if key not in per_policy[headline][0]:
+                    out.append(Finding(key[0], pair.label, f"({key[0]}) {pair.label}: not compared under "
+                                       f"{_stats_name(headline, headline)}: a run of the pair logged no per-lesion "
+                                       "table of it (eval/lesions.csv).", None, cohort=key[1]))
                     continue
-                d = diffs[primary]
-                with_d = _mean_map(det, pair.drop, "external", "full", primary, cohort)
-                without = _mean_map(det, pair.base, "external", "full", primary, cohort)
-                holds = d.lo > 0 and without < 0.5 * with_d
-                if holds:
-                    verdict = "Holds: the no-dropout model fails where the dropout model works."
-                elif d.lo > 0:
-                    verdict = (f"Does not hold at this scale: dropout is better here, but the no-dropout model keeps "
-                               f"{without / with_d:.0%} of the dropout model's mAP, not a failure.")
-                else:
-                    verdict = "Does not hold at this scale: the no-dropout model does not fail by comparison."
-                what = (f"{pair.label}, external cohort '{cohort}'{stats_note}: mAP {100 * with_d:.1f} with vs "
-                        f"{100 * without:.1f} without dropout, with minus without")
-                out.append(Finding("e", pair.label, _line("e", what, diffs, primary, verdict), holds, dict(diffs)))
+                tests = {p: per_policy[p][0][key][0] for p in policies if key in per_policy[p][0]}
+                t, what = per_policy[headline][0][key]
+                agreement = policy_agreement(tests, headline) if key[0] != "d" else ""
+                text = claim_text(key[0], what, t, headline, agreement, tests if key[0] != "d" else {})
+                if key[0] == "d":
+                    c = t.extra
+                    family = sum(1 for x, _ in per_policy[headline][0].values() if x.testable)
+                    strictest = rules.alpha / max(family, 1)
+                    text = (f"(d) {what} (exact one-sided permutation p = {c.p_value:.3g}, floor {c.min_p:.3g}, "
+                            f"Holm level {t.alpha:.3g}). {t.verdict}")
+                    if c.min_p > strictest:
+                        text += (f" With {c.n_a} and {c.n_b} seeds the floor is above the strictest Holm level of "
+                                 f"this family ({strictest:.3g}); {_seeds_sentence(strictest)}")
+                if dropped and key[0] in "abc":
+                    text += f" ({dropped} patient(s) left out: a condition could not score them.)"
+                short = f"({key[0]}) {pair.base.label}: {EFFECTS[key[0]]}" + (f" [{key[1]}]" if key[1] else "")
+                out.append(Finding(key[0], pair.label, text, t.holds,
+                                   {"policies": {p: x.outcome for p, x in tests.items()}}, tests, headline,
+                                   key[1], dropped, short))
+            out += baseline_findings(det, pair, getattr(data, "baselines", []), headline)
         for line in det.unreadable:
             out.append(Finding("-", "", f"Not compared: {line}", None))
     finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-    return sorted(out, key=lambda f: (f.configuration, f.claim))
+        if detections is None:
+            det.close()
+    return sorted(out, key=lambda f: (f.configuration, f.claim, f.cohort or ""))

@@ -58,8 +58,8 @@ def table_markdown(t: Table) -> str:
         lines.append("| " + " | ".join(cells) + " |")
     lines.append("")
     lines.append(
-        "Mean ± std across seeds, in percent; mAP with the 95 % bootstrap CI over test patients "
-        "(mean of the seeds' bounds). Best in **bold**, second <u>underlined</u>."
+        "Mean ± std across seeds, in percent; mAP with its 95 % CI (see below which one). "
+        "Best in **bold**, second <u>underlined</u>."
     )
     for n in t.notes:
         lines.append(f"\n{n}")
@@ -89,9 +89,8 @@ def table_html(t: Table) -> str:
             )
         out.append("</tbody></table>")
         out.append(
-            "<p class=\"caption\">Mean ± std across seeds, in percent; mAP with the 95 % bootstrap CI "
-            "over test patients (mean of the seeds' bounds). Best in <b>bold</b>, second "
-            "<u>underlined</u>.</p>"
+            "<p class=\"caption\">Mean ± std across seeds, in percent; mAP with its 95 % CI (see "
+            "below which one). Best in <b>bold</b>, second <u>underlined</u>.</p>"
         )
         for n in t.notes:
             out.append(f"<p class=\"note\">{html.escape(n)}</p>")

@@ -13,6 +13,7 @@ import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 
@@ -26,6 +27,8 @@ from seqablate.analysis.tables import CENSORED, build_tables, row_order
 from seqablate.analysis.traces import collect_traces, consistency_comparisons, consistency_frame
 
 FORMATS = ("html", "md")
+#: The forest plot of the findings, under the report's figures/ folder.
+FOREST_PNG = "findings_forest.png"
 
 
 def _is_search(data: StudyRuns) -> bool:
@@ -36,7 +39,17 @@ def _is_search(data: StudyRuns) -> bool:
 def build_document(
     data: StudyRuns, figdir: Path, *, progress: bool = True, overlays: bool = True, max_configs: int = 12
 ) -> Document:
-    """The whole report as a :class:`Document`; figures are written into ``figdir``."""
+    """The whole report as a :class:`Document`; figures are written into ``figdir``. Every
+    run's evaluation tables are downloaded once, for the findings and the tables' intervals."""
+    from seqablate.analysis.detections import StudyDetections
+
+    with StudyDetections(data) as detections:
+        return _document(data, figdir, detections, progress=progress, overlays=overlays, max_configs=max_configs)
+
+
+def _document(
+    data: StudyRuns, figdir: Path, detections: Any, *, progress: bool, overlays: bool, max_configs: int
+) -> Document:
     from tqdm.auto import tqdm
 
     from seqablate.analysis.plots import (
@@ -62,15 +75,26 @@ def build_document(
 
     # 0. Findings: the paper's claims as paired differences with CIs
     doc.add(Heading("Findings"))
-    found = build_findings(data, runs, traces)
+    found = build_findings(data, runs, traces, detections=detections)
     if found:
+        from seqablate.analysis.forest import findings_table, plot_forest
+
+        forest = plot_forest(found, figdir / FOREST_PNG)
+        if forest is not None:
+            doc.add(Figure(forest, "Forest plot of the findings: every claim's paired difference (mAP points) with the "
+                                   "interval of these trained networks and of the training recipe, under both statistics "
+                                   "policies"))
+        doc.add(Frame(findings_table(found), "The findings under the configured statistics policy."))
         doc.add(Paragraph(
-            "Each part of the paper's finding, tested on this study's runs: paired differences of "
-            "lesion-level mAP over the same test patients (patients resampled jointly, each seed's "
-            "pooled mAP recomputed, seeds averaged), 95 % bootstrap CIs, in mAP points. Rules: "
-            f"'close' = the CI lies within +-{100 * RULES['close']:.0f} points; 'most of the mAP' = "
-            f"the CI's lower bound exceeds {100 * RULES['most']:.0f} % of the full-protocol mAP; "
-            f"consistency needs a permutation p < {RULES['alpha']}."
+            "Each part of the paper's finding, tested on this study's runs: paired differences of pooled "
+            "lesion-level mAP over the same patients (test or external). Two intervals are given: 'these "
+            "trained networks' resamples patients with the seeds fixed (it says nothing about a new seed); "
+            "'the training recipe' adds the seed-to-seed variance (seed as a random factor, t quantiles "
+            "with Welch-Satterthwaite degrees of freedom; needs >= 3 seeds per configuration) and decides "
+            "the verdicts. Each claim is a one-sided test of the claim against its margin; Holm's procedure "
+            "runs over the claims of one comparison, and each interval is shown at its claim's Holm-adjusted "
+            f"level (1 - 2 alpha_i). Rules: {RULES.describe()}. (d) is an exact one-sided permutation test "
+            "over seeds."
         ))
         for f in found:
             doc.add(Paragraph(f.text))
@@ -82,7 +106,7 @@ def build_document(
 
     # 1. Paper tables
     doc.add(Heading("Tables (paper section V)"))
-    tables = build_tables(runs)
+    tables = build_tables(runs, intervals=detections.mean_interval, baselines=data.baselines)
     data.tables = tables
     for t in tables:
         doc.add(PaperTable(t))
@@ -140,7 +164,7 @@ def build_document(
     doc.add(Heading("Evaluation curves"))
     best = best_runs(runs)
     if not best:
-        doc.add(Paragraph("No finished full-protocol run logged test.full.mAP; no curves."))
+        doc.add(Paragraph("No finished full-protocol run; no curves."))
     with tempfile.TemporaryDirectory(prefix="seqablate-report-") as tmp:
         for label, run in best.items():
             figs, notes = evaluation_figures(data, run, label, figdir, Path(tmp))
@@ -190,6 +214,7 @@ class ReportResult:
     files: list[Path]
     logged: bool
     summary: str = ""  # the console's view: the paper's tables I-IV and VI, then the findings
+    forest: Path | None = None  # the findings' forest plot (also under report/ in MLflow)
 
 
 #: Paper tables shown in the console summary.
@@ -202,7 +227,8 @@ def summary_text(data: StudyRuns) -> str:
     from seqablate.analysis.render import table_markdown
 
     parts = [table_markdown(t) for t in data.tables if t.available and t.id.split(".")[0] in SUMMARY_TABLES]
-    parts.append("Findings (paired differences, 95 % bootstrap CIs over test patients):")
+    parts.append("Findings (paired differences; intervals of these trained networks and of the training recipe "
+                 "at each claim's Holm-adjusted level; verdicts from the recipe interval):")
     parts += [f.text for f in data.findings] or ["no configuration pair without / with dropout in this study"]
     return "\n\n".join(parts)
 
@@ -249,6 +275,8 @@ def write_report(
         if "md" in formats:
             (tmp / "report.md").write_text(doc.markdown(tmp), encoding="utf-8")
             written.append("report.md")
+        if (tmp / "figures" / FOREST_PNG).is_file():  # beside the report too: the study's one-look summary
+            shutil.copyfile(tmp / "figures" / FOREST_PNG, tmp / FOREST_PNG)
         if "md" not in formats:  # figures are embedded in the HTML; keep the folder lean
             shutil.rmtree(tmp / "figures", ignore_errors=True)
         folders.replace_own_dir(tmp, target, "report", flag=flag)
@@ -261,4 +289,6 @@ def write_report(
 
         tracking.log_report(data.parent_run_id, target, tracking_uri=data.tracking_uri)
         logged = True
-    return ReportResult(target, [target / f for f in written], logged, summary_text(data))
+    forest = target / FOREST_PNG
+    return ReportResult(target, [target / f for f in written], logged, summary_text(data),
+                        forest if forest.is_file() else None)

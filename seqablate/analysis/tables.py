@@ -17,7 +17,9 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Sequence
+from contextvars import ContextVar
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
@@ -91,15 +93,28 @@ class Table:
         raise KeyError(f"table {self.id}: no row {row_label!r}; rows: {[r.labels for r in self.rows]}")
 
 
+#: ``(group, run -> metric key) -> RecipeEstimate | None``: the seed-aware interval of a
+#: configuration's mean (:func:`seqablate.analysis.intervals.TableIntervals`).
+IntervalFn = Callable[[ConfigGroup, Callable[[Run], str]], Any]
+_INTERVALS: ContextVar[IntervalFn | None] = ContextVar("table_intervals", default=None)
+
+
 @dataclass
 class Aggregate:
-    """A metric across the usable seeds of one configuration."""
+    """A metric across the usable seeds of one configuration.
+
+    ``interval``: the CI shown with the mean: the training recipe's (seeds and patients) with
+    >= 3 seeds, else that of these networks (patients only, ``recipe=False``); None when
+    neither is known.
+    """
 
     values: list[float]
     lo: list[float]
     hi: list[float]
     missing: list[tuple[str, str]]  # (run label, what is missing): merged per run by tables
     undefined: int = 0  # seeds where the metric is undefined (TP Dice without true positives)
+    interval: tuple[float, float] | None = None
+    recipe: bool = False
 
     @property
     def n(self) -> int:
@@ -116,10 +131,14 @@ class Aggregate:
 
     @property
     def ci(self) -> tuple[float, float] | None:
-        """Mean over seeds of each seed's bootstrap CI bounds (None unless all seeds logged them)."""
-        if not self.values or len(self.lo) != len(self.values) or len(self.hi) != len(self.values):
-            return None
-        return float(np.mean(self.lo)), float(np.mean(self.hi))
+        """The interval shown: :attr:`interval`, or for a single seed its own logged bootstrap CI
+        (the patients-only interval of that one network). Never an average of per-seed bounds,
+        which is not a CI of anything."""
+        if self.interval is not None:
+            return self.interval
+        if len(self.values) == 1 and len(self.lo) == 1 and len(self.hi) == 1:
+            return self.lo[0], self.hi[0]
+        return None
 
 
 def aggregate(group: ConfigGroup, key: str | Callable[[Run], str]) -> Aggregate:
@@ -128,7 +147,8 @@ def aggregate(group: ConfigGroup, key: str | Callable[[Run], str]) -> Aggregate:
     ``key`` may depend on the run (a callable ``run -> key``), e.g. to read the metrics of
     one BatchNorm statistics policy whatever each run's own policy was. NaN values (e.g. TP
     Dice without any true positive) are treated as not logged. Failed runs are excluded and
-    named in ``missing``.
+    named in ``missing``. Inside :func:`build_tables` with an interval function, an mAP gets
+    its seed-aware interval from it.
     """
     key_of = key if callable(key) else (lambda _run, k=key: k)
     values: list[float] = []
@@ -154,7 +174,16 @@ def aggregate(group: ConfigGroup, key: str | Callable[[Run], str]) -> Aggregate:
             b = r.metrics.get(k + bound)
             if b is not None and not math.isnan(b):
                 dest.append(float(b))
-    return Aggregate(values, lo, hi, missing, undefined)
+    out = Aggregate(values, lo, hi, missing, undefined)
+    fn = _INTERVALS.get()
+    if fn is not None and values and group.usable and key_of(group.usable[0]).endswith(".mAP"):
+        est = fn(group, key_of)
+        if est is not None:
+            if est.recipe is not None:
+                out.interval, out.recipe = est.recipe, True
+            elif all(math.isfinite(v) for v in est.networks):
+                out.interval = est.networks
+    return out
 
 
 def _undefined(run: Run, key: str) -> bool:
@@ -181,7 +210,7 @@ def value_cell(agg: Aggregate, *, with_ci: bool) -> Cell:
     if agg.std is not None:
         detail += f" ± {fmt(agg.std)}"
     if with_ci and agg.ci is not None:
-        detail += f" ({fmt(agg.ci[0])}, {fmt(agg.ci[1])})"
+        detail += f" ({fmt(agg.ci[0])}, {fmt(agg.ci[1])})" + ("" if agg.recipe else "†")
     return Cell(agg.mean, fmt(agg.mean), detail)
 
 
@@ -597,17 +626,75 @@ def table_external(runs: Sequence[Run]) -> list[Table]:
     return tables
 
 
-def build_tables(runs: Sequence[Run]) -> list[Table]:
-    """All paper tables for a study's trial runs (unavailable ones carry their reason)."""
-    out = [
-        table_integration(runs, dropout=False),
-        table_integration(runs, dropout=True),
-        table_censored(runs, dropout=False),
-        table_censored(runs, dropout=True),
-    ]
-    out += table_subsets(runs)
-    out += table_external(runs)
+#: The note every table with intervals carries.
+CI_NOTE = ("(lo, hi): 95 % CI of the configuration's mean over seeds for the training recipe (seed and "
+           "patients random: what a new seed would give on new patients); † marks the CI of these trained "
+           "networks only (patients resampled, seeds fixed), shown where fewer than 3 seeds make a recipe "
+           "interval unavailable.")
+
+
+def baseline_group(run: Run) -> ConfigGroup:
+    """An outside baseline (another tool's predictions, one network) as a one-run group."""
+    name = run.tags.get("seqablate.baseline") or run.name
+    return ConfigGroup((("baseline", name),), [run], f"Outside: {name}", "-")
+
+
+def add_baselines(tables: list[Table], baselines: Sequence[Run], cohorts: Sequence[str] = ()) -> None:
+    """Append each outside baseline as a row of Table I (``test.full``) and of each Table VI
+    (``external.<cohort>``) it was scored on, under an "Outside baselines" section.
+    ``cohorts``: the study's external cohorts (a single one's table is "VI", several "VI.<name>")."""
+    if not baselines:
+        return
+    for t in tables:
+        if not t.available or not (t.id == "I" or t.id.startswith("VI")):
+            continue
+        cohort = None if t.id == "I" else (t.id.split(".", 1)[1] if "." in t.id else (cohorts[0] if cohorts else None))
+        if t.id.startswith("VI") and cohort is None:
+            continue
+        first = True
+        for b in baselines:
+            key = (lambda m: metric_key("test", "full", m)) if cohort is None else \
+                (lambda m, c=cohort: metric_key("external", "full", m, cohort=c))
+            if key("mAP") not in b.metrics:
+                continue
+            g = baseline_group(b)
+            labels = [g.integration_label, "-"] + (["outside tool"] if t.id.startswith("VI") else [])
+            pol = len(t.value_columns) > len(METRICS)
+            row = _metric_row(g, key, labels, t.missing, section="Outside baselines" if first else None, policies=False)
+            if pol:  # no BatchNorm statistics policy: the model is not seqablate's
+                row.cells += [Cell(None, "n/a", " (outside tool)") for _ in POLICY_COLUMNS]
+            t.rows.append(row)
+            first = False
+        if not first:
+            t.notes.append("Outside baselines: another tool's predictions scored by `seqablate evaluate "
+                           "--predictions` on the same patients (one network: its CI is that of these predictions).")
+
+
+def build_tables(runs: Sequence[Run], intervals: IntervalFn | None = None,
+                 baselines: Sequence[Run] = ()) -> list[Table]:
+    """All paper tables for a study's trial runs (unavailable ones carry their reason).
+
+    ``intervals``: where the mAP cells' seed-aware CIs come from (the report passes one that
+    reads every run's per-patient detections); without it a cell shows a CI only for a
+    single seed (its own logged one). ``baselines``: outside tools' runs, added as rows of
+    Tables I and VI.
+    """
+    token = _INTERVALS.set(intervals)
+    try:
+        out = [
+            table_integration(runs, dropout=False),
+            table_integration(runs, dropout=True),
+            table_censored(runs, dropout=False),
+            table_censored(runs, dropout=True),
+        ]
+        out += table_subsets(runs)
+        out += table_external(runs)
+        add_baselines(out, list(baselines), external_cohorts(runs))
+    finally:
+        _INTERVALS.reset(token)
     for t in out:
+        if t.available:
+            t.notes.append(CI_NOTE)
         if any(c in t.value_columns for c in POLICY_COLUMNS.values()):
             t.notes.append(
                 "mAP, stored / per-subset BN stats: the same BatchNorm models with the running "

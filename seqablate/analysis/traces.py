@@ -112,6 +112,7 @@ def consistency_comparisons(traces: Sequence[SeedTraces]) -> list[str]:
             lines.append(
                 f"{s.group.label}: spread {d.spread:.4f} vs {b.spread:.4f} without dropout, "
                 f"Kendall's W {d.kendall_w:.3f} vs {b.kendall_w:.3f}: dropout training is {verdict} "
-                "consistent across seeds (lower spread = more consistent)."
+                "consistent across seeds (lower spread = more consistent; point estimates: Findings (d) "
+                "says whether the difference is significant)."
             )
     return lines

@@ -4,7 +4,10 @@ Pure numpy/scipy functions, numpy in and out:
 
 * :func:`detection_metrics` -- mAP, max sensitivity, TP Dice and per-lesion tables;
 * :func:`bootstrap_ci` -- percentile CIs resampling patients;
-* :func:`paired_bootstrap` -- the difference of two configurations on the same patients;
+* :func:`paired_bootstrap` -- the difference of two configurations on the same patients
+  (these trained networks: patients resampled, seeds fixed);
+* :func:`recipe_contrast`, :class:`RecipeData` -- any contrast of configuration means with the
+  interval of these networks and of the training recipe (seed as a random factor);
 * :func:`froc` -- sensitivity at 1/8 .. 8 false positives per patient;
 * :func:`voxel_dice`, :func:`brats_lesion_dice` -- voxel and BraTS 2023 lesion-wise Dice.
 """
@@ -31,9 +34,14 @@ from seqablate.metrics.detection import (
 from seqablate.metrics.froc import FrocResult, froc
 from seqablate.metrics.lesions import Components, components
 from seqablate.metrics.ranking import FROC_RATES, average_precision, pr_curve
+from seqablate.metrics.recipe import Arm, RecipeData, RecipeEstimate, recipe_contrast
 from seqablate.metrics.segmentation import BratsLesionDice, brats_lesion_dice, voxel_dice
 
 __all__ = [
+    "Arm",
+    "RecipeData",
+    "RecipeEstimate",
+    "recipe_contrast",
     "FROC_RATES",
     "LESION_COLUMNS",
     "METRICS",

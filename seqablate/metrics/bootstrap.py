@@ -177,6 +177,9 @@ def paired_bootstrap(
     draws patients with replacement, jointly for every run; on it each seed's pooled metric
     is recomputed, the seeds are averaged per configuration, and the difference A - B is
     taken. Resamples where it is undefined (NaN) are left out of the percentile CI.
+
+    The seeds are fixed: this is the interval of *these* trained networks. For what a new seed
+    of the same training recipe would do, use :func:`seqablate.metrics.recipe.recipe_contrast`.
     """
     if not a or not b:
         raise ValueError("paired_bootstrap needs at least one run of each configuration")
