@@ -11,18 +11,29 @@ closest valid name, e.g. ``model.fusoin: unknown field (did you mean 'fusion'?)`
 from __future__ import annotations
 
 import difflib
+import os
+import types
+import typing
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal, TypeVar
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 
 from seqablate import vocabulary as V
-from seqablate.sequences import PAPER_SEQUENCES, validate_sequences
+from seqablate.sequences import PAPER_SEQUENCES, canonical, validate_sequences
 
 # The choices come from seqablate.vocabulary (declared once); Literal[tuple] expands to them.
-Layout = Literal["auto", "nifti", "brainmetshare", "brats-mets", "ucsf-bmsr"]
+Layout = Literal["auto", "nifti", "brainmetshare", "brats-mets", "ucsf-bmsr", "nnunet"]
 Integration = Literal[V.INTEGRATIONS]  # type: ignore[valid-type]
 IntegrationPoint = Literal[V.INTEGRATION_POINTS]  # type: ignore[valid-type]
 Fusion = Literal[V.FUSIONS]  # type: ignore[valid-type]
@@ -38,12 +49,46 @@ class ConfigError(ValueError):
     """A config that cannot be used; the message names the field (dotted path) and why."""
 
 
+def _numeric(annotation: Any) -> bool:
+    """Whether a field annotation takes numbers (int, float, their optionals, tuples and lists
+    of them) and not booleans."""
+    origin = typing.get_origin(annotation)
+    if origin in (typing.Union, types.UnionType, tuple, list):
+        args = [a for a in typing.get_args(annotation) if a is not type(None) and a is not Ellipsis]
+        return bool(args) and bool not in args and all(_numeric(a) for a in args)
+    return annotation in (int, float)
+
+
+def _path_safe_name(v: str) -> str:
+    """A name that becomes a folder name (and an MLflow name): non-empty, no slashes, not
+    ``.``/``..``, no surrounding spaces. An empty name would make the runs folder itself the
+    run folder, and ``../x`` a folder outside it."""
+    if not v or v.strip() != v or "/" in v or "\\" in v or v in (".", ".."):
+        raise ValueError(f"must be a non-empty name without slashes or surrounding spaces, got {v!r}")
+    return v
+
+
 class _Strict(BaseModel):
-    """Base: unknown keys are errors, numbers must be finite, values are validated on assignment too."""
+    """Base: unknown keys are errors, numbers must be finite and never booleans, values are
+    validated on assignment too."""
 
     # allow_inf_nan=False: an "lr: .inf" or "dropout_p: .nan" is refused here, naming the field,
     # instead of training to NaN and failing far from its cause.
     model_config = ConfigDict(extra="forbid", validate_assignment=True, frozen=False, allow_inf_nan=False)
+
+    @field_validator("*", mode="before")
+    @classmethod
+    def _no_booleans_for_numbers(cls, v: Any, info: ValidationInfo) -> Any:
+        # YAML reads `steps: true` as a boolean and pydantic's lax mode would take it as 1 (or
+        # 1.0): a typo that silently trains one step. A number field never takes a boolean
+        # (strings such as "5" stay accepted, as YAML users quote numbers by habit).
+        field = cls.model_fields.get(info.field_name or "")
+        if field is None or not _numeric(field.annotation):
+            return v
+        values = v if isinstance(v, list | tuple) else [v]
+        if any(isinstance(x, bool) for x in values):
+            raise ValueError("expected a number, not a boolean (YAML reads true/false, yes/no, on/off as booleans)")
+        return v
 
 
 class DataConfig(_Strict):
@@ -61,6 +106,9 @@ class DataConfig(_Strict):
     slices: int = Field(5, ge=1, le=31)  # K, 2.5D depth (odd); edge slices padded by repetition
     lesion_labels: list[int] = Field(default_factory=lambda: [1, 3])  # label values that are lesion (BraTS: 1 core, 3 enhancing)
     default_spacing: tuple[float, float, float] = (0.94, 0.94, 1.0)  # mm, for layouts without spacing (PNG)
+    # channel name -> canonical sequence, for nnU-Net channel names seqablate does not know
+    # (e.g. {"T1_post_gd": "t1_post"}); the CLI's --alias NAME=SEQUENCE
+    aliases: dict[str, str] = Field(default_factory=dict)
     cache_dir: str | None = None  # preprocessing cache; None = <cohort>/../.seqablate-cache
     oversample: float = Field(10.0, ge=1.0)  # sampling weight of slices that contain lesion
     val_patients: int | None = Field(None, ge=0)  # validation patients; None = enough for val_fraction and val_min_lesions
@@ -76,6 +124,11 @@ class DataConfig(_Strict):
     @classmethod
     def _canonical_sequences(cls, v: list[str]) -> list[str]:
         return list(validate_sequences(v))
+
+    @field_validator("aliases")
+    @classmethod
+    def _canonical_aliases(cls, v: dict[str, str]) -> dict[str, str]:
+        return {str(k): canonical(str(s)) for k, s in v.items()}
 
     @field_validator("slices")
     @classmethod
@@ -155,11 +208,16 @@ class EvalConfig(_Strict):
 class TrialConfig(_Strict):
     """The resolved config of one run: everything needed to re-run it."""
 
-    name: str = "trial"
+    name: str = "trial"  # run name; also the run folder's name under ./seqablate-runs
     data: DataConfig = Field(default_factory=DataConfig)
     model: ModelConfig = Field(default_factory=ModelConfig)
     train: TrainConfig = Field(default_factory=TrainConfig)
     eval: EvalConfig = Field(default_factory=EvalConfig)
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, v: str) -> str:
+        return _path_safe_name(v)
 
     @model_validator(mode="after")
     def _resolve_model_inputs(self) -> TrialConfig:
@@ -176,6 +234,16 @@ class TrialConfig(_Strict):
         elif self.model.slices != self.data.slices:
             raise ValueError(
                 f"model.slices {self.model.slices} differs from data.slices {self.data.slices}"
+            )
+        d = self.data
+        no_val = d.val_patients == 0 or (d.val_patients is None and d.val_fraction == 0 and d.val_min_lesions == 0)
+        if no_val and self.train.select == "best":
+            # Without validation patients every validation mAP is 0: "best" would keep the first
+            # validated checkpoint and a search would optimise a flat objective.
+            raise ValueError(
+                "train.select: best with no validation patients (data.val_patients: 0, or val_fraction and "
+                "val_min_lesions both 0) selects on nothing; set train.select: last, or give validation "
+                "patients (data.val_patients > 0, or val_fraction / val_min_lesions > 0)"
             )
         return self
 
@@ -204,9 +272,7 @@ class StudyConfig(_Strict):
     @classmethod
     def _name(cls, v: str) -> str:
         # The name becomes an experiment name and a folder name: keep it path-safe.
-        if not v or v.strip() != v or "/" in v or "\\" in v or v in (".", ".."):
-            raise ValueError(f"must be a non-empty name without slashes or surrounding spaces, got {v!r}")
-        return v
+        return _path_safe_name(v)
 
     @field_validator("external")
     @classmethod
@@ -310,6 +376,28 @@ def load_yaml(path: str | Path, cls: type[C] = TrialConfig) -> C:  # type: ignor
     except yaml.YAMLError as err:
         raise ConfigError(f"{p}: not valid YAML: {err}") from None
     return parse(cls, raw, source=str(p))
+
+
+def _absolute(path: str | None, base: Path) -> str | None:
+    if path is None or "://" in path:
+        return path
+    # os.path.abspath, not resolve(): a symbolic link the user named stays as named.
+    return os.path.abspath(base / Path(path).expanduser())
+
+
+def absolute_paths(cfg: TrialConfig, base: str | Path | None = None) -> TrialConfig:
+    """``cfg`` with its local paths (``data.cohort``, ``data.cache_dir``, ``eval.external``)
+    made absolute against ``base`` (default: the working directory), ``~`` expanded.
+
+    Relative paths in a config mean the directory a command runs in; the run's stored config
+    must not depend on it, or a resume or a report from another directory would look for the
+    cohorts somewhere else. URIs and unset paths are kept.
+    """
+    root = Path(base) if base is not None else Path.cwd()
+    data = cfg.data.model_copy(update={"cohort": _absolute(cfg.data.cohort, root),
+                                       "cache_dir": _absolute(cfg.data.cache_dir, root)})
+    external = {k: _absolute(v, root) for k, v in cfg.eval.external.items()}
+    return cfg.model_copy(update={"data": data, "eval": cfg.eval.model_copy(update={"external": external})})
 
 
 def to_yaml(cfg: BaseModel) -> str:

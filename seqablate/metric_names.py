@@ -18,7 +18,9 @@ Saliency traces (per step and cumulative)::
     saliency.slice.<offset>       saliency.cumulative.slice.<offset>
 
 Artifacts of a trial run: :data:`EVAL_DIR` (``lesions.csv``, ``patients.csv``,
-``pr_curves.csv``, ``froc.csv``, ``pr_curves.png``), :data:`MODEL_DIR` (the MLflow model).
+``pr_curves.csv``, ``froc.csv``, ``pr_curves.png``), :data:`MODEL_DIR` (the MLflow model),
+:data:`SPLIT_JSON` (the trial's split: patient ids of train, val and test, the training
+cohort and the sequences; also inside ``model/``).
 """
 
 from __future__ import annotations
@@ -32,6 +34,9 @@ POLICIES = ("stored", "per_subset")
 #: Lesion-level metrics an evaluation logs per condition (CI bounds: ``mAP_lo``/``mAP_hi``).
 EVAL_METRICS = ("mAP", "max_sensitivity", "tp_dice", "froc_mean", "n_truth", "n_pred", "n_tp", "n_patients")
 
+#: The validation score a trial selects its checkpoint by (and the report picks a seed by).
+VAL_BEST = "val.best_mAP"
+
 EVAL_DIR = "eval"
 LESIONS_CSV = "lesions.csv"
 PATIENTS_CSV = "patients.csv"
@@ -39,6 +44,7 @@ PR_CSV = "pr_curves.csv"
 PR_PNG = "pr_curves.png"
 FROC_CSV = "froc.csv"
 MODEL_DIR = "model"
+SPLIT_JSON = "split.json"
 
 SALIENCY = "saliency"
 SALIENCY_KINDS = ("sequence", "slice")

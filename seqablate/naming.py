@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import re
 from collections.abc import Iterable, Mapping
 from typing import Any
 
@@ -33,9 +34,23 @@ _NAMED = {
 }
 
 
-def _num(x: float) -> str:
-    """Compact number: 0.25 -> '0.25', 0.00031 -> '3.1e-4', 1.0 -> '1'."""
-    x = float(x)
+def _float(x: Any) -> float | None:
+    """``x`` as a float, or None when it is not a number (a bad space point is named by the
+    space's validation, which needs its run name first)."""
+    if isinstance(x, bool):
+        return None
+    try:
+        return float(x)
+    except (TypeError, ValueError):
+        return None
+
+
+def _num(x: Any) -> str:
+    """Compact number: 0.25 -> '0.25', 0.00031 -> '3.1e-4', 1.0 -> '1'; a value that is not a
+    number is shown as it is ('fast')."""
+    if (f := _float(x)) is None:
+        return str(x)
+    x = f
     if x == 0:
         return "0"
     if x.is_integer() and abs(x) < 1e6:
@@ -80,10 +95,10 @@ def run_name(overrides: Mapping[str, Any]) -> str:
     if fusion is not None and fusion != "concat" and integration != "input":
         parts.append(str(fusion))
     lam = o.get("train.tie_lambda")
-    if lam is not None and sharing == "l2_tied" and not math.isclose(float(lam), DEFAULT_TIE_LAMBDA):
+    if lam is not None and sharing == "l2_tied" and not math.isclose(_float(lam) or math.nan, DEFAULT_TIE_LAMBDA):
         parts.append(f"lam{_num(lam)}")
     p = o.get("train.dropout_p")
-    if p is not None and float(p) > 0:
+    if p is not None and (_float(p) is None or _float(p) > 0):  # type: ignore[operator]
         parts.append(f"p{_num(p)}")
         mode = o.get("train.dropout_mode")
         if mode is not None and mode != "bernoulli":
@@ -94,7 +109,9 @@ def run_name(overrides: Mapping[str, Any]) -> str:
         parts.append(f"{key.rsplit('.', 1)[-1]}{_value(o[key])}")
     if "train.seed" in o:
         parts.append(f"seed{o['train.seed']}")
-    return "-".join(parts) or "base"
+    # The name becomes a folder name (Tune's trial folder) and the run's config name, which
+    # must be path-safe: a path-valued override ('data.cache_dir') keeps no slash.
+    return re.sub(r"[/\\]", "_", "-".join(parts)).strip() or "base"
 
 
 def _canonical(v: Any) -> Any:

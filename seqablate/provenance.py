@@ -18,8 +18,9 @@ def git_commit() -> str:
     """The commit of the working tree seqablate runs from; ``SEQABLATE_GIT_COMMIT`` wins.
 
     Ray's ``--working-dir`` ships no ``.git``, so a driver should set ``SEQABLATE_GIT_COMMIT``
-    in the job's env; without either this returns ``'unknown'``. A checkout with uncommitted
-    changes gets a ``+dirty`` suffix (the commit alone would not reproduce the run).
+    in the job's env; without either this returns ``'unknown'``. Uncommitted changes to tracked
+    files of the package (``seqablate/``, what a run executes) add a ``+dirty`` suffix: the
+    commit alone would not reproduce the run.
     """
     env = os.environ.get("SEQABLATE_GIT_COMMIT")
     if env:

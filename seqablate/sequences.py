@@ -73,6 +73,21 @@ LAYOUT_ALIASES: dict[str, dict[str, str]] = {
         "flair": "flair",
         "subtraction": "t1_subtraction",
     },
+    # nnU-Net v2 raw datasets: dataset.json's channel_names, as MRI datasets usually name them
+    # (canonical names, as ``cohort export-nnunet`` writes them, are accepted as well).
+    "nnunet": {
+        "t1": "t1_pre",
+        "t1w": "t1_pre",
+        "t1n": "t1_pre",
+        "t1ce": "t1_post",
+        "t1c": "t1_post",
+        "t1gd": "t1_post",
+        "t2": "t2",
+        "t2w": "t2",
+        "flair": "flair",
+        "t2f": "flair",
+        "t2_flair": "flair",
+    },
 }
 
 #: (post, pre) contrast pairs the ``subtract`` fusion can use, in order of preference.

@@ -27,7 +27,8 @@ INTEGRATIONS: tuple[str, ...] = ("input", "mid", "end")
 INTEGRATION_POINTS: tuple[str, ...] = ("stem", "layer1", "layer2", "layer3", "layer4")
 #: How mid-level branch features are combined (paper IV-A, IV-C).
 FUSIONS: tuple[str, ...] = ("concat", "mean", "subtract")
-#: Weight sharing of parallel branches, in the paper's order (paper IV-B).
+#: Weight sharing of parallel branches (paper IV-B; the report orders rows as the paper's
+#: Table I does, shared first: ``analysis.tables``).
 SHARING_MODES: tuple[str, ...] = ("independent", "shared", "l2_tied")
 #: Sequence dropout modes (``train.dropout_mode``).
 DROPOUT_MODES: tuple[str, ...] = ("bernoulli", "uniform")
@@ -48,12 +49,6 @@ USES: dict[str, frozenset[str]] = {
     "input": frozenset(),
     "mid": frozenset({"integration_point", "fusion", "sharing"}),
     "end": frozenset({"sharing"}),
-}
-#: Valid values of each of those keys.
-CHOICES: dict[str, tuple[str, ...]] = {
-    "integration_point": INTEGRATION_POINTS,
-    "fusion": FUSIONS,
-    "sharing": SHARING_MODES,
 }
 
 #: Row labels of the paper's tables.

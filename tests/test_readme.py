@@ -181,6 +181,8 @@ def test_readme_walkthrough(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, cap
                 continue  # the demo's own report: tests/test_demo.py writes and checks it
             assert cmd.startswith("seqablate "), cmd
             args = shlex.split(cmd)[1:]
+            if args[0] == "evaluate" and "--predictions" in args:
+                _nnunet_stand_in(Path(args[args.index("--predictions") + 1]), tmp_path / "nnunet")
             if args[0] in ("predict", "evaluate"):  # they find the run id in the trained run's database
                 monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'runs/one/mlflow.db'}")
             else:
@@ -206,8 +208,21 @@ def test_readme_walkthrough(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, cap
     assert len(tracking.list_trials("runs/hpo")) == 2
     assert (tmp_path / "pred").is_dir() and any((tmp_path / "pred").iterdir())
     assert (tmp_path / "eval/hospital/metrics.json").is_file()
+    assert len(list((tmp_path / "nnunet/nnUNet_preprocessed").glob("Dataset*/splits_final.json"))) == 1
+    assert list(tracking.list_baselines("runs/table2")["tags.seqablate.baseline"]) == ["nnunet-2d"]
     assert (tmp_path / "report/report.html").is_file() and (tmp_path / "report/report.md").is_file()
     assert sum(c.startswith("seqablate ") for c in ran) >= 14
+
+
+def _nnunet_stand_in(predictions: Path, export: Path) -> None:
+    """What nnU-Net would write into ``predictions`` for the exported test cases (the README
+    runs nnU-Net itself only in a comment): ``<case>.nii.gz`` masks, here the test labels."""
+    import shutil
+
+    if predictions.exists():
+        return
+    (labels,) = export.glob("nnUNet_raw/Dataset*/labelsTs")
+    shutil.copytree(labels, predictions)
 
 
 def _wait_for(url: str, proc: subprocess.Popen, log: Path, timeout_s: float = 240.0) -> None:

@@ -83,8 +83,9 @@ def overlay_figures(
             conditions: list[tuple[str, tuple[str, ...]]] = [("all sequences", ())]
             if CENSORED in cfg.data.sequences and len(cfg.data.sequences) > 1:
                 conditions.append((f"{CENSORED} censored", (CENSORED,)))
+            predictor = Predictor(model, batch_size=cfg.eval.batch_size, amp=cfg.train.amp)
             for cname, censor in conditions:
-                prob = Predictor(model, batch_size=cfg.eval.batch_size).predict_volume(patient, censor)
+                prob = predictor.predict_volume(patient, censor)
                 panels[f"{label}: {cname}"] = prob >= cfg.eval.threshold
         except Exception as err:  # noqa: BLE001 - a report without overlays beats no report
             notes.append(f"{run.name}: overlay not drawn ({type(err).__name__}: {err})")

@@ -29,6 +29,7 @@ class StudyRuns:
     runs: list[Run]
     space: dict[str, Any] | None = None  # the parent run's space.json, when logged
     folder: Path | None = None  # the study folder when STUDY was one
+    baselines: list[Run] = field(default_factory=list)  # outside tools' scored predictions (finished)
     findings: list[Any] = field(default_factory=list)  # filled by build_document
     tables: list[Any] = field(default_factory=list)  # filled by build_document
 
@@ -44,7 +45,10 @@ def load_study(study: str, *, tracking_uri: str | None = None) -> StudyRuns:
     ref = tracking.resolve_study(study, tracking_uri)
     parent = tracking.run_info(ref.parent_run_id, tracking_uri=ref.tracking_uri)
     name = parent.data.tags.get(tracking.TAG_STUDY) or parent.info.run_name or study
-    runs = runs_from_frame(tracking.list_trials(ref))
+    frame = tracking.list_trials(ref)
+    # A trial still running has no test metrics yet: the report covers the finished ones
+    # (`seqablate report` names the others).
+    runs = runs_from_frame(frame[frame["status"] != "RUNNING"])
     space = None
     with contextlib.suppress(Exception):  # older studies / other tools: no space.json
         tmp = tempfile.mkdtemp(prefix="seqablate-space-")
@@ -54,4 +58,9 @@ def load_study(study: str, *, tracking_uri: str | None = None) -> StudyRuns:
         finally:
             shutil.rmtree(tmp, ignore_errors=True)
     folder = Path(study) if Path(study).is_dir() else None
-    return StudyRuns(str(name), ref.tracking_uri, ref.parent_run_id, runs, space, folder)
+    baselines: list[Run] = []
+    with contextlib.suppress(Exception):  # a store without baselines (or an older seqablate's)
+        frame = tracking.list_baselines(ref)
+        if len(frame):
+            baselines = [r for r in runs_from_frame(frame) if r.usable]
+    return StudyRuns(str(name), ref.tracking_uri, ref.parent_run_id, runs, space, folder, baselines)

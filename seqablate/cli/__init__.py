@@ -12,6 +12,7 @@ printed as one clear message and exit 2, never a traceback.
 from __future__ import annotations
 
 import argparse
+import errno
 import importlib
 import sys
 from collections.abc import Sequence
@@ -36,6 +37,22 @@ class _VersionAction(argparse.Action):
 
         print(version_string())
         parser.exit()
+
+
+#: Errors of writing that the user fixes (space, permissions, read-only mounts), not seqablate.
+_WRITE_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM})
+
+
+def describe_write_error(err: OSError) -> str:
+    """One line for a failed write: the reason, the file, and what to do."""
+    where = f" ({err.filename})" if err.filename else ""
+    reason = err.strerror or str(err)
+    if err.errno in (errno.ENOSPC, errno.EDQUOT):
+        hint = ("free some space, or write elsewhere (--out, --storage, data.cache_dir / --cache-dir, "
+                "--tracking-uri); files are written whole or not at all, so a rerun starts from what is complete")
+    else:
+        hint = "the path is read-only or not yours to write; choose a writable place for it"
+    return f"{reason}{where}: {hint}"
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -63,6 +80,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (ConfigError, FileNotFoundError, ValueError) as err:
         # ValueError/FileNotFoundError raised by validation carry messages meant for users.
         print(f"seqablate {args.command}: error: {err}", file=sys.stderr)
+        return 2
+    except OSError as err:
+        # A full disk or a path that cannot be written is the machine's state, not a bug:
+        # say which file and what to do (writes are atomic, so nothing is left half-written).
+        if err.errno not in _WRITE_ERRNOS:
+            raise
+        print(f"seqablate {args.command}: error: {describe_write_error(err)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)

@@ -1,12 +1,28 @@
-"""CLI: ``seqablate cohort inspect PATH`` and ``seqablate phantom OUT``."""
+"""CLI: ``seqablate cohort inspect PATH``, ``seqablate cohort export-nnunet COHORT OUT`` and
+``seqablate phantom OUT``."""
 
 from __future__ import annotations
 
 import argparse
 import json
 import sys
+from pathlib import Path
 
 from seqablate.data.layouts import LAYOUTS
+
+
+def parse_aliases(values: list[str] | None) -> dict[str, str]:
+    """``--alias NAME=SEQUENCE`` values -> ``{NAME: canonical sequence}``; ValueError naming a
+    malformed value or an unknown sequence."""
+    from seqablate.sequences import canonical
+
+    out: dict[str, str] = {}
+    for v in values or []:
+        name, sep, seq = v.partition("=")
+        if not sep or not name.strip() or not seq.strip():
+            raise ValueError(f"--alias {v!r}: expected NAME=SEQUENCE (e.g. 'T1_post_gd=t1_post')")
+        out[name.strip()] = canonical(seq)
+    return out
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -24,7 +40,35 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     ins.add_argument("--json", action="store_true", help="machine-readable output on stdout")
     ins.add_argument("--lesion-labels", type=int, nargs="+", default=[1, 3], metavar="L", help="mask labels that are lesion (brats-mets, ucsf-bmsr; default 1 3)")
     ins.add_argument("--spacing", type=float, nargs=3, default=[0.94, 0.94, 1.0], metavar=("SX", "SY", "SZ"), help="voxel size in mm for PNG layouts (default 0.94 0.94 1.0)")
+    ins.add_argument("--alias", action="append", metavar="NAME=SEQUENCE",
+                     help="nnunet layout: read channel NAME as canonical SEQUENCE (repeatable)")
     ins.set_defaults(func=_inspect)
+    ex = csub.add_parser(
+        "export-nnunet",
+        help="write the cohort as an nnU-Net v2 raw dataset, with a study's split as splits_final.json",
+        description="Writes OUT/nnUNet_raw/Dataset<ID>_<Name>/ (imagesTr, labelsTr, imagesTs, labelsTs, "
+        "dataset.json) and, with --study, OUT/nnUNet_preprocessed/Dataset<ID>_<Name>/splits_final.json: the "
+        "study's training and validation patients as nnU-Net's fold 0, its test patients in imagesTs, so an "
+        "nnU-Net baseline trains and is tested on exactly the study's patients.")
+    ex.add_argument("cohort", help="cohort folder (any layout)")
+    ex.add_argument("out", help="output folder (new, empty, or an earlier export with --overwrite)")
+    ex.add_argument("--study", default=None,
+                    help="whose split: a study folder, a train --out folder, a run id, or a split.json "
+                    "(default: no split; every labelled patient is a training case)")
+    ex.add_argument("--dataset-id", type=int, default=500, help="nnU-Net dataset id, 1..999 (default 500)")
+    ex.add_argument("--dataset-name", default=None, help="nnU-Net dataset name (default: the cohort folder's name)")
+    ex.add_argument("--sequences", nargs="+", default=None,
+                    help="the channels, in order (default: the study's sequences, else those every patient has)")
+    ex.add_argument("--layout", default="auto", choices=["auto", *LAYOUTS])
+    ex.add_argument("--lesion-labels", type=int, nargs="+", default=None, metavar="L",
+                    help="mask labels that are lesion (default: the study's, else 1 3)")
+    ex.add_argument("--spacing", type=float, nargs=3, default=None, metavar=("SX", "SY", "SZ"),
+                    help="voxel size in mm for PNG layouts (default: the study's, else 0.94 0.94 1.0)")
+    ex.add_argument("--alias", action="append", metavar="NAME=SEQUENCE",
+                    help="nnunet layout: read channel NAME as canonical SEQUENCE (repeatable)")
+    ex.add_argument("--tracking-uri", default=None, help="MLflow URI where --study's runs are (a run id, a name)")
+    ex.add_argument("--overwrite", action="store_true", help="replace an earlier export at OUT (only seqablate's)")
+    ex.set_defaults(func=_export_nnunet)
     cohort.set_defaults(func=lambda args: (cohort.print_help(), 2)[1])
 
     ph = subparsers.add_parser(
@@ -51,6 +95,7 @@ def _inspect(args: argparse.Namespace) -> int:
         args.layout,
         lesion_labels=args.lesion_labels,
         default_spacing=args.spacing,
+        aliases=parse_aliases(args.alias),
         progress=not args.json and sys.stderr.isatty(),
     )
     if args.json:
@@ -58,6 +103,72 @@ def _inspect(args: argparse.Namespace) -> int:
     else:
         print(format_report(report))
     return 0 if report.usable else 2
+
+
+def _export_nnunet(args: argparse.Namespace) -> int:
+    import shutil
+
+    from seqablate import folders
+    from seqablate.config import DataConfig
+    from seqablate.data.layouts import discover
+    from seqablate.data.nnunet import PREPROCESSED, RAW, dataset_folder_name, export_nnunet
+    from seqablate.sequences import validate_sequences
+    from seqablate.trainables.splits import same_cohort, study_source
+
+    kind, out, cohort_dir = "nnunet-export", Path(args.out).resolve(), Path(args.cohort).resolve()
+    # Refuse a bad OUT before reading anything; --overwrite deletes only an earlier export.
+    if args.overwrite:
+        folders.check_removable(out, kind, flag="--overwrite")
+    elif out.is_dir() and folders.marker_kind(out) == kind:
+        raise folders.OutputRefused(f"OUT {out}: holds an earlier nnU-Net export; --overwrite replaces it")
+    else:
+        folders.check_replaceable(out, kind, flag="OUT")
+    folder = dataset_folder_name(args.dataset_id, args.dataset_name or cohort_dir.name)
+    source = study_source(args.study, tracking_uri=args.tracking_uri) if args.study else None
+    data = source.config.data if source is not None and source.config is not None else DataConfig()
+    cohort = discover(cohort_dir, args.layout,
+                      lesion_labels=args.lesion_labels or data.lesion_labels,
+                      default_spacing=args.spacing or data.default_spacing,
+                      aliases={**data.aliases, **parse_aliases(args.alias)})
+    for note in cohort.notes:
+        print(note, file=sys.stderr)
+    if args.sequences:
+        sequences: list[str] | None = list(validate_sequences(args.sequences))
+    elif source is not None:
+        sequences = list(source.split.sequences or (source.config.data.sequences if source.config else [])) or None
+    else:
+        sequences = None
+    if source is not None and source.split.cohort and not same_cohort(source.split.cohort, cohort.root):
+        print(f"note: {source.split.source} was trained on {source.split.cohort}, not {cohort.root}; its patient "
+              "ids are looked up in this cohort", file=sys.stderr)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.parent / folders.temp_name(out.name)  # the export appears at OUT whole, or not at all
+    tmp.mkdir()
+    try:
+        exp = export_nnunet(cohort, tmp, dataset_id=args.dataset_id, name=folder.split("_", 1)[1],
+                            sequences=sequences, split=source.split.as_dict() if source else None,
+                            source=source.split.source if source else None,
+                            progress=lambda pid: print(f"  {pid}", file=sys.stderr) if sys.stderr.isatty() else None)
+        folders.replace_own_dir(tmp, out, kind, flag="OUT")
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    for note in exp.notes:
+        print(f"note: {note}", file=sys.stderr)
+    raw, pre = out / RAW, out / PREPROCESSED
+    print(f"nnU-Net v2 dataset {folder} in {raw}: {len(exp.train) + len(exp.val)} training cases (imagesTr), "
+          f"{len(exp.test)} test cases with labels (imagesTs, labelsTs), {len(exp.unlabelled)} unlabelled (imagesTs)")
+    if source is not None:
+        print(f"split of {source.split.source}: {pre / folder / 'splits_final.json'} (fold 0: "
+              f"{len(exp.train)} train, {len(exp.val)} val)")
+    print(f"\nexport nnUNet_raw={raw} nnUNet_preprocessed={pre} nnUNet_results={out / 'nnUNet_results'}\n"
+          f"nnUNetv2_plan_and_preprocess -d {args.dataset_id} --verify_dataset_integrity\n"
+          f"nnUNetv2_train {args.dataset_id} 2d {0 if source is not None else 'all'}\n"
+          f"nnUNetv2_predict -d {args.dataset_id} -c 2d -f {0 if source is not None else 'all'} "
+          f"-i {raw / folder / 'imagesTs'} -o PREDICTIONS\n"
+          f"seqablate evaluate --predictions PREDICTIONS --cohort {cohort_dir} --name nnunet-2d"
+          + (f" --study {args.study}" if args.study else ""))
+    return 0
 
 
 def _phantom(args: argparse.Namespace) -> int:

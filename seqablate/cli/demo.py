@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import argparse
 
+from seqablate.cli.checks import positive_int
+
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     """Add ``demo``."""
     de = subparsers.add_parser("demo", help="synthetic cohorts + a small dropout study + paper-style tables")
     de.add_argument("--out", default="demo-out")
-    de.add_argument("--steps", type=int, default=None, help="training steps per trial (default: the demo's)")
+    de.add_argument("--steps", type=positive_int, default=None, help="training steps per trial (default: the demo's)")
     de.add_argument("--overwrite", action="store_true",
                     help="delete the demo already in --out (only if seqablate made it) and start afresh")
     de.add_argument("--verbose", action="store_true", help="show Ray's own output and Tune's status table")

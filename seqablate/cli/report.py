@@ -28,10 +28,41 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run_report)
 
 
+def _running_trials(study: str, tracking_uri: str | None) -> tuple[list[str], int]:
+    """(names of the study's trials still RUNNING in MLflow, number of trials); nothing when
+    the study cannot be resolved (the report then says what was tried)."""
+    from seqablate import tracking
+
+    try:
+        df = tracking.list_trials(study, tracking_uri=tracking_uri)
+    except ValueError:
+        return [], 0
+    return [str(n) for n in df.loc[df["status"] == "RUNNING", "run_name"]], len(df)
+
+
 def run_report(args: argparse.Namespace) -> int:
+    """Write the report; a study whose trials are all still running is refused (its report
+    would be empty), and one with some running reports the finished ones and names the rest."""
+    import sys
+
     from seqablate.analysis.report import write_report
 
     formats = [f.strip() for f in str(args.format).split(",") if f.strip()]
+    if args.out is not None:  # a bad --out is refused before the study's database is even opened
+        from seqablate import folders
+
+        folders.check_replaceable(args.out, "report", flag="--out")
+    running, total = _running_trials(args.study, args.tracking_uri)
+    shown = ", ".join(running[:10]) + (" ..." if len(running) > 10 else "")
+    if running and len(running) == total:
+        raise ValueError(
+            f"study {args.study}: all {total} trial(s) are still running ({shown}), so there is nothing "
+            "to report yet; run `seqablate report` again when they finish (if the study was killed, "
+            "`seqablate study resume STUDY_FOLDER` finishes them)"
+        )
+    if running:
+        print(f"{len(running)} of {total} trial(s) are still running and are left out of the report: {shown}",
+              file=sys.stderr)
     res = write_report(
         args.study,
         out=args.out,

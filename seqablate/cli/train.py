@@ -1,5 +1,5 @@
 """CLI: ``seqablate train``, ``seqablate study spaces|run|resume``, ``seqablate predict``,
-``seqablate evaluate``.
+``seqablate evaluate`` (a model, or another tool's predictions).
 
 Heavy imports (torch, Ray, MLflow) happen inside the command functions. User errors raise
 ValueError subclasses with a message naming the file/field/value; :mod:`seqablate.cli` prints
@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -72,7 +73,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     st.set_defaults(func=lambda args: (st.print_help(), 2)[1])
 
     pr = subparsers.add_parser("predict", help="segment one patient folder with a trained model")
-    pr.add_argument("--model", required=True, help="MLflow run id, runs:/<id>/model, or a model/checkpoint folder")
+    pr.add_argument("--model", required=True, help="MLflow run id, runs:/<id>/model, models:/<name>/<version>, or a model/checkpoint folder")
     pr.add_argument("--input", required=True, help="patient folder (one NIfTI per sequence)")
     pr.add_argument("--out", required=True, help="output folder")
     pr.add_argument("--sequences", nargs="+", default=None, help="use only these sequences (others treated as missing)")
@@ -81,13 +82,22 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     pr.set_defaults(func=_predict)
 
     ev = subparsers.add_parser(
-        "evaluate", help="score a trained model on a labelled cohort (any layout), with CIs",
+        "evaluate", help="score a trained model, or another tool's predictions, on a labelled cohort, with CIs",
         description="Evaluate a model on every labelled patient of a cohort under the full protocol, "
         "each sequence censored and (--all-subsets) every sequence subset; prints the paper-style table, "
-        "writes per-lesion and per-patient CSVs and logs an MLflow run nested under the model's run.")
-    ev.add_argument("--model", required=True,
-                    help="MLflow run id, runs:/<id>/model, models:/<name>/<version>, or a model/checkpoint folder")
-    ev.add_argument("--cohort", required=True, help="labelled cohort folder (nifti, brainmetshare, brats-mets, ucsf-bmsr)")
+        "writes per-lesion and per-patient CSVs and logs an MLflow run nested under the model's run. "
+        "On the cohort the model was trained on, its training and validation patients are left out "
+        "(--include-training scores them). With --predictions instead of --model, scores another tool's "
+        "probability maps or binary masks (one NIfTI per patient: <case>.nii.gz as nnU-Net writes them, or "
+        "<patient>/probability.nii.gz) with the same metrics, logged as an outside baseline "
+        "(beside the runs of --study).")
+    what = ev.add_mutually_exclusive_group(required=True)
+    what.add_argument("--model",
+                      help="MLflow run id, runs:/<id>/model, models:/<name>/<version>, or a model/checkpoint folder")
+    what.add_argument("--predictions", metavar="DIR",
+                      help="folder of another tool's predictions of --cohort (probability maps or 0/1 masks)")
+    ev.add_argument("--cohort", required=True,
+                    help="labelled cohort folder (nifti, brainmetshare, brats-mets, ucsf-bmsr, nnunet)")
     ev.add_argument("--layout", default="auto", help="force a cohort layout (default: detected)")
     ev.add_argument("--sequences", nargs="+", default=None, help="use only these sequences (the others censored)")
     ev.add_argument("--all-subsets", action="store_true", help="also every non-empty sequence subset")
@@ -96,56 +106,110 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     ev.add_argument("--out", default=None, help="folder for the tables (default ./seqablate-evaluations/<cohort>)")
     ev.add_argument("--tracking-uri", default=None, help="MLflow URI of the model's runs and of the new run")
     ev.add_argument("--no-log", action="store_true", help="do not log an MLflow run")
+    ev.add_argument("--cache-dir", default=None,
+                    help="preprocessing cache (default: beside the cohort, or $SEQABLATE_CACHE / "
+                    "~/.cache/seqablate when the cohort's folder is read-only)")
+    ev.add_argument("--include-training", action="store_true",
+                    help="on the cohort the model (or --study) was trained on, also score its training and "
+                    "validation patients (left out by default: their scores are optimistic)")
+    ev.add_argument("--name", default=None,
+                    help="--predictions: the tool's name, tagged on the run (e.g. nnunet-2d; default: the folder's name)")
+    ev.add_argument("--study", default=None,
+                    help="--predictions: the study to compare with (study folder, train --out folder, run id, or a "
+                    "split.json): its split and evaluation protocol are used and the run is logged beside its trials")
+    ev.add_argument("--alias", action="append", metavar="NAME=SEQUENCE",
+                    help="nnunet layout: read channel NAME as canonical SEQUENCE (repeatable)")
     ev.set_defaults(func=_evaluate)
 
 def _train(args: argparse.Namespace) -> int:
+    import contextlib
+
     from seqablate import folders, tracking
-    from seqablate.config import TrialConfig, config_diff, load_yaml, to_yaml
+    from seqablate.config import TrialConfig, absolute_paths, config_diff, load_yaml, to_yaml
     from seqablate.trainables.cohort import check_cohorts
     from seqablate.trainables.loop import fit_trial
+    from seqablate.trainables.memory import check_training_memory
 
-    cfg = load_yaml(args.config, TrialConfig)
-    out = Path(args.out or Path.cwd() / "seqablate-runs" / cfg.name).resolve()
-    if not args.overwrite:
-        folders.check_replaceable(out, "train", flag="--out")  # refuse before any preprocessing
-    _, split = check_cohorts(cfg, progress=True)  # every cohort of the config, before any training
-    uri = tracking.default_tracking_uri(str(out), args.tracking_uri)
-    tracking.check_reachable(uri)
-    if (db := tracking.sqlite_db_path(uri)) is not None:
-        tracking.db_state(db)  # an unreadable or foreign database is refused, never replaced
+    # Relative paths in the YAML mean this directory; the run keeps them absolute, so a rerun
+    # or a report from another directory reads the same cohorts.
+    cfg = absolute_paths(load_yaml(args.config, TrialConfig))
+    out = Path(args.out or Path.cwd() / tracking.DEFAULT_DIR / cfg.name).resolve()
+    # Refuse a foreign --out before any preprocessing (with --overwrite too: it deletes only ours).
     if args.overwrite:
-        folders.remove_own(out, "train", flag="--overwrite")
-    resume = folders.claim(out, "train", flag="--out")
-    record, run_file = out / "config.yaml", out / "run.json"
-    if resume and record.is_file():
-        diff = config_diff(load_yaml(record, TrialConfig), cfg)
-        old_uri = json.loads(run_file.read_text()).get("tracking_uri") if run_file.is_file() else uri
-        if old_uri != uri:
-            diff.append(f"tracking URI: {old_uri!r} -> {uri!r}")
-        if diff:
-            raise folders.OutputRefused(
-                f"--out {out} holds a run of a different configuration ({record}):\n  "
-                + "\n  ".join(diff)
-                + "\nUse another --out, or --overwrite to delete that run and start afresh"
-            )
-        print(f"{out} holds this run already: resuming it", file=sys.stderr)
-    folders.write_text_atomic(record, to_yaml(cfg))
-    folders.write_text_atomic(run_file, json.dumps({"tracking_uri": uri}))
-    with tracking.study_run(f"train-{cfg.name}", storage=str(out), tracking_uri=uri, resume=resume) as study:
+        folders.check_removable(out, "train", flag="--overwrite")
+    else:
+        folders.check_replaceable(out, "train", flag="--out")
+    # The tracking store too, before any folder is made: a URI that cannot be used would
+    # otherwise leave a half-made --out behind.
+    uri = tracking.default_tracking_uri(str(out), args.tracking_uri)
+    tracking.check_store(uri)  # an unreadable, foreign or read-only database is refused, never replaced
+    import torch
+
+    check_training_memory(cfg, gpu=not args.cpu and torch.cuda.is_available())  # before minutes of preprocessing
+    with contextlib.ExitStack() as held:
+        if folders.marker_kind(out) == "train":
+            held.enter_context(folders.locked(out, flag="--out"))  # a live run there: refused now
+        _, split = check_cohorts(cfg, progress=True)  # every cohort of the config, before any training
+        if args.overwrite:
+            folders.remove_own(out, "train", flag="--overwrite")
+        existed = out.exists()
+        resume = folders.claim(out, "train", flag="--out")
+        held.enter_context(folders.locked(out, flag="--out"))
+        record, run_file = out / "config.yaml", out / "run.json"
+        if resume and record.is_file():
+            # A run recorded before paths were stored absolute compares as run from here.
+            diff = config_diff(absolute_paths(load_yaml(record, TrialConfig)), cfg)
+            old_uri = json.loads(run_file.read_text()).get("tracking_uri") if run_file.is_file() else uri
+            if old_uri != uri:
+                diff.append(f"tracking URI: {old_uri!r} -> {uri!r}")
+            if diff:
+                raise folders.OutputRefused(
+                    f"--out {out} holds a run of a different configuration ({record}):\n  "
+                    + "\n  ".join(diff)
+                    + "\nUse another --out, or --overwrite to delete that run and start afresh"
+                )
+            print(f"{out} holds this run already: resuming it", file=sys.stderr)
         try:
-            with tracking.trial_run(study.ref, cfg, run_name=cfg.name) as tlog:
-                result = fit_trial(cfg, storage=out / "checkpoints", split=split, use_gpu=not args.cpu,
-                                   tracking={"tracking_uri": study.ref.tracking_uri, "run_id": tlog.run_id})
-        except tracking.TrialAlreadyFinished as done:
-            metrics = tracking.run_info(done.run_id, tracking_uri=study.ref.tracking_uri).data.metrics
-            print(f"{cfg.name} finished already (MLflow run {done.run_id}); its test metrics:")
-            _print_metrics(dict(metrics))
-            return 0
+            folders.write_text_atomic(record, to_yaml(cfg))
+            with tracking.study_run(f"train-{cfg.name}", storage=str(out), tracking_uri=uri, resume=resume) as study:
+                # Recorded once the store took the run: a store that failed leaves no URI
+                # behind for the corrected rerun to be compared with.
+                folders.write_text_atomic(run_file, json.dumps({"tracking_uri": uri}))
+                try:
+                    with tracking.trial_run(study.ref, cfg, run_name=cfg.name) as tlog:
+                        result = fit_trial(cfg, storage=out / "checkpoints", split=split, use_gpu=not args.cpu,
+                                           tracking={"tracking_uri": study.ref.tracking_uri, "run_id": tlog.run_id})
+                except tracking.TrialAlreadyFinished as done:
+                    metrics = tracking.run_info(done.run_id, tracking_uri=study.ref.tracking_uri).data.metrics
+                    print(f"{cfg.name} finished already (MLflow run {done.run_id}); its test metrics:")
+                    _print_metrics(dict(metrics))
+                    return 0
+        except BaseException:
+            if not resume and not (out / "checkpoints").exists():
+                _discard_new_run(out, existed)  # nothing trained: leave no half-made run folder
+            raise
     print(f"trained {cfg.name}: {result.state.step} steps, best val mAP {result.state.best_metric:.3f} "
           f"at step {result.state.best_step}")
     _print_metrics(result.metrics)
     print(f"MLflow run {tlog.run_id} in {study.ref.tracking_uri}")
     return 0
+
+
+def _discard_new_run(out: Path, existed: bool) -> None:
+    """Undo a run folder this command made and that holds no training yet: delete it, or, when
+    it was the user's empty folder before, empty it again (the folder itself is theirs)."""
+    import shutil
+
+    from seqablate import folders
+
+    if not existed:
+        folders.remove_own(out, "train", flag="--out")
+        return
+    for p in out.iterdir():  # the lock file too: this process's lock outlives its name
+        if p.is_dir() and not p.is_symlink():
+            shutil.rmtree(p, ignore_errors=True)
+        else:
+            p.unlink(missing_ok=True)
 
 
 def _print_metrics(metrics: dict[str, float]) -> None:
@@ -164,7 +228,7 @@ def _spaces(args: argparse.Namespace) -> int:
 
 def study_config_from_args(args: argparse.Namespace) -> Any:
     """The StudyConfig of ``study run`` flags (flags override the --base config)."""
-    from seqablate.config import StudyConfig, TrialConfig, load_yaml, parse
+    from seqablate.config import StudyConfig, TrialConfig, absolute_paths, load_yaml, parse
     from seqablate.search_spaces import get_space
 
     get_space(args.space)  # unknown space: error listing the spaces, before anything else
@@ -180,7 +244,7 @@ def study_config_from_args(args: argparse.Namespace) -> Any:
         "trials": list(args.trials or []),
     }
     if args.base:
-        raw["base"] = load_yaml(args.base, TrialConfig).model_dump(mode="json")
+        raw["base"] = absolute_paths(load_yaml(args.base, TrialConfig)).model_dump(mode="json")
     for flag, key in [("num_samples", "num_samples"), ("seeds", "seeds"), ("scheduler", "scheduler"),
                       ("max_concurrent", "max_concurrent"), ("workers_per_trial", "workers_per_trial"),
                       ("gpus_per_worker", "gpus_per_worker"), ("cpus_per_worker", "cpus_per_worker"),
@@ -188,6 +252,11 @@ def study_config_from_args(args: argparse.Namespace) -> Any:
         v = getattr(args, flag)
         if v is not None:
             raw[key] = v
+    # Local paths are stored absolute (study.yaml, the MLflow params): `study resume` and
+    # `report` from another directory must find the same folders.
+    for key in ("storage", "tracking_uri"):
+        if isinstance(raw.get(key), str) and "://" not in raw[key]:
+            raw[key] = os.path.abspath(Path(raw[key]).expanduser())
     return parse(StudyConfig, raw, source="study run")
 
 
@@ -203,36 +272,55 @@ def _study_resume(args: argparse.Namespace) -> int:
     from seqablate.trainables.driver import load_study_config, run_study
 
     cfg = load_study_config(args.path)
+    if cfg.storage is None or "://" not in cfg.storage:
+        # The folder given is the study's, whatever directory the study was started from
+        # (older studies stored a relative --storage, or none: ./seqablate-runs/<name>).
+        cfg = cfg.model_copy(update={"storage": str(Path(args.path).resolve())})
     result = run_study(cfg, resume=True, verbose=args.verbose)
     return _report_study(result)
 
 
 def _report_study(result: Any) -> int:
+    """Print every trial's state and how to see the runs; the exit code.
+
+    An interrupted study (Ctrl-C) exits 130 and says so, lists the trials that finished, were
+    interrupted or never started, and prints the command that continues it; a study whose
+    every trial failed exits 1.
+    """
     print(f"\nstudy folder: {result.storage}")
     for r in result.trials:
         m = r.get("test.full.mAP")
         c = r.get("test.censor_t1_gre_post.mAP")
         extra = f"  test mAP {m:.3f}" if isinstance(m, float) else ""
         extra += f"  censored t1_gre_post {c:.3f}" if isinstance(c, float) else ""
-        print(f"  {r['status']:<10} {r['name']:<40}{extra}  {r['error'][:120]}")
-    print_ui(result.tracking_uri, result.ui_path)
+        print(f"  {r['status']:<11} {r['name']:<40}{extra}  {r.get('error', '')[:120]}")
+    if getattr(result, "interrupted", False):
+        done = sum(r["status"] == "TERMINATED" for r in result.trials)
+        print(f"\ninterrupted: {done} of {len(result.trials)} trial(s) finished; the others are "
+              "INTERRUPTED (stopped mid-training) or NOT STARTED. Continue the study with:\n"
+              f"  seqablate study resume {result.storage}", file=sys.stderr)
+        return 130
+    print_ui(result.tracking_uri, result.ui_path, getattr(result, "ui_grouped_path", ""))
     failed = sum(r["status"] == "ERROR" for r in result.trials)
     if failed:
         print(f"{failed} trial(s) failed (marked FAILED in MLflow); the others completed", file=sys.stderr)
     return 1 if failed == len(result.trials) else 0
 
 
-def print_ui(tracking_uri: str, ui_path: str) -> None:
-    """Print how to open the study's runs in the MLflow UI."""
+def print_ui(tracking_uri: str, ui_path: str, grouped_path: str = "") -> None:
+    """Print how to open the study's runs in the MLflow UI (both views when there are two)."""
     from seqablate.tracking.uris import ui_hint
 
-    first, *rest = ui_hint(tracking_uri, ui_path)
+    first, *rest = ui_hint(tracking_uri, ui_path, grouped_path)
     print(f"\nMLflow: {first}")
     for line in rest:
         print(f"        {line}")
 
 
 def _predict(args: argparse.Namespace) -> int:
+    from seqablate.cli.checks import check_predict_args
+
+    check_predict_args(args)  # before the heavy imports: a mistyped flag is answered at once
     from seqablate.trainables.predict import predict_patient
 
     out = predict_patient(args.model, args.input, args.out, sequences=args.sequences,
@@ -243,14 +331,42 @@ def _predict(args: argparse.Namespace) -> int:
 
 
 def _evaluate(args: argparse.Namespace) -> int:
+    from seqablate.cli.checks import check_evaluate_args
+
+    check_evaluate_args(args)  # before the heavy imports: a mistyped flag is answered at once
+    if args.predictions is not None:
+        return _evaluate_predictions(args)
+    for flag, value in (("--name", args.name), ("--study", args.study), ("--alias", args.alias)):
+        if value:
+            raise ValueError(f"{flag} goes with --predictions (a model knows its own study and sequences)")
     from seqablate.trainables.score import evaluate_cohort
 
     res = evaluate_cohort(args.model, args.cohort, out=args.out, layout=args.layout, sequences=args.sequences,
                           all_subsets=args.all_subsets, externals=_external(args.external),
-                          tracking_uri=args.tracking_uri, bootstrap=args.bootstrap, log=not args.no_log)
+                          tracking_uri=args.tracking_uri, bootstrap=args.bootstrap, log=not args.no_log,
+                          include_training=args.include_training, cache_dir=args.cache_dir)
     print(res.table)
     print(f"\ntables: {res.out}")
     if res.run_id:
         print(f"MLflow run {res.run_id} in {res.tracking_uri}")
     return 0
 
+
+def _evaluate_predictions(args: argparse.Namespace) -> int:
+    from seqablate.cli.data import parse_aliases
+    from seqablate.trainables.outside import score_predictions
+
+    for flag, value in (("--sequences", args.sequences), ("--all-subsets", args.all_subsets),
+                        ("--external", args.external)):
+        if value:
+            raise ValueError(f"{flag} goes with --model: predictions are scored as they were made")
+    res = score_predictions(args.predictions, args.cohort, name=args.name, study=args.study, out=args.out,
+                            layout=args.layout, aliases=parse_aliases(args.alias),
+                            include_training=args.include_training, tracking_uri=args.tracking_uri,
+                            bootstrap=args.bootstrap, log=not args.no_log)
+    print(res.table)
+    print(f"\n{len(res.scored)} patients scored ({res.kind} predictions); tables: {res.out}")
+    if res.run_id:
+        print(f"MLflow run {res.run_id} (outside baseline '{args.name or Path(args.predictions).name}') "
+              f"in {res.tracking_uri}")
+    return 0

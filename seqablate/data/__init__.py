@@ -1,5 +1,5 @@
 """The data layer: cohort layouts, validated volumes, preprocessing cache, 2.5D datasets,
-sequence dropout, synthetic phantom cohorts.
+sequence dropout, synthetic phantom cohorts, nnU-Net datasets and other tools' predictions.
 
 Public names are re-exported lazily (PEP 562) so that importing e.g. ``seqablate.data.cache``
 in a preprocessing worker does not import torch (only ``dataset`` and ``dropout`` need it).
@@ -38,6 +38,9 @@ _EXPORTS: dict[str, str] = {
     "make_phantom_cohort": "phantom",
     "inspect_cohort": "inspection",
     "count_lesions": "inspection",
+    "export_nnunet": "nnunet",
+    "find_predictions": "predictions",
+    "load_prediction": "predictions",
 }
 
 __all__ = sorted(_EXPORTS)

@@ -3,18 +3,23 @@
 A volume on disk is read once, validated, preprocessed and cached; training reads the cache.
 
 Layout: ``<cache_dir>/<patient>-<key>/{image.npy, mask.npy, meta.json}``. The key is a hash
-of the patient's input files (path, size, mtime of every file, every PNG of a series), the
-layout's label rules, the study's sequence list and the preprocessing parameters, so editing
-a file or a parameter makes a new entry. An entry is built in ``<cache_dir>/.tmp-*`` and
+of the patient's input files (path, size, mtime and a hash of a sample of the bytes of every
+file, every PNG of a series), the layout's label rules, the study's sequence list and the
+preprocessing parameters, so editing a file or a parameter makes a new entry. An entry is built in ``<cache_dir>/.tmp-*`` and
 moved into place with one ``os.replace``: a crash or a failed patient leaves no entry (only
 a hidden temp folder that is never read and is swept by a later run once its process is
-gone). An entry found damaged (a truncated array) is set aside and rebuilt.
+gone). An entry found damaged (a truncated array, no ``meta.json``) is set aside and
+rebuilt. The cache lives beside the cohort, or in the per-user cache when the cohort's folder
+is read-only (:func:`default_cache_dir`); a full disk stops preprocessing at once with a
+:class:`CacheWriteError` naming the folder.
 
-A warm run only lists the cohort folders, ``stat``s the files and opens memmaps.
+A warm run only lists the cohort folders, ``stat``s the files, reads a few KiB of each and
+opens memmaps.
 """
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import multiprocessing
@@ -35,7 +40,7 @@ from seqablate.data.errors import DataError, combine
 from seqablate.data.layouts import Cohort, PatientFiles, discover
 from seqablate.data.preprocess import PreprocessParams, preprocess_volume
 from seqablate.data.preprocess import to_original_grid as _to_original_grid
-from seqablate.folders import sweep_temp, temp_name
+from seqablate.folders import sweep_temp, temp_name, user_cache_dir
 
 
 @dataclass(eq=False)
@@ -94,6 +99,19 @@ class CacheEntryError(DataError):
     """A cache entry that cannot be read (truncated, corrupt, incomplete)."""
 
 
+class CacheWriteError(DataError):
+    """The cache folder cannot be written (a full disk, a read-only folder): no patient can be
+    cached, so preprocessing stops at the first such error instead of failing each patient."""
+
+
+#: Errors of writing the cache that no patient causes: a full disk or quota, no permission,
+#: a read-only file system.
+_WRITE_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM})
+
+#: Name of the default cache folder, beside the cohort.
+CACHE_NAME = ".seqablate-cache"
+
+
 def load_entry(entry: str | Path) -> CachedPatient:
     """Open a cache entry (memmaps, read-only).
 
@@ -127,12 +145,44 @@ def load_entry(entry: str | Path) -> CachedPatient:
     )
 
 
+#: Bytes of a file read into its fingerprint: this many at the start and at the end, and as
+#: many again at each of ``_SAMPLE_BLOCKS`` evenly spaced offsets between.
+_SAMPLE = 4096
+_SAMPLE_BLOCKS = 6
+
+
+def _sample_digest(path: Path, block: int = _SAMPLE, blocks: int = _SAMPLE_BLOCKS) -> str:
+    """A hash of a sample of ``path``'s bytes: its start, its end and ``blocks`` blocks between
+    (the whole file when it is that small).
+
+    Size and mtime miss a file rewritten with the same size within the file system's mtime
+    resolution (or copied back with ``cp -p``); the sample catches it where it matters: the
+    end of a ``.nii.gz`` holds the gzip CRC of all the voxels and the end of a PNG the CRC of
+    its image data, so any change to those files changes their last bytes. An uncompressed
+    ``.nii`` edited only between the sampled blocks is missed: a sample, not a checksum (a warm
+    run must not read every voxel of the cohort)."""
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        size = os.fstat(fh.fileno()).st_size
+        if size <= block * (blocks + 2):
+            h.update(fh.read())
+        else:
+            step = (size - block) // (blocks + 1)
+            for offset in [0, *(step * i for i in range(1, blocks + 1)), size - block]:
+                fh.seek(offset)
+                h.update(fh.read(block))
+    return h.hexdigest()[:16]
+
+
 def _fingerprint(path: Path) -> list[Any]:
-    """(path, size, mtime) of a file, or of every file of a PNG-series folder."""
+    """(path, size, mtime, sampled-bytes hash) of a file, or of every file of a PNG-series
+    folder (there the sample is each slice's first and last 512 bytes: a series holds
+    hundreds of files, and a PNG's last bytes carry the CRC of its pixels)."""
     if path.is_dir():
-        return [str(path.resolve()), [[p.name, (s := p.stat()).st_size, s.st_mtime_ns] for p in sorted(path.iterdir())]]
+        return [str(path.resolve()), [[p.name, (s := p.stat()).st_size, s.st_mtime_ns, _sample_digest(p, 512, 0)]
+                                      for p in sorted(path.iterdir())]]
     s = path.stat()
-    return [str(path.resolve()), s.st_size, s.st_mtime_ns]
+    return [str(path.resolve()), s.st_size, s.st_mtime_ns, _sample_digest(path)]
 
 
 def cache_key(pf: PatientFiles, sequences: Sequence[str], params: PreprocessParams) -> str:
@@ -165,7 +215,10 @@ def build_entry(pf: PatientFiles, sequences: Sequence[str], params: PreprocessPa
     from seqablate.data.volumes import load_patient
 
     tmp = final.parent / temp_name(final.name)
-    tmp.mkdir(parents=True)
+    try:
+        tmp.mkdir(parents=True)
+    except OSError as err:
+        raise _write_error(err, final.parent) from None
     try:
         vol = load_patient(pf, sequences)
         image, present, mask = preprocess_volume(vol, sequences, params)
@@ -195,10 +248,22 @@ def build_entry(pf: PatientFiles, sequences: Sequence[str], params: PreprocessPa
         except OSError:
             if not (final / "meta.json").is_file():  # not a concurrent twin: a real failure
                 raise
+    except OSError as err:
+        if err.errno in _WRITE_ERRNOS:
+            raise _write_error(err, final.parent) from None
+        raise
     finally:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
     return final
+
+
+def _write_error(err: OSError, cdir: Path) -> CacheWriteError:
+    what = f"{err.strerror or err}" + (f" ({err.filename})" if err.filename else "")
+    return CacheWriteError(
+        f"cannot write the preprocessing cache in {cdir}: {what}; free space there, or set "
+        "data.cache_dir (--cache-dir of evaluate) to a folder on another disk"
+    )
 
 
 def _worker(pf: PatientFiles, sequences: Sequence[str], params: PreprocessParams, final: Path) -> tuple[str, str | None]:
@@ -206,6 +271,8 @@ def _worker(pf: PatientFiles, sequences: Sequence[str], params: PreprocessParams
     try:
         build_entry(pf, sequences, params, final)
         return pf.patient_id, None
+    except CacheWriteError:
+        raise  # not this patient's problem: stops the whole cohort
     except DataError as err:
         return pf.patient_id, str(err)  # already names the patient
     except (ValueError, OSError) as err:
@@ -213,8 +280,51 @@ def _worker(pf: PatientFiles, sequences: Sequence[str], params: PreprocessParams
 
 
 def default_cache_dir(cohort_root: Path) -> Path:
-    """``<cohort>/../.seqablate-cache`` (beside the cohort, so one cache serves its runs)."""
-    return cohort_root.resolve().parent / ".seqablate-cache"
+    """``<cohort>/../.seqablate-cache`` (beside the cohort, so one cache serves its runs), or,
+    where that cannot be written (a cohort on a read-only disk or share),
+    ``<user cache>/preprocessed`` (:func:`seqablate.folders.user_cache_dir`:
+    ``$SEQABLATE_CACHE``, else ``~/.cache/seqablate``). Entries are keyed by the patients'
+    resolved file paths, so cohorts never collide in the shared fallback.
+
+    A user's file (or anything not a folder) already named ``.seqablate-cache`` beside the
+    cohort is a :class:`DataError`: it is not replaced, and the cache does not silently move.
+    """
+    beside = cohort_root.resolve().parent / CACHE_NAME
+    if beside.exists() or beside.is_symlink():
+        if not beside.is_dir():
+            raise DataError(
+                f"{beside}: the preprocessing cache of cohort {cohort_root} goes here, but a file that "
+                "seqablate did not create has the name; move it, or set data.cache_dir (--cache-dir "
+                "of evaluate) to another folder"
+            )
+        if os.access(beside, os.W_OK | os.X_OK):
+            return beside
+    elif os.access(beside.parent, os.W_OK | os.X_OK):
+        return beside
+    return user_cache_dir() / "preprocessed"
+
+
+def _cache_folder(cohort_root: Path, explicit: str | Path | None) -> Path:
+    """The cache folder of a cohort, checked: ``explicit`` (``data.cache_dir``) must be a
+    writable folder or creatable (:class:`DataError` naming it otherwise); the default is
+    :func:`default_cache_dir`, which says on stderr when it falls back to the user cache."""
+    if explicit is None:
+        cdir = default_cache_dir(cohort_root)
+        if cdir.name != CACHE_NAME:
+            print(f"{cohort_root.resolve().parent}: read-only, so the preprocessing cache of {cohort_root.name} "
+                  f"is kept in {cdir} (data.cache_dir / --cache-dir choose another)", file=sys.stderr)
+        label = "the preprocessing cache"
+    else:
+        cdir, label = Path(explicit).expanduser(), "data.cache_dir"
+    above = next((p for p in (cdir, *cdir.parents) if p.exists() or p.is_symlink()), None)
+    if above is not None and not above.is_dir():
+        what = "is a file, not a folder" if above == cdir else f"cannot be made: {above} is a file"
+        raise DataError(f"{label} {cdir}: {what}; seqablate replaces nothing it did not create: set "
+                        "data.cache_dir (--cache-dir of evaluate) to another folder")
+    if above is not None and not os.access(above, os.W_OK | os.X_OK):
+        raise DataError(f"{label} {cdir}: {above} is read-only (no permission to write, or a read-only "
+                        "file system); set data.cache_dir (--cache-dir of evaluate) to a writable folder")
+    return cdir
 
 
 def preprocess_cohort(
@@ -231,7 +341,7 @@ def preprocess_cohort(
     ``root_or_cohort``: a cohort folder, a :class:`Cohort`, or None for ``cfg.cohort``.
     ``cfg``: a :class:`~seqablate.config.DataConfig` (or mapping); uses ``layout``,
     ``sequences``, ``image_size``, ``intensity``, ``lesion_labels``, ``default_spacing``,
-    ``cache_dir``. ``workers``: processes for cold patients (default ``min(cpus, 4)``; 1 runs
+    ``aliases``, ``cache_dir``. ``workers``: processes for cold patients (default ``min(cpus, 4)``; 1 runs
     in this process; more use the ``spawn`` start method, so a script that calls this at
     import level needs the usual ``if __name__ == "__main__":`` guard).
     ``errors="skip"`` drops failed patients instead of raising.
@@ -251,12 +361,16 @@ def preprocess_cohort(
     cohort = (
         root_or_cohort
         if isinstance(root_or_cohort, Cohort)
-        else discover(root_or_cohort, cfg.layout, lesion_labels=cfg.lesion_labels, default_spacing=cfg.default_spacing)
+        else discover(root_or_cohort, cfg.layout, lesion_labels=cfg.lesion_labels, default_spacing=cfg.default_spacing,
+                      aliases=cfg.aliases)
     )
     for note in cohort.notes:
         print(note, file=sys.stderr)
-    cdir = Path(cache_dir or cfg.cache_dir or default_cache_dir(cohort.root))
-    cdir.mkdir(parents=True, exist_ok=True)
+    cdir = _cache_folder(cohort.root, cache_dir or cfg.cache_dir)
+    try:
+        cdir.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise _write_error(err, cdir) from None
     sweep_temp(cdir)
     sequences = tuple(cfg.sequences)
     params = PreprocessParams(image_size=cfg.image_size, intensity=cfg.intensity)
@@ -277,6 +391,14 @@ def preprocess_cohort(
                 trash = cdir / temp_name(f"damaged-{final.name}")
                 os.replace(final, trash)
                 shutil.rmtree(trash, ignore_errors=True)
+        elif final.is_dir() and not final.is_symlink():
+            # An entry without its meta.json (a copy or a clean-up cut short) would block the
+            # patient for good: the rename of a rebuilt entry cannot replace it. It is ours
+            # (its name is this patient's key in the cache): set it aside and rebuild.
+            print(f"{final}: incomplete preprocessing cache entry (no meta.json); rebuilding it", file=sys.stderr)
+            trash = cdir / temp_name(f"damaged-{final.name}")
+            os.replace(final, trash)
+            shutil.rmtree(trash, ignore_errors=True)
         todo.append(pf)
 
     failures: dict[str, str] = {}
@@ -295,11 +417,15 @@ def preprocess_cohort(
             ctx = multiprocessing.get_context("spawn")
             with ProcessPoolExecutor(max_workers=n, mp_context=ctx) as pool:
                 futs = [pool.submit(_worker, pf, sequences, params, finals[pf.patient_id]) for pf in todo]
-                for fut in as_completed(futs):
-                    pid, err = fut.result()
-                    if err:
-                        failures[pid] = err
-                    bar.update()
+                try:
+                    for fut in as_completed(futs):
+                        pid, err = fut.result()
+                        if err:
+                            failures[pid] = err
+                        bar.update()
+                except CacheWriteError:
+                    pool.shutdown(wait=True, cancel_futures=True)  # no use starting more patients
+                    raise
         bar.close()
     if failures and errors == "raise":
         raise combine(

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -69,16 +69,18 @@ def inspect_cohort(
     *,
     lesion_labels: Sequence[int] = (1, 3),
     default_spacing: Sequence[float] = (0.94, 0.94, 1.0),
+    aliases: Mapping[str, str] | None = None,
     progress: bool = False,
 ) -> CohortReport:
     """Load and validate every patient, collecting all problems instead of stopping.
 
+    ``aliases``: channel name -> canonical sequence for nnU-Net channel names (``--alias``).
     Cohort-level problems (missing folder, unknown layout, empty cohort) still raise
     :class:`DataError`: there is nothing to report per patient then.
     """
     from tqdm.auto import tqdm
 
-    cohort = discover(root, layout, lesion_labels=lesion_labels, default_spacing=default_spacing)
+    cohort = discover(root, layout, lesion_labels=lesion_labels, default_spacing=default_spacing, aliases=aliases)
     reports = []
     for pf in tqdm(cohort.patients, desc="inspect", unit="patient", disable=not progress):
         rep = PatientReport(

@@ -17,7 +17,7 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 
-from seqablate.data.errors import combine
+from seqablate.data.errors import combine, not_a_regular_file
 from seqablate.data.layouts import PatientFiles
 
 #: Affine tolerance (mm) between the sequences of one patient.
@@ -89,6 +89,9 @@ def _read_png_series(folder: Path, spacing: Sequence[float]) -> nib.Nifti1Image:
     from PIL import Image, UnidentifiedImageError
 
     pngs = [p for p in folder.iterdir() if p.suffix.lower() == ".png"]
+    for p in pngs:
+        if (why := not_a_regular_file(p)) is not None or p.is_dir():
+            raise _Bad(why or f"{p}: a folder where a PNG slice is expected")
     bad = [p.name for p in pngs if not _INT.match(p.name)]
     if bad:
         raise _Bad(f"{folder}: slice file names must be integers, got {sorted(bad)[:3]}")
@@ -104,7 +107,7 @@ def _read_png_series(folder: Path, spacing: Sequence[float]) -> nib.Nifti1Image:
     for _, p in numbered:
         try:
             with Image.open(p) as im:
-                arr = np.asarray(im.convert("L") if im.mode not in ("L", "I", "I;16", "F") else im)
+                arr = _grey(p, im)
         except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as err:
             raise _Bad(f"{p}: truncated or corrupt PNG file ({type(err).__name__}: {err})") from None
         if slices and arr.shape != slices[0].shape:
@@ -116,7 +119,26 @@ def _read_png_series(folder: Path, spacing: Sequence[float]) -> nib.Nifti1Image:
     return nib.as_closest_canonical(nib.Nifti1Image(vol.astype(np.float32), affine))
 
 
+def _grey(path: Path, im: object) -> np.ndarray:
+    """A PNG slice as a 2D greyscale array. A slice stored as colour (RGB, a palette) is read
+    when its channels are equal (grey saved as colour loses nothing); one whose channels
+    differ is not a scan (an overlay, a screenshot) and is refused: converting it to grey
+    would silently mix the colours into intensities."""
+    mode = im.mode  # type: ignore[attr-defined]
+    if mode in ("L", "I", "I;16", "F"):
+        return np.asarray(im)
+    if mode in ("1", "LA"):
+        return np.asarray(im.convert("L"))  # type: ignore[attr-defined]
+    rgb = np.asarray(im.convert("RGB"))  # type: ignore[attr-defined]
+    if not ((rgb[..., 0] == rgb[..., 1]).all() and (rgb[..., 1] == rgb[..., 2]).all()):
+        raise _Bad(f"{path}: a colour image (PNG mode {mode} with differing channels); a slice must be "
+                   "greyscale (a coloured overlay or a screenshot is not a scan)")
+    return rgb[..., 0]
+
+
 def _read(path: Path, pf: PatientFiles) -> nib.Nifti1Image:
+    if (why := not_a_regular_file(path)) is not None:
+        raise _Bad(why)  # a FIFO would block the read forever
     if path.is_dir():
         if pf.spacing is None:
             raise _Bad(f"{path}: a folder where a NIfTI file is expected")
@@ -199,8 +221,10 @@ def load_patient(
     Returns a :class:`Volume` (images float32[X, Y, Z], mask uint8[X, Y, Z] or None).
 
     Raises :class:`DataError` naming patient, file and reason for: discovery problems,
-    truncated/corrupt files, NaN/Inf voxels, unexpected mask labels, grids (shape or affine)
-    that differ between sequences, and a patient with no usable sequence. All problems of
+    truncated/corrupt files, files that are not regular files (a FIFO, a dangling link),
+    NaN/Inf voxels, a sequence whose voxels are all 0, a colour PNG slice, unexpected mask
+    labels, grids (shape or affine) that differ between sequences, and a patient with no
+    usable sequence. All problems of
     the patient are reported at once.
     """
     problems = list(pf.problems)
@@ -219,6 +243,11 @@ def load_patient(
             img = _read(path, pf)
             data = np.asarray(img.dataobj, dtype=np.float32)
             _check_finite(path, data)
+            if not data.any():
+                # Taken as present, it would be a blank input scaled as if acquired; a sequence
+                # that was not acquired is left out (and handled as missing), not blanked.
+                raise _Bad(f"{path}: every voxel is 0 (an empty or blanked volume); delete the file if "
+                           "the sequence was not acquired, and seqablate treats it as missing")
         except _Bad as bad:
             problems.append(str(bad))
             continue

@@ -61,7 +61,8 @@ def study_config(out: Path, cohorts: dict[str, Path], *, steps: int | None = Non
     (``smoke``: the study's ``--smoke`` trial sizes)."""
     from seqablate.config import StudyConfig, parse
 
-    base = {**BASE, "train": {**BASE["train"], "steps": steps or STEPS}}
+    # steps=0 is refused by the config (train.steps >= 1), not taken for "the default".
+    base = {**BASE, "train": {**BASE["train"], "steps": STEPS if steps is None else steps}}
     return parse(StudyConfig, {
         "name": "demo", "space": str(SPACE),
         "cohort": str(cohorts["stanford"]), "external": {"oslo": str(cohorts["oslo"])},
@@ -105,9 +106,11 @@ def run_demo(out: str | Path, *, steps: int | None = None, overwrite: bool = Fal
     print(report.summary)
     print(f"\nwall time: {t3 - t0:.0f} s (cohorts {t1 - t0:.0f} s, study {t2 - t1:.0f} s, report "
           f"{t3 - t2:.0f} s); {len(result.trials) - len(failed)}/{len(result.trials)} trials finished")
-    first, *rest = ui_hint(result.tracking_uri, result.ui_path)
+    first, *rest = ui_hint(result.tracking_uri, result.ui_path, result.ui_grouped_path)
     print(f"runs: {first}")
     for line in rest:
         print(f"      {line}")
     print(f"report: {report.files[0]}")
+    if report.forest is not None:
+        print(f"forest plot of the findings: {report.forest}")
     return 1 if failed else 0

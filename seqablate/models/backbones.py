@@ -157,10 +157,6 @@ BACKBONES: dict[str, BackboneSpec] = {
     ),
 }
 
-#: Output channels of each stage of the paper's backbones (resnet50/101, compact).
-STAGE_CHANNELS: dict[str, int] = dict(_RESNET_WIDTHS)
-
-
 def stage_channels(backbone: str) -> dict[str, int]:
     """Output channels of each stage of ``backbone``."""
     return dict(_spec(backbone).widths)

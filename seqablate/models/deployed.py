@@ -58,12 +58,12 @@ class DeployedModel(nn.Module):
         self.eval()
 
     def _apply(self, fn: Any, recurse: bool = True) -> DeployedModel:
-        self._prepared = {}  # moved or cast: prepared copies are rebuilt from the new weights
+        self._prepared = {}  # moved or cast: the per-key copies are rebuilt from the new weights
         return super()._apply(fn, recurse)
 
     def __getstate__(self) -> dict[str, Any]:
         state = self.__dict__.copy()
-        state["_prepared"] = {}  # prepared copies are a cache: never pickled
+        state["_prepared"] = {}  # the per-key copies are a cache: never pickled
         return state
 
     def train(self, mode: bool = True) -> DeployedModel:
@@ -78,19 +78,20 @@ class DeployedModel(nn.Module):
         key = subset_key(present, self.sequences)
         return key if key in self.norm_stats else "stored"
 
-    def net_for(self, key: str, *, prepare: Any = None) -> nn.Module:
-        """The network with statistics ``key`` ("stored" or a subset key), eval mode.
+    def network(self, key: str) -> nn.Module:
+        """A new eval-mode copy of the network with statistics ``key`` ("stored" or a subset
+        key), on this model's device; the caller owns it (``Predictor`` prepares it in place)."""
+        net = copy.deepcopy(self.net).eval()
+        if key != "stored":
+            apply_stats(net, self.norm_stats[key])
+        return net
 
-        ``prepare`` (e.g. BatchNorm folding for inference) is applied once per key and the
-        result cached; without it the copies are plain.
-        """
-        cache_key = f"{key}|{getattr(prepare, '__name__', prepare)}"
-        if cache_key not in self._prepared:
-            net = copy.deepcopy(self.net).eval()
-            if key != "stored":
-                apply_stats(net, self.norm_stats[key])
-            self._prepared[cache_key] = prepare(net) if prepare is not None else net
-        return self._prepared[cache_key]
+    def net_for(self, key: str) -> nn.Module:
+        """The network with statistics ``key``, eval mode, made once per key (what
+        :meth:`forward` runs)."""
+        if key not in self._prepared:
+            self._prepared[key] = self.network(key)
+        return self._prepared[key]
 
     def forward(self, image: Tensor, present: Tensor) -> Tensor:
         """``image[B, S, K, H, W]`` (unscaled), ``present[B, S]`` -> ``logits[B, 1, H, W]``."""

@@ -95,15 +95,16 @@ def inference_model(
     device: torch.device | str | None = None,
     channels_last: bool | None = None,
     fold_bn: bool = True,
+    in_place: bool = False,
 ) -> nn.Module:
     """An eval-mode COPY of ``model`` prepared for fast inference (the original is untouched).
 
     ``device``: where to put it (default: where ``model`` is). ``channels_last``: None = on
-    CUDA. ``fold_bn``: fold
-    BatchNorm into convolutions (same function, fewer memory passes). The copy keeps the
-    ``forward(image, present)`` contract; do not train it.
+    CUDA. ``fold_bn``: fold BatchNorm into convolutions (same function, fewer memory passes).
+    ``in_place``: prepare ``model`` itself instead of a copy (for a copy the caller already
+    made). The result keeps the ``forward(image, present)`` contract; do not train it.
     """
-    fast = copy.deepcopy(model).eval()
+    fast = (model if in_place else copy.deepcopy(model)).eval()
     if device is not None:
         fast = fast.to(device)
     dev = next(fast.parameters()).device
@@ -164,14 +165,15 @@ class Predictor:
 
     Args:
         model: a :class:`~seqablate.models.deployed.DeployedModel` (its statistics policy is
-            used), or a bare ``SeqSegModel`` (stored statistics). Not modified.
+            used), or a bare ``SeqSegModel`` (stored statistics). Not modified, not moved:
+            each statistics key gets its own prepared copy on ``device``.
         device, batch_size: where and how many 2.5D stacks per forward pass.
         amp: ``train.amp`` setting for :func:`use_bf16` (``auto``, ``bf16``, ``off``).
         fold_bn: fold BatchNorm into the convolutions of the prepared copies (same function).
 
     Each patient has one sequence subset (what it has on disk, minus what is censored), so
     all its stacks go through the network prepared with that subset's statistics
-    (:meth:`DeployedModel.net_for`). :attr:`used` records ``(patient id, statistics key)`` of
+    (:meth:`net`). :attr:`used` records ``(patient id, statistics key)`` of
     every prediction ("stored" for the training statistics).
     """
 
@@ -189,17 +191,22 @@ class Predictor:
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
         self.device = torch.device(device)
-        deployed = model if isinstance(model, DeployedModel) else DeployedModel(model)
-        self.deployed = deployed.to(self.device)
+        self.deployed = model if isinstance(model, DeployedModel) else DeployedModel(model)
         self.sequences = self.deployed.sequences
         self.slices = self.deployed.slices
         self.batch_size = int(batch_size)
         self.amp = use_bf16(self.device, amp)
         self.fold_bn = fold_bn
         self.used: list[tuple[str, str]] = []
+        self._nets: dict[str, nn.Module] = {}
 
-    def _prepare(self, net: nn.Module) -> nn.Module:
-        return inference_model(net, device=self.device, fold_bn=self.fold_bn)
+    def net(self, key: str) -> nn.Module:
+        """The network with statistics ``key`` ("stored" or a subset key), prepared for
+        inference on this predictor's device, made once per key."""
+        if key not in self._nets:
+            self._nets[key] = inference_model(self.deployed.network(key), device=self.device,
+                                              fold_bn=self.fold_bn, in_place=True)
+        return self._nets[key]
 
     def predict_cached(self, patient: Any, censor: Iterable[str] = ()) -> np.ndarray:
         """Probability volume float32[Z, H, W] of a cached patient on the *cache* grid.
@@ -210,7 +217,7 @@ class Predictor:
         the patient when no sequence is left, or a censored name the model does not know.
         """
         from seqablate.data.dataset import patient_stacks
-        from seqablate.data.dropout import apply_presence
+        from seqablate.data.dropout import apply_presence, keep_vector
 
         seqs = self.sequences
         if tuple(patient.sequences) != seqs:
@@ -218,22 +225,18 @@ class Predictor:
                 f"patient {patient.patient_id} was preprocessed for sequences {list(patient.sequences)}, "
                 f"the model takes {list(seqs)}"
             )
-        censor = set(censor)
-        unknown = censor - set(seqs)
-        if unknown:
-            raise ValueError(f"censor: {sorted(unknown)} not among the model's sequences {list(seqs)}")
-        keep = torch.tensor([s not in censor for s in seqs])
+        keep = torch.from_numpy(keep_vector(censor, seqs))  # canonical names or aliases
         present = torch.as_tensor(np.asarray(patient.present, dtype=bool))
         actual = present & keep
         if not bool(actual.any()):
             raise ValueError(
                 f"patient {patient.patient_id}: no sequence left to predict from "
                 f"(present: {[s for s, p in zip(seqs, present.tolist(), strict=True) if p]}, "
-                f"censored: {sorted(censor)})"
+                f"censored: {[s for s, k in zip(seqs, keep.tolist(), strict=True) if not k]})"
             )
         key = self.deployed.stats_key(actual)
         self.used.append((str(patient.patient_id), key))
-        net = self.deployed.net_for(key, prepare=self._prepare)
+        net = self.net(key)
         stacks = patient_stacks(patient, self.slices)  # float32[Z, S, K, H, W]
         z, h, w = stacks.shape[0], stacks.shape[-2], stacks.shape[-1]
         out = np.empty((z, h, w), dtype=np.float32)

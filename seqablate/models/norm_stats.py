@@ -121,8 +121,3 @@ def estimate_bn_stats(
         raise ValueError("no batch to estimate BatchNorm statistics from")
     return stats_of(work)
 
-
-def with_stats(model: nn.Module, stats: Mapping[str, Tensor] | None) -> nn.Module:
-    """An eval-mode copy of ``model`` holding ``stats`` (None: the stored ones)."""
-    work = copy.deepcopy(model).eval()
-    return apply_stats(work, stats) if stats is not None else work

@@ -211,7 +211,10 @@ def get_space(name_or_path: str | Path) -> Space:
 def _check_point(space: Space, where: str, point: Mapping[str, Any], base: TrialConfig) -> None:
     if not isinstance(point, Mapping) or not all(isinstance(k, str) for k in point):
         raise SpaceError(f"space {space.name!r} {where}: expected a dict of dotted keys, got {point!r}")
-    label = f"space {space.name!r} {where} ({run_name(point)}) {dict(point)}"
+    # The file, the point and (in the error) the field: a bad value in a user's space file is
+    # found by all three.
+    source = f" ({space.source})" if space.source != "builtin" else ""
+    label = f"space {space.name!r}{source} {where} ({run_name(point)}) {dict(point)}"
     try:
         cfg = with_overrides(base, point)
     except ConfigError as err:

@@ -31,7 +31,11 @@ os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
 from seqablate.provenance import git_commit  # noqa: E402
 from seqablate.tracking.names import (  # noqa: E402
     CONFIG_ARTIFACT,
+    KIND_BASELINE,
     MODEL_DIR,
+    SPLIT_ARTIFACT,
+    STUDY_FILE,
+    TAG_BASELINE,
     TAG_ERROR,
     TAG_GIT,
     TAG_KIND,
@@ -39,13 +43,13 @@ from seqablate.tracking.names import (  # noqa: E402
     TAG_STUDY,
     TAG_TRIAL_KEY,
     TAG_VERSION,
-    TRIAL_TAGS,
     StudyRef,
 )
 from seqablate.tracking.reading import (  # noqa: E402
     download_artifact,
     download_model,
     list_artifacts,
+    list_baselines,
     list_trials,
     load_deployed,
     log_report,
@@ -75,6 +79,7 @@ from seqablate.tracking.store import (  # noqa: E402
     RetryPolicy,
     TrackingStoreError,
     check_reachable,
+    check_store,
     client,
     db_state,
     is_locked_error,
@@ -90,12 +95,12 @@ from seqablate.tracking.uris import (  # noqa: E402
 from seqablate.tracking.writing import RunLogger  # noqa: E402
 
 __all__ = [
-    "ARTIFACTS_NAME", "CONFIG_ARTIFACT", "DB_NAME", "DEFAULT_DIR", "EXPERIMENT_KIND", "MODEL_DIR", "RETRY",
-    "TAG_ERROR", "TAG_GIT", "TAG_KIND", "TAG_PARENT", "TAG_STUDY", "TAG_TRIAL_KEY", "TAG_VERSION", "TRIAL_TAGS",
+    "ARTIFACTS_NAME", "CONFIG_ARTIFACT", "DB_NAME", "DEFAULT_DIR", "EXPERIMENT_KIND", "KIND_BASELINE", "MODEL_DIR", "RETRY",
+    "SPLIT_ARTIFACT", "STUDY_FILE", "TAG_BASELINE", "TAG_ERROR", "TAG_GIT", "TAG_KIND", "TAG_PARENT", "TAG_STUDY", "TAG_TRIAL_KEY", "TAG_VERSION",
     "VIEW_KEY", "RetryPolicy", "RunLogger", "StudyHandle", "StudyRef", "TrackingStoreError", "TrialAlreadyFinished",
-    "TrialLogger", "check_reachable", "client", "close_dangling_trials", "create_run", "db_state",
+    "TrialLogger", "check_reachable", "check_store", "client", "close_dangling_trials", "create_run", "db_state",
     "default_artifact_location", "default_tracking_uri", "download_artifact", "download_model", "find_trial_run",
     "get_or_create_experiment", "get_or_create_trial_run", "git_commit", "is_locked_error", "list_artifacts",
-    "list_trials", "load_deployed", "log_report", "metric_history", "model_version_run", "publish_view", "register_model",
+    "list_baselines", "list_trials", "load_deployed", "log_report", "metric_history", "model_version_run", "publish_view", "register_model",
     "resolve_study", "run_info", "sqlite_db_path", "study_run", "trial_run",
 ]

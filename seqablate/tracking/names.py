@@ -9,17 +9,21 @@ from typing import NamedTuple
 
 from seqablate import metric_names as mn
 
-TAG_KIND = "seqablate.kind"  # 'study' (parent run), 'trial' (child run) or 'evaluation'
+TAG_KIND = "seqablate.kind"  # 'study' (parent run), 'trial' (child run), 'evaluation' or 'baseline'
+#: On 'baseline' runs (another tool's predictions scored by ``evaluate --predictions``): the
+#: tool's name (``--name``, e.g. 'nnunet-2d').
+TAG_BASELINE = "seqablate.baseline"
+KIND_BASELINE = "baseline"
 TAG_STUDY = "seqablate.study"  # study name, on parent and trial runs
 TAG_TRIAL_KEY = "seqablate.trial_key"  # stable key of a trial's overrides (resume idempotency)
 TAG_PARENT = "mlflow.parentRunId"  # MLflow's own parent link (nests runs in the UI)
 TAG_ERROR = "error"  # on FAILED runs: '<ExceptionType>: <message>'
 TAG_GIT = "git_commit"
 TAG_VERSION = "seqablate.version"
-#: Human-facing tags of a trial (what the UI's run table can be grouped by).
-TRIAL_TAGS = ("integration", "integration_point", "fusion", "sharing", "dropout", "dropout_mode", "seed")
 MODEL_DIR = mn.MODEL_DIR  # artifact folder of the trained model (an MLflow PyTorch model)
 CONFIG_ARTIFACT = "config.yaml"
+SPLIT_ARTIFACT = mn.SPLIT_JSON  # a trial's split, at the run's root and inside model/
+STUDY_FILE = "study.yaml"  # the resolved StudyConfig the study driver writes into its folder
 
 
 class StudyRef(NamedTuple):

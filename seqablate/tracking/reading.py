@@ -11,7 +11,15 @@ from typing import TYPE_CHECKING, Any
 from mlflow.entities import Metric, ViewType
 from mlflow.exceptions import MlflowException
 
-from seqablate.tracking.names import MODEL_DIR, TAG_KIND, TAG_PARENT, TAG_STUDY, StudyRef
+from seqablate.tracking.names import (
+    KIND_BASELINE,
+    MODEL_DIR,
+    STUDY_FILE,
+    TAG_KIND,
+    TAG_PARENT,
+    TAG_STUDY,
+    StudyRef,
+)
 from seqablate.tracking.runs import _latest_study_parent, _quote, _search_all
 from seqablate.tracking.store import _retry, client
 from seqablate.tracking.uris import (
@@ -31,7 +39,9 @@ _RUN_ID = re.compile(r"^[0-9a-f]{32}$")
 
 def _study_from_db(db: Path, uri: str) -> StudyRef:
     if not db.is_file():
-        raise ValueError(f"{db.parent}: no MLflow database ({DB_NAME}) in this study folder")
+        where = f"{db.parent}: no MLflow database ({DB_NAME}) in this study folder" if db.name == DB_NAME else \
+            f"{db}: no such MLflow database"
+        raise ValueError(where)
     c = client(uri, create=False)
     parents = []
     for exp in _retry(c.search_experiments, view_type=ViewType.ACTIVE_ONLY):
@@ -50,14 +60,11 @@ def _study_from_db(db: Path, uri: str) -> StudyRef:
     return StudyRef(uri, run.info.experiment_id, run.info.run_id)
 
 
-STUDY_RECORD = "study.yaml"  # the resolved StudyConfig the study driver writes into its folder
-
-
 def _recorded_study(folder: Path) -> tuple[str, str | None] | None:
     """``(name, tracking_uri)`` from a study folder's ``study.yaml``, or None."""
     import yaml
 
-    p = folder / STUDY_RECORD
+    p = folder / STUDY_FILE
     if not p.is_file():
         return None
     try:
@@ -131,13 +138,33 @@ def list_trials(study: str | StudyRef, *, tracking_uri: str | None = None) -> pd
     Columns: ``run_id``, ``run_name``, ``status``, ``start_time``, ``end_time`` (ms since the
     epoch; end is NaN while running), then ``params.<key>`` (strings, as MLflow stores them),
     ``tags.<key>``, and ``metrics.<key>`` (the latest value of each metric, float). A study
-    without trials gives an empty frame with the five leading columns.
+    without trials gives an empty frame with the five leading columns. Outside baselines
+    nested under the study (:func:`list_baselines`) are not trials and are left out.
     """
-    import pandas as pd
-
     ref = resolve_study(study, tracking_uri)
     c = client(ref.tracking_uri, create=False)
     runs = _search_all(c, ref.experiment_id, f"tags.`{TAG_PARENT}` = '{_quote(ref.parent_run_id)}'")
+    return _runs_frame([r for r in runs if r.data.tags.get(TAG_KIND) != KIND_BASELINE])
+
+
+def list_baselines(study: str | StudyRef, *, tracking_uri: str | None = None) -> pd.DataFrame:
+    """One row per outside baseline of the study (another tool's predictions scored by
+    ``seqablate evaluate --predictions --study``), oldest first, in :func:`list_trials`' shape.
+
+    A baseline run is nested under the study's parent run and tagged ``seqablate.kind =
+    baseline`` and ``seqablate.baseline = <tool name>``; it logs the trials' metric names
+    (``test.full.*`` or ``external.<cohort>.*``) and ``eval/patients.csv``/``eval/lesions.csv``.
+    """
+    ref = resolve_study(study, tracking_uri)
+    c = client(ref.tracking_uri, create=False)
+    flt = f"tags.`{TAG_PARENT}` = '{_quote(ref.parent_run_id)}' and tags.`{TAG_KIND}` = '{KIND_BASELINE}'"
+    return _runs_frame(_search_all(c, ref.experiment_id, flt))
+
+
+def _runs_frame(runs: list[Any]) -> pd.DataFrame:
+    """:func:`list_trials`' table of MLflow runs."""
+    import pandas as pd
+
     rows = []
     for r in runs:
         row: dict[str, Any] = {
@@ -273,7 +300,7 @@ def log_report(
     parent_run_id: str, path: str | Path, *, tracking_uri: str | None = None, artifact_path: str = "report"
 ) -> None:
     """Attach a report file or folder to a study's parent run under ``report/``."""
-    logger = RunLogger(default_tracking_uri(explicit=tracking_uri), parent_run_id)
+    logger = RunLogger(default_tracking_uri(explicit=tracking_uri), parent_run_id, create=False)
     logger.log_artifact(path, artifact_path)
 
 

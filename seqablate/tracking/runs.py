@@ -12,6 +12,7 @@ import contextlib
 import json
 from collections.abc import Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
+from urllib.parse import quote
 
 import mlflow
 from mlflow.entities import RunStatus, ViewType
@@ -116,17 +117,25 @@ def create_run(tracking_uri: str, experiment_id: str, *, run_name: str, tags: Ma
     return _retry(c.create_run, experiment_id, run_name=run_name, tags=all_tags).info.run_id
 
 
-#: Key of the study view stored on the experiment (MLflow's shared-view mechanism).
+#: Keys of the study views stored on the experiment (MLflow's shared-view mechanism): one row
+#: per trial, and one row per configuration (seeds grouped, metrics averaged).
 VIEW_KEY = "seqablate"
+GROUPED_VIEW_KEY = "seqablate-seeds"
+#: Trial tag naming the configuration without its seed (what the grouped view groups by).
+TAG_CONFIGURATION = "configuration"
 
 
-def publish_view(ref: StudyRef, *, metrics: Sequence[str], params: Sequence[str] = (), order_by: str | None = None) -> str:
+def publish_view(ref: StudyRef, *, metrics: Sequence[str], params: Sequence[str] = (), order_by: str | None = None,
+                 grouped: bool = False) -> str:
     """Store a runs-table view of the study on its experiment and return its UI path.
 
     MLflow's experiment page restores a shared view from the experiment tag
     ``mlflow.sharedViewState.<key>`` when the URL carries ``?viewStateShareKey=<key>``: the
-    study's parent run expanded (its trials visible), the given metric and param columns
-    shown, ordered by ``order_by`` (a metric, descending), in the model-training view.
+    given metric and param columns shown, ordered by ``order_by`` (a metric, descending), in
+    the model-training view. The path's search filter keeps the study's trial runs only (the
+    parent run and outside baselines are not rows). ``grouped``: the seeds of each
+    configuration are grouped by the :data:`TAG_CONFIGURATION` tag, each group's row showing
+    the mean of the metrics (MLflow's "group by" with the average aggregate).
     """
 
     def col(kind: str, key: str) -> str:
@@ -134,16 +143,22 @@ def publish_view(ref: StudyRef, *, metrics: Sequence[str], params: Sequence[str]
 
     state: dict[str, Any] = {
         "selectedColumns": [col("metrics", m) for m in metrics] + [col("params", p) for p in params],
-        "runsExpanded": {ref.parent_run_id: True},
         "runsHiddenMode": "SHOW_ALL",
     }
+    if grouped:
+        state["groupBy"] = {"aggregateFunction": "average",
+                            "groupByKeys": [{"mode": "tag", "groupByData": TAG_CONFIGURATION}]}
+        state["groupsExpanded"] = {}
     if order_by:
         state.update({"orderByKey": col("metrics", order_by), "orderByAsc": False})
+    key = GROUPED_VIEW_KEY if grouped else VIEW_KEY
     c = client(ref.tracking_uri)
-    _retry(c.set_experiment_tag, ref.experiment_id, f"mlflow.sharedViewState.{VIEW_KEY}", json.dumps(state))
+    _retry(c.set_experiment_tag, ref.experiment_id, f"mlflow.sharedViewState.{key}", json.dumps(state))
+    flt = quote(f"tags.`{TAG_KIND}` = 'trial' and tags.`{TAG_PARENT}` = '{ref.parent_run_id}'", safe="")
     # workflowType: MLflow 3's UI otherwise opens every experiment in its GenAI overview
     # (traces, token usage), whatever the experiment's kind tag says.
-    return f"#/experiments/{ref.experiment_id}/runs?viewStateShareKey={VIEW_KEY}&workflowType=machine_learning"
+    return (f"#/experiments/{ref.experiment_id}/runs?viewStateShareKey={key}&workflowType=machine_learning"
+            f"&searchFilter={flt}")
 
 
 def _latest_study_parent(c: mlflow.MlflowClient, experiment_id: str, name: str | None) -> Any:
@@ -213,7 +228,11 @@ def study_run(
         handle.fail(err)
         raise
     else:
-        close_dangling_trials(handle.ref)
+        try:
+            close_dangling_trials(handle.ref)
+        except BaseException as err:
+            handle.fail(err)
+            raise
         handle.finish()
 
 
@@ -233,6 +252,13 @@ def _describe_space(space: Any) -> dict[str, Any]:
     if points is not None:
         out["points"] = [dict(p) for p in points]
     return out
+
+
+def configuration_name(overrides: Mapping[str, Any] | None, fallback: str) -> str:
+    """A trial's configuration without its seed: the run name of its overrides less
+    ``train.seed`` (``input-p0.25``), or ``fallback`` when nothing else varies."""
+    rest = {k: v for k, v in (overrides or {}).items() if k != "train.seed"}
+    return naming.run_name(rest) if rest else fallback
 
 
 def _trial_tags(cfg: TrialConfig) -> dict[str, str]:
@@ -363,7 +389,7 @@ def trial_run(
     config's flattened params) or created, named ``run_name`` (default:
     ``seqablate.naming.run_name(overrides)``, else ``config.name``); params = the flattened
     config; tags = integration, integration_point, fusion, sharing, dropout, dropout_mode,
-    seed, git_commit, study; artifact ``config.yaml``. Raises :class:`TrialAlreadyFinished` if
+    seed, git_commit, seqablate.version, study; artifact ``config.yaml``. Raises :class:`TrialAlreadyFinished` if
     that run already FINISHED. On exit: FINISHED; on any exception (KeyboardInterrupt
     included) FAILED with the ``error`` tag and ``error.txt`` traceback, then re-raised.
     """
@@ -376,7 +402,7 @@ def trial_run(
         parent = _retry(c.get_run, study.parent_run_id)
         study_name = parent.data.tags.get(TAG_STUDY, "")
     all_tags = {**_trial_tags(config), TAG_GIT: git_commit(), TAG_VERSION: _VERSION, TAG_STUDY: study_name,
-                **(tags or {})}
+                TAG_CONFIGURATION: configuration_name(overrides, config.name), **(tags or {})}
     run_id, previous = get_or_create_trial_run(study, trial_key, run_name=run_name, tags=all_tags)
     if previous == "FINISHED":
         raise TrialAlreadyFinished(run_id)
@@ -395,8 +421,3 @@ def trial_run(
         raise
     else:
         logger.finish()
-
-
-# --------------------------------------------------------------------------------------------
-# 4. Reading back (analysis, CLI)
-# --------------------------------------------------------------------------------------------

@@ -25,6 +25,7 @@ from typing import Any, TypeVar
 import mlflow
 from mlflow.exceptions import MlflowException
 
+from seqablate.folders import temp_name
 from seqablate.tracking.uris import ARTIFACTS_NAME, DB_NAME, _sqlite_uri, sqlite_db_path
 
 T = TypeVar("T")
@@ -97,8 +98,8 @@ def _enable_wal(db: Path) -> None:
     systems (NFS), where SQLite locking is unreliable anyway: use a tracking server there.
     Set ``SEQABLATE_SQLITE_WAL=0`` to leave the journal mode alone.
     """
-    if os.environ.get("SEQABLATE_SQLITE_WAL", "1") == "0":
-        return
+    if os.environ.get("SEQABLATE_SQLITE_WAL", "1") == "0" or not _writable(db):
+        return  # a read-only database is read as it is (switching the journal is a write)
     con = sqlite3.connect(db, timeout=30)
     try:
         if con.execute("PRAGMA journal_mode").fetchone()[0].lower() != "wal":
@@ -134,17 +135,11 @@ class TrackingStoreError(ValueError):
 
 def _initialised(db: Path) -> bool:
     """True when ``db`` holds a (fully built) MLflow schema: its alembic version is stamped.
-
-    For seqablate's own template database only (any doubt means: build a new template).
-    """
+    Any doubt (no file, empty, unreadable) is False: for a database seqablate is building."""
     if not db.is_file() or db.stat().st_size == 0:
         return False
     try:
-        con = sqlite3.connect(f"{db.resolve().as_uri()}?mode=ro", uri=True, timeout=30)
-        try:
-            return con.execute("SELECT version_num FROM alembic_version").fetchone() is not None
-        finally:
-            con.close()
+        return _read_schema(db)[1]
     except sqlite3.Error:
         return False
 
@@ -160,6 +155,53 @@ def _read_schema(db: Path) -> tuple[list[str], bool]:
         return tables, stamped
     finally:
         con.close()
+
+
+def _writable(db: Path) -> bool:
+    """Whether SQLite can write ``db``: the file and its folder (journal, WAL and lock files
+    live beside it). ``os.access`` also says False on a read-only mount, root or not."""
+    return os.access(db, os.W_OK) and os.access(db.parent, os.W_OK | os.X_OK)
+
+
+def _read_only(db: Path, doing: str) -> TrackingStoreError:
+    return TrackingStoreError(
+        f"{db}: the tracking database is read-only (no permission to write it or its folder "
+        f"{db.parent}, or a read-only file system), so {doing}; copy it (with any mlflow.db-wal "
+        "file beside it) to a writable folder and pass the copy as --tracking-uri, or pass "
+        "another --tracking-uri (a new .db path, or a tracking server)"
+    )
+
+
+def check_store(tracking_uri: str) -> None:
+    """Everything a writer can check about ``tracking_uri`` before it makes any folder: a
+    tracking server answers (:func:`check_reachable`); a SQLite database that exists is an
+    MLflow store (:func:`db_state`) that can be written, and one that does not can be created
+    (no parent is a file, its nearest existing folder is writable).
+
+    Raises :class:`TrackingStoreError` naming the path and what to do.
+    """
+    check_reachable(tracking_uri)
+    db = sqlite_db_path(tracking_uri)
+    if db is None:
+        return
+    if db_state(db) == "mlflow":
+        if not _writable(db):
+            raise _read_only(db, "seqablate cannot log runs into it")
+        return
+    above = next((p for p in db.parents if p.exists() or p.is_symlink()), None)
+    if above is None:
+        return
+    if not above.is_dir():
+        raise TrackingStoreError(
+            f"{db}: {above} is a file, not a folder; give --tracking-uri a folder, a path ending in "
+            ".db, or a tracking server URL"
+        )
+    if not os.access(above, os.W_OK | os.X_OK):
+        raise TrackingStoreError(
+            f"{db}: cannot create the tracking database: {above} is read-only (no permission to "
+            "write there, or a read-only file system); pass another --tracking-uri (a writable "
+            "folder or .db path, or a tracking server)"
+        )
 
 
 def db_state(db: Path) -> str:
@@ -181,6 +223,10 @@ def db_state(db: Path) -> str:
     try:
         tables, stamped = _retry(_read_schema, db)
     except sqlite3.Error as err:
+        if not _writable(db):
+            # A healthy database in WAL mode cannot be opened where SQLite may not create its
+            # shared-memory file: that is the folder's permissions, not damage to restore.
+            raise _read_only(db, f"SQLite cannot open it here ({err})") from None
         raise TrackingStoreError(f"{db}: cannot be read as an SQLite database ({err}); {advice}") from None
     if not stamped:
         shown = ", ".join(sorted(tables)[:8]) or "none"
@@ -192,21 +238,25 @@ def db_state(db: Path) -> str:
 
 def _copy_db(src: Path, dst: Path) -> None:
     """Copy a SQLite database with the backup API (consistent even while in WAL mode)."""
-    tmp = dst.with_name(dst.name + f".tmp{os.getpid()}")
-    a, b = sqlite3.connect(src, timeout=30), sqlite3.connect(tmp)
+    tmp = dst.with_name(temp_name(dst.name))
     try:
-        with b:
-            a.backup(b)
+        a, b = sqlite3.connect(src, timeout=30), sqlite3.connect(tmp)
+        try:
+            with b:
+                a.backup(b)
+        finally:
+            a.close()
+            b.close()
+        os.replace(tmp, dst)  # the database appears complete, or not at all
     finally:
-        a.close()
-        b.close()
-    os.replace(tmp, dst)  # the database appears complete, or not at all
+        tmp.unlink(missing_ok=True)
 
 
 def _build_db(dst: Path) -> None:
     """Let MLflow create and migrate a database beside ``dst``, then move it into place."""
-    work = dst.parent / f".mlflow-build-{os.getpid()}"
-    work.mkdir(parents=True, exist_ok=True)
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    work = dst.parent / temp_name("mlflow-build")
+    work.mkdir()
     try:
         built = work / DB_NAME
         _retry(mlflow.MlflowClient(tracking_uri=_sqlite_uri(built)).search_experiments, max_results=1)
@@ -216,7 +266,8 @@ def _build_db(dst: Path) -> None:
 
 
 def _seed_new_db(db: Path) -> None:
-    """Create the MLflow database ``db`` so that it appears complete, in WAL mode.
+    """Create the MLflow database ``db`` so that it appears complete (WAL mode is switched
+    on by the client that opens it).
 
     A fresh MLflow database runs dozens of schema migrations (10-30 s on a small machine);
     every new study folder would pay that. The first one built by this MLflow version is kept
@@ -288,6 +339,12 @@ def client(tracking_uri: str, *, create: bool = True) -> mlflow.MlflowClient:
                 f"no MLflow database at {db} (nothing was created); pass the study folder or "
                 "--tracking-uri of the runs you mean"
             )
+        above = next((p for p in db.parents if p.exists()), None)
+        if above is not None and not above.is_dir():
+            raise TrackingStoreError(
+                f"{db}: {above} is a file, not a folder; give --tracking-uri a folder, a path "
+                "ending in .db, or a tracking server URL"
+            )
         _forget_stores()  # a database deleted under a cached client (--overwrite) starts afresh
     _reachable(tracking_uri)
     return _client(tracking_uri)
@@ -339,8 +396,3 @@ def check_reachable(tracking_uri: str, *, timeout_s: float = 10.0) -> None:
             "(mlflow server ...), fix --tracking-uri / MLFLOW_TRACKING_URI, or leave both unset "
             "to use a SQLite database in the study folder"
         ) from None
-
-
-# --------------------------------------------------------------------------------------------
-# 3. Writing: study (parent) and trial (child) runs
-# --------------------------------------------------------------------------------------------

@@ -16,6 +16,29 @@ ARTIFACTS_NAME = "mlartifacts"
 DEFAULT_DIR = "seqablate-runs"
 
 
+#: URI schemes MLflow has a tracking store for (a database URL may name its driver,
+#: ``postgresql+psycopg2``); a bare path or ``file://`` becomes a SQLite database.
+SCHEMES = ("sqlite", "http", "https", "postgresql", "mysql", "mssql", "databricks", "databricks-uc", "uc", "file")
+
+
+class TrackingURIError(ValueError):
+    """A tracking URI no MLflow store can serve (an unknown scheme); names where it came from."""
+
+
+def check_scheme(uri: str, source: str = "--tracking-uri") -> None:
+    """Raise :class:`TrackingURIError` naming ``source`` when ``uri``'s scheme is none of
+    :data:`SCHEMES` (MLflow would fail later with a traceback, after folders were made)."""
+    scheme = urlparse(uri).scheme.lower()
+    if scheme == "" or (len(scheme) == 1 and os.name == "nt"):
+        return
+    if scheme.split("+", 1)[0] not in SCHEMES:
+        raise TrackingURIError(
+            f"{source} {uri}: unknown scheme {scheme!r}; use a folder or a .db path (a SQLite database), "
+            "sqlite:///<path>, http(s)://<host>:<port> (an MLflow server), or a database URL "
+            "(postgresql://, mysql://, mssql://)"
+        )
+
+
 def _local_path(uri_or_path: str) -> Path | None:
     """The local filesystem path of a bare path or ``file://`` URI; None for other schemes."""
     parsed = urlparse(uri_or_path)
@@ -48,13 +71,16 @@ def default_tracking_uri(storage: str | None = None, explicit: str | None = None
     Precedence: ``explicit`` (the ``--tracking-uri`` flag) > ``MLFLOW_TRACKING_URI`` >
     ``sqlite:///<storage>/mlflow.db`` when ``storage`` is a local path or ``file://`` URI >
     ``sqlite:///<cwd>/seqablate-runs/mlflow.db``. Bare paths given as explicit/env URIs are
-    turned into SQLite databases (see :func:`_normalise_uri`). Paths are made absolute, so
+    turned into SQLite databases (see :func:`_normalise_uri`); an unknown scheme is a
+    :class:`TrackingURIError` naming the flag or the variable. Paths are made absolute, so
     trial processes with another working directory (Ray workers) write the same database.
     """
     if explicit:
+        check_scheme(explicit, "--tracking-uri")
         return _normalise_uri(explicit)
     env = os.environ.get("MLFLOW_TRACKING_URI")
     if env:
+        check_scheme(env, "MLFLOW_TRACKING_URI")
         return _normalise_uri(env)
     if storage:
         local = _local_path(storage)
@@ -83,21 +109,23 @@ def default_artifact_location(tracking_uri: str, experiment: str) -> str | None:
     return (db.parent.resolve() / ARTIFACTS_NAME / safe).as_uri()
 
 
-# --------------------------------------------------------------------------------------------
-# 2. Robust writes: retries, WAL, one client per URI
-# --------------------------------------------------------------------------------------------
-
-
-def ui_hint(tracking_uri: str, ui_path: str = "") -> list[str]:
+def ui_hint(tracking_uri: str, ui_path: str = "", grouped_path: str = "") -> list[str]:
     """How to look at runs in the MLflow UI, as lines to print.
 
     A tracking server is opened at ``<server>/<ui_path>``; a SQLite store needs ``mlflow ui``
     first, which serves on 127.0.0.1:5000 by default. ``ui_path`` is the fragment of a saved
-    runs view (:func:`seqablate.tracking.publish_view`), or "" for the experiments page.
+    runs view (:func:`seqablate.tracking.publish_view`), or "" for the experiments page;
+    ``grouped_path`` that of the view with each configuration's seeds grouped (a line of its own).
     """
     if tracking_uri.startswith(("http://", "https://")):
-        return [f"{tracking_uri.rstrip('/')}/{ui_path}"]
+        base = tracking_uri.rstrip("/")
+        lines = [f"{base}/{ui_path}"]
+        if grouped_path:
+            lines.append(f"seeds grouped per configuration: {base}/{grouped_path}")
+        return lines
     lines = [f"mlflow ui --backend-store-uri {tracking_uri}"]
     if ui_path:
         lines.append(f"then open http://127.0.0.1:5000/{ui_path}")
+    if grouped_path:
+        lines.append(f"seeds grouped per configuration: http://127.0.0.1:5000/{grouped_path}")
     return lines

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import copy
 import re
 import tempfile
 import time
@@ -15,7 +16,7 @@ import mlflow
 from mlflow.entities import Metric, Param, RunStatus, RunTag
 
 from seqablate.provenance import git_commit
-from seqablate.tracking.names import CONFIG_ARTIFACT, MODEL_DIR, TAG_ERROR
+from seqablate.tracking.names import CONFIG_ARTIFACT, MODEL_DIR, SPLIT_ARTIFACT, TAG_ERROR
 from seqablate.tracking.store import _retry, client
 
 if TYPE_CHECKING:
@@ -30,14 +31,16 @@ def _str(v: Any) -> str:
 
 
 _VALID_KEY = re.compile(r"^[/\w.\- :]+$")
+MAX_KEY = 250  # MLflow's limit on metric, param and tag names
 
 
 def _check_key(key: str, what: str) -> str:
     """Refuse keys MLflow would reject at flush time (which would lose a whole batch)."""
-    if not isinstance(key, str) or not _VALID_KEY.match(key) or ".." in key or key.startswith("/"):
+    if (not isinstance(key, str) or not _VALID_KEY.match(key) or ".." in key or key.startswith("/")
+            or len(key) > MAX_KEY):
         raise ValueError(
             f"{what} name {key!r} is not valid for MLflow: use letters, digits, '_', '-', '.', "
-            "' ', ':' and '/' (no leading '/', no '..')"
+            f"' ', ':' and '/' (no leading '/', no '..'), at most {MAX_KEY} characters"
         )
     return key
 
@@ -90,10 +93,11 @@ class RunLogger:
         *,
         flush_every: int = 500,
         flush_seconds: float = 10.0,
+        create: bool = True,
     ) -> None:
         self.tracking_uri = tracking_uri
         self.run_id = run_id
-        self.client = client(tracking_uri)
+        self.client = client(tracking_uri, create=create)  # create=False: an existing run's store
         self.flush_every = max(1, int(flush_every))
         self.flush_seconds = float(flush_seconds)
         self._buffer: list[Metric] = []
@@ -157,10 +161,6 @@ class RunLogger:
         """JSON, or YAML when ``artifact_file`` ends in .yaml/.yml."""
         _retry(self.client.log_dict, self.run_id, dict(data), artifact_file)
 
-    def log_figure(self, figure: Any, artifact_file: str) -> None:
-        """A matplotlib figure as an image artifact (e.g. ``plots/pr_full.png``)."""
-        _retry(self.client.log_figure, self.run_id, figure, artifact_file)
-
     def log_table(self, df: pd.DataFrame, artifact_file: str) -> None:
         """A DataFrame as CSV (e.g. the per-lesion table ``lesions/test_full.csv``)."""
         with tempfile.TemporaryDirectory() as tmp:
@@ -193,7 +193,8 @@ class RunLogger:
             cols["threshold"] = t
         self.log_table(pd.DataFrame(cols), f"pr_curves/{name}.csv")
 
-    def log_model(self, model: Any, *, example: Mapping[str, Any] | None = None) -> None:
+    def log_model(self, model: Any, *, example: Mapping[str, Any] | None = None,
+                  split: Mapping[str, Any] | None = None) -> None:
         """The trained model under ``model/`` as an MLflow PyTorch model.
 
         ``model`` is a :class:`~seqablate.models.deployed.DeployedModel` (it carries its config
@@ -202,7 +203,9 @@ class RunLogger:
         the default ``pt2`` traces the forward pass with ``torch.export``, which cannot
         follow the data-dependent branches on ``present``. ``mlflow.pytorch.load_model`` on
         ``runs:/<run id>/model`` (or a registered version) returns the module. The resolved
-        config is also written as ``model/config.yaml``.
+        config is also written as ``model/config.yaml``, and ``split`` (the trial's split
+        record) as ``model/split.json``, so a registered or downloaded model still knows which
+        patients it was trained on.
         """
         import mlflow.pytorch
         import torch
@@ -210,6 +213,8 @@ class RunLogger:
 
         from seqablate import __version__
 
+        if any(t.device.type != "cpu" for t in model.state_dict().values()):
+            model = copy.deepcopy(model).cpu()  # saved and served from the CPU; the caller's stays put
         signature = None
         if example is not None:
             with torch.no_grad():
@@ -232,12 +237,21 @@ class RunLogger:
             cfg = getattr(model, "config", None)
             if cfg:
                 (path / CONFIG_ARTIFACT).write_text(_yaml(dict(cfg)))
+            if split is not None:
+                import json
+
+                (path / SPLIT_ARTIFACT).write_text(json.dumps(dict(split), indent=1))
             self.log_artifact(path, MODEL_DIR)
 
     # ---- end ----
     def finish(self, status: str = "FINISHED") -> None:
-        """Flush and set the terminal status (FINISHED, FAILED or KILLED)."""
-        self.flush()
+        """Flush and set the terminal status (FINISHED, FAILED or KILLED). If the flush
+        fails, the run is marked FAILED with that error (never left RUNNING) and it raises."""
+        try:
+            self.flush()
+        except BaseException as err:
+            self.fail(err)
+            raise
         _retry(self.client.set_terminated, self.run_id, status)
 
     def fail(self, err: BaseException) -> None:

@@ -32,6 +32,14 @@ class TrialSplit:
         return cls(tuple(d["train"]), tuple(d["val"]), tuple(d.get("test", ())))
 
 
+def split_record(cfg: TrialConfig, split: TrialSplit) -> dict[str, Any]:
+    """What a run records as ``split.json``: the patient ids of train, val and test, the
+    training cohort (an absolute path, so ``evaluate`` can tell it from another cohort) and
+    the sequences, in study order."""
+    cohort = str(Path(cfg.data.cohort).resolve()) if cfg.data.cohort else None
+    return {"cohort": cohort, "sequences": list(cfg.data.sequences), **split.as_dict()}
+
+
 def load_cached(data: DataConfig, *, cohort: str | None = None, progress: bool = False) -> list[Any]:
     """Preprocess (or read from cache) the cohort of ``data`` (or ``cohort`` if given).
 

@@ -2,7 +2,7 @@
 
 Without ``--verbose`` a study prints only this: Ray's own output (worker logs, Train's
 controller messages, Tune's status table) stays out of the console and is copied into the
-study folder (``<study>/logs/ray``) when the study ends, so nothing is lost. Errors are
+study folder (``<study>/logs/ray-<session>``) when the study ends, so nothing is lost. Errors are
 printed in full.
 """
 

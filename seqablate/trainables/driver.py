@@ -16,6 +16,7 @@ override dicts) or an Optuna define-by-run search, or ``Tuner.restore`` to resum
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import sys
@@ -24,13 +25,16 @@ from pathlib import Path
 from typing import Any
 
 from seqablate.config import StudyConfig, TrialConfig, parse, to_yaml, with_overrides
+from seqablate.tracking.names import STUDY_FILE
 from seqablate.trainables.cohort import TrialSplit
 from seqablate.trainables.trial_names import config_name, trial_overrides
 
 #: Metric Tune/Optuna/ASHA optimise (best validation mAP so far, reported at each validation).
 OBJECTIVE = "val.best_mAP"
-STUDY_FILE = "study.yaml"  # the resolved StudyConfig, written into the study folder
 SPLIT_FILE = "split.json"
+#: Reported only by a trial driver that finished (trained and evaluated its config): a trial
+#: stopped before, by Ctrl-C, reports no such key.
+DONE = "seqablate.trial_done"
 
 
 class StudySetupError(ValueError):
@@ -43,7 +47,7 @@ class StudyContext:
 
     name: str
     base: dict[str, Any]  # base TrialConfig as a JSON-able dict
-    split: dict[str, list[str]]
+    split: dict[str, list[str]]  # the base config's split
     study_ref: tuple[str, str, str]  # tracking.StudyRef fields (tracking_uri, experiment_id, parent_run_id)
     train_storage: str  # storage_path of the trials' Ray Train runs
     workers_per_trial: int = 1
@@ -52,6 +56,59 @@ class StudyContext:
     max_failures: int = 1
     seeds: int = 1  # searches only: each sampled config is trained with seeds 0..seeds-1
     faults: dict[str, dict[str, Any]] = field(default_factory=dict)  # run name -> FaultPlan fields (tests)
+    # split_key(config) -> split, for grid points whose split settings differ from the base's
+    splits: dict[str, dict[str, list[str]]] = field(default_factory=dict)
+
+    def split_for(self, cfg: TrialConfig) -> dict[str, list[str]]:
+        """The patient split planned for ``cfg``'s split settings (the base's when they match)."""
+        return self.splits.get(split_key(cfg), self.split)
+
+
+#: Data settings that decide a trial's patient split: a space may vary them in a grid (each
+#: distinct setting is planned on the driver before Ray starts), never in a search.
+SPLIT_FIELDS = ("fold", "folds", "split_seed", "test_fraction", "val_patients", "val_fraction", "val_min_lesions")
+
+
+def split_key(cfg: TrialConfig) -> str:
+    """The split settings of ``cfg`` as one string (equal strings, equal splits)."""
+    return json.dumps({f: getattr(cfg.data, f) for f in SPLIT_FIELDS}, sort_keys=True)
+
+
+def plan_splits(cfg: StudyConfig, space: Any, points: list[dict[str, Any]], patients: list[Any],
+                base_split: TrialSplit) -> dict[str, dict[str, list[str]]]:
+    """Each distinct split of the space's points, keyed by :func:`split_key`.
+
+    A trial's split must follow its own config, or its logged params would not describe the
+    patients it trained and was tested on. Raises :class:`StudySetupError` for a space that
+    varies the cohort, or a search that varies split settings (its points are drawn during the
+    study, after the split is planned).
+    """
+    from seqablate.trainables.cohort import plan_split
+
+    varied = sorted({k for p in points for k in p if k == "data.cohort" or k.removeprefix("data.") in SPLIT_FIELDS})
+    if "data.cohort" in varied:
+        raise StudySetupError(f"space {space.name!r} varies data.cohort: a study trains on one cohort "
+                              "(run one study per cohort)")
+    if varied and space.kind != "grid":
+        raise StudySetupError(f"space {space.name!r} is a search that varies {', '.join(varied)}: each trial's "
+                              "split is planned before Ray starts, so only a grid may vary the split")
+    out = {split_key(cfg.base): base_split.as_dict()}
+    for p in points:
+        trial = with_overrides(cfg.base, p)
+        key = split_key(trial)
+        if key not in out:
+            try:
+                out[key] = plan_split(trial, patients).as_dict()
+            except ValueError as err:
+                raise StudySetupError(f"space {space.name!r} point {run_name_of(p)}: {err}") from None
+    return out
+
+
+def run_name_of(point: dict[str, Any]) -> str:
+    """A grid point's run name (for messages)."""
+    from seqablate import search_spaces
+
+    return search_spaces.run_name(point)
 
 
 def _scaling(ctx: StudyContext) -> Any:
@@ -83,7 +140,7 @@ def _fit_one(ctx: StudyContext, overrides: dict[str, Any]) -> dict[str, Any]:
         with tracking.trial_run(ref, cfg, overrides=overrides, run_name=name, trial_key=key,
                                 study_name=ctx.name) as tlog:
             config = worker_config(cfg, WorkerRun(
-                TrialSplit.from_dict(ctx.split), cpus_per_worker=int(max(1, ctx.cpus_per_worker)),
+                TrialSplit.from_dict(ctx.split_for(cfg)), cpus_per_worker=int(max(1, ctx.cpus_per_worker)),
                 tracking={"tracking_uri": ref.tracking_uri, "run_id": tlog.run_id},
                 faults=FaultPlan(**ctx.faults.get(name, {})),
             ))
@@ -134,6 +191,7 @@ def trial_driver(config: dict[str, Any], ctx: StudyContext) -> None:
         final = _fit_one(ctx, overrides)
     final = {k: v for k, v in final.items() if k != "checkpoint_path"}
     final.setdefault(OBJECTIVE, final.get("val.mAP", 0.0))
+    final[DONE] = 1.0
     ray.tune.report(final)
 
 
@@ -160,7 +218,9 @@ SMOKE: dict[str, Any] = {  # --smoke: tiny everything, for CI and `ray job submi
 
 def study_storage(cfg: StudyConfig) -> str:
     """The study folder (local absolute path or URI)."""
-    s = cfg.storage or str(Path.cwd() / "seqablate-runs" / cfg.name)
+    from seqablate.tracking.uris import DEFAULT_DIR
+
+    s = cfg.storage or str(Path.cwd() / DEFAULT_DIR / cfg.name)
     return s if "://" in s else str(Path(s).expanduser().resolve())
 
 
@@ -200,7 +260,7 @@ def _init_ray(cfg: StudyConfig, verbose: bool = False) -> None:
         # verbose=0; the legacy reporter prints nothing then.
         os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
     if os.environ.get("RAY_ADDRESS"):
-        ray.init(address=os.environ["RAY_ADDRESS"], **quiet)
+        _ray_init(address=os.environ["RAY_ADDRESS"], **quiet)
     else:
         # Locally, trial drivers hold only 0.01 CPU while their Train workers run; one spare
         # logical CPU lets `cpus` trials of 1-CPU workers run side by side on `cpus` cores.
@@ -213,10 +273,43 @@ def _init_ray(cfg: StudyConfig, verbose: bool = False) -> None:
         # worker_maximum_startup_concurrency: each trial starts a handful of 0-CPU processes
         # (driver, Train controller, queue, cleaner); the raylet would otherwise warn, on every
         # study on a 2-core machine, that more processes started than it has cores.
-        ray.init(address="local", num_cpus=(os.cpu_count() or 1) + 1, include_dashboard=False,
-                 runtime_env={"env_vars": env,
-                              "worker_process_setup_hook": "seqablate.trainables.driver.quiet_local_workers"},
-                 _system_config={"worker_maximum_startup_concurrency": 16}, **quiet)
+        _ray_init(address="local", num_cpus=(os.cpu_count() or 1) + 1, include_dashboard=False,
+                  runtime_env={"env_vars": env,
+                               "worker_process_setup_hook": "seqablate.trainables.driver.quiet_local_workers"},
+                  _system_config={"worker_maximum_startup_concurrency": 16}, **quiet)
+
+
+def _startup_timeout(err: BaseException) -> bool:
+    """Whether ``err`` is Ray giving up on starting or reaching its processes in time (what a
+    loaded machine or a slow cluster head produces), not a configuration error."""
+    text = f"{type(err).__name__}: {err}".lower()
+    return isinstance(err, TimeoutError) or any(
+        m in text for m in ("timed out", "timeout", "failed to connect to gcs", "failed to start the gcs"))
+
+
+def _ray_init(**kwargs: Any) -> None:
+    """``ray.init``, tried twice when it times out (Ray's startup waits are fixed, and a
+    machine busy with other work can miss them once); then :class:`StudySetupError` saying
+    what happened and what to do, instead of Ray's traceback."""
+    import ray
+
+    for attempt in (1, 2):
+        try:
+            ray.init(**kwargs)
+            return
+        except Exception as err:  # noqa: BLE001 - Ray raises bare Exception for startup timeouts
+            if not _startup_timeout(err):
+                raise
+            ray.shutdown()  # whatever half-started is stopped before the second try
+            if attempt == 2:
+                where = (f"the Ray cluster at {kwargs['address']}" if kwargs.get("address") not in (None, "local")
+                         else "local Ray on this machine")
+                raise StudySetupError(
+                    f"{where} did not start in time, twice ({type(err).__name__}: {err}); the machine "
+                    "may be overloaded: try again when it is less busy, lower --max-concurrent, or "
+                    "connect to a running cluster (RAY_ADDRESS)"
+                ) from None
+            print(f"Ray did not start in time ({err}); trying once more", file=sys.stderr)
 
 
 def quiet_local_workers() -> None:
@@ -265,8 +358,12 @@ class StudyResult:
     storage: str  # study folder
     tracking_uri: str
     parent_run_id: str
-    trials: list[dict[str, Any]]  # one row per Tune trial: name, status, error, final metrics
+    trials: list[dict[str, Any]]  # one row per trial: name, status, error, final metrics
     ui_path: str = ""  # MLflow UI path of the study's runs view (append to the server's URL)
+    # Ctrl-C stopped it: rows are TERMINATED (finished), ERROR, INTERRUPTED (stopped while
+    # training) or NOT STARTED, and `study resume` continues it.
+    interrupted: bool = False
+    ui_grouped_path: str = ""  # the view with seeds grouped per configuration (metric means)
 
 
 def study_space(cfg: StudyConfig) -> Any:
@@ -277,16 +374,22 @@ def study_space(cfg: StudyConfig) -> Any:
     return space.select(cfg.trials) if cfg.trials else space
 
 
-def prepare(cfg: StudyConfig) -> tuple[StudyConfig, TrialSplit]:
-    """Validate the study before Ray starts: space, cohorts (cached once), split, externals."""
+def prepare(cfg: StudyConfig) -> tuple[StudyConfig, TrialSplit, list[Any]]:
+    """Validate the study before Ray starts: space, cohorts (cached once), split, externals.
+    Returns the config (smoke applied), the base config's split and the cohort's patients."""
     from seqablate.trainables.cohort import check_cohorts
 
     cfg = apply_smoke(cfg)
-    study_space(cfg)  # unknown space or --trials pattern -> SpaceError listing the choices
+    space = study_space(cfg)  # unknown space or --trials pattern -> SpaceError listing the choices
     if cfg.base.data.cohort is None:
         raise StudySetupError("no cohort: pass --cohort PATH (or set cohort in the study config)")
-    _, split = check_cohorts(cfg.base, progress=True)
-    return cfg, split
+    if not os.environ.get("RAY_ADDRESS"):  # a cluster's workers are other machines: not known here
+        from seqablate.trainables.memory import check_study_memory
+
+        points = space.grid(seeds=1) if space.kind == "grid" else []
+        check_study_memory(cfg.base, points, gpu=cfg.gpus_per_worker > 0)  # before minutes of preprocessing
+    patients, split = check_cohorts(cfg.base, progress=True)
+    return cfg, split, patients
 
 
 #: StudyConfig fields that decide what a study's trials are (the rest is how they are run:
@@ -325,6 +428,8 @@ def claim_study(folder: Path, cfg: StudyConfig, space: Any, *, resume: bool, ove
     if not existed or not (folder / STUDY_FILE).is_file():
         return False
     old = load_study_config(folder)
+    if old.tracking_uri and "://" not in old.tracking_uri:  # recorded relative by older versions
+        old = old.model_copy(update={"tracking_uri": os.path.abspath(Path(old.tracking_uri).expanduser())})
     old_space = json.loads((folder / SPACE_FILE).read_text()) if (folder / SPACE_FILE).is_file() else {}
     before = {**{k: v for k, v in old.model_dump(mode="json").items() if k in IDENTITY_FIELDS},
               "space_points": [json.dumps(p, sort_keys=True) for p in old_space.get("points") or []]}
@@ -357,29 +462,48 @@ def run_study(
     unless ``overwrite``). ``verbose``: Ray's own output and Tune's status table on the console
     instead of one line per trial. ``faults`` (reliability tests): run name -> a
     :class:`~seqablate.trainables.loop.FaultPlan` (or its fields as a dict) for that trial.
+
+    A local study folder is locked (:func:`seqablate.folders.locked`) for the whole study: a
+    second ``study run`` or ``study resume`` into it is refused, naming this process. After
+    Ctrl-C the result is ``interrupted`` and lists every trial (finished, interrupted, not
+    started); ``study resume`` continues it.
     """
+    with contextlib.ExitStack() as held:
+        return _run_study(cfg, held, resume=resume, overwrite=overwrite, faults=faults, verbose=verbose)
+
+
+def _run_study(cfg: StudyConfig, held: contextlib.ExitStack, *, resume: bool, overwrite: bool,
+               faults: dict[str, Any] | None, verbose: bool) -> StudyResult:
     import ray.tune
 
-    from seqablate import search_spaces, tracking
+    from seqablate import folders, search_spaces, tracking
 
-    cfg, split = prepare(cfg)
     storage = study_storage(cfg)
+    if _is_local(storage):
+        # What is at --storage first (a file, a foreign folder, read-only), then another live
+        # process writing this study: both refused before any work.
+        folders.check_replaceable(_local(storage), "study", flag="--storage")
+        if folders.marker_kind(_local(storage)) == "study":
+            held.enter_context(folders.locked(_local(storage), flag="--storage"))
+    # The tracking store before the cohorts are preprocessed: an unknown scheme, a path through
+    # a file, a read-only or foreign database is refused, never replaced, and nothing is made.
+    uri = tracking.default_tracking_uri(storage if _is_local(storage) else None, cfg.tracking_uri)
+    tracking.check_store(uri)
+    cfg, split, patients = prepare(cfg)
     space = study_space(cfg)
     # Every grid point / a sample of search draws must be a valid trial on this base config:
     # a bad point is an error naming it now, not a failed trial after Ray has started.
-    search_spaces.validate_space(space, cfg.base, seeds=cfg.seeds, samples=8)
+    points = search_spaces.validate_space(space, cfg.base, seeds=cfg.seeds, samples=8)
+    splits = plan_splits(cfg, space, points, patients, split)
     check_gpus(cfg)
-    uri = tracking.default_tracking_uri(storage if _is_local(storage) else None, cfg.tracking_uri)
-    tracking.check_reachable(uri)
-    db = tracking.sqlite_db_path(uri)
-    if db is not None:
-        tracking.db_state(db)  # an unreadable or foreign database is refused, never replaced
     if _is_local(storage):
         folder = _local(storage)
         resume = claim_study(folder, cfg, space, resume=resume, overwrite=overwrite)
+        held.enter_context(folders.locked(folder, flag="--storage"))
         from seqablate.folders import write_text_atomic
 
-        write_text_atomic(folder / STUDY_FILE, to_yaml(cfg))
+        # The folder is recorded absolute: `study resume` from any directory finds it.
+        write_text_atomic(folder / STUDY_FILE, to_yaml(cfg.model_copy(update={"storage": storage})))
         write_text_atomic(folder / SPLIT_FILE, json.dumps(split.as_dict(), indent=1))
         write_text_atomic(folder / SPACE_FILE, json.dumps(space.describe(), indent=1, default=str))
     elif overwrite:
@@ -394,6 +518,7 @@ def run_study(
             workers_per_trial=cfg.workers_per_trial, gpus_per_worker=cfg.gpus_per_worker,
             cpus_per_worker=cfg.cpus_per_worker, seeds=cfg.seeds if space.kind == "search" else 1,
             faults={k: (asdict(v) if is_dataclass(v) else dict(v)) for k, v in (faults or {}).items()},
+            splits=splits,
         )
         # The driver itself only waits on its trainer: no CPU, never a GPU, and it runs
         # on the head node. Ray Train V2 attaches each trial's controller to its driver's node,
@@ -408,21 +533,56 @@ def run_study(
         else:
             tuner = ray.tune.Tuner(trainable, **_tuner_args(cfg, space, parent, leaf, verbose))
         try:
-            grid = tuner.fit()
+            grid, interrupted = _fit_noting_interrupt(tuner)
         finally:
             if _is_local(storage) and not os.environ.get("RAY_ADDRESS"):
                 from seqablate.trainables.console import keep_ray_logs
 
                 keep_ray_logs(_local(storage))
-        rows = _rows(grid)
-        ui_path = _publish_view(study.ref, rows)
+        expected = ([search_spaces.run_name(p) for p in space.grid(seeds=cfg.seeds)] if space.kind == "grid"
+                    else cfg.num_samples)
+        rows = _rows(grid, expected=expected, interrupted=interrupted)
+        ui_path, ui_grouped = _publish_view(study.ref, rows)
         study.log_summary({
             "trials": len(rows),
             "finished": sum(r["status"] == "TERMINATED" for r in rows),
             "failed": sum(r["status"] == "ERROR" for r in rows),
+            "interrupted": int(interrupted),
         })
         study.log_table(_table(rows), "trials.csv")
-        return StudyResult(storage, study.ref.tracking_uri, study.ref.parent_run_id, rows, ui_path)
+        return StudyResult(storage, study.ref.tracking_uri, study.ref.parent_run_id, rows, ui_path, interrupted,
+                           ui_grouped)
+
+
+def _fit_noting_interrupt(tuner: Any) -> tuple[Any, bool]:
+    """``tuner.fit()`` and whether Ctrl-C (SIGINT) stopped it.
+
+    Tune catches the first SIGINT itself: it stops the trials, saves the experiment for
+    ``Tuner.restore`` and returns a normal result, with the stopped trials TERMINATED like the
+    finished ones. It installs its handler for the whole fit and puts back the handler it found
+    (ours, below) only when a SIGINT arrived, so ours still being installed afterwards means
+    Tune was interrupted; with Tune's handler switched off (``TUNE_DISABLE_SIGINT_HANDLER``)
+    ours sees the signal itself and raises KeyboardInterrupt as Python would.
+    """
+    import signal
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        return tuner.fit(), False  # signals reach only the main thread: nothing to note
+    seen = threading.Event()
+
+    def noted(signum: int, frame: Any) -> None:
+        seen.set()
+        raise KeyboardInterrupt
+
+    before = signal.signal(signal.SIGINT, noted)
+    try:
+        grid = tuner.fit()
+        after = signal.getsignal(signal.SIGINT)
+    finally:
+        signal.signal(signal.SIGINT, before)
+    tune_handles = not int(os.environ.get("TUNE_DISABLE_SIGINT_HANDLER", "0") or 0)
+    return grid, seen.is_set() or (tune_handles and after is noted)
 
 
 #: Columns of the study's MLflow runs view, when the trials logged them.
@@ -430,8 +590,9 @@ VIEW_METRICS = ("test.full.mAP", "test.full.mAP_lo", "test.full.mAP_hi", "test.c
                 "test.full.max_sensitivity", "test.full.tp_dice", "val.best_step")
 
 
-def _publish_view(ref: Any, rows: list[dict[str, Any]]) -> str:
-    """The study's runs view in MLflow: key test metrics, the params that vary, best first."""
+def _publish_view(ref: Any, rows: list[dict[str, Any]]) -> tuple[str, str]:
+    """The study's two runs views in MLflow (UI paths): one row per trial, and one row per
+    configuration with its seeds' mean; key test metrics, the params that vary, best first."""
     from seqablate import tracking
 
     logged = {k for r in rows for k in r}
@@ -440,9 +601,11 @@ def _publish_view(ref: Any, rows: list[dict[str, Any]]) -> str:
     params = ["model.integration", "model.integration_point", "model.sharing", "model.fusion", "model.norm",
               "train.dropout_p", "train.seed"]
     try:
-        return tracking.publish_view(ref, metrics=metrics, params=params, order_by="test.full.mAP")
+        return (tracking.publish_view(ref, metrics=metrics, params=params, order_by="test.full.mAP"),
+                tracking.publish_view(ref, metrics=metrics, params=[p for p in params if p != "train.seed"],
+                                      order_by="test.full.mAP", grouped=True))
     except Exception:  # noqa: BLE001 - a view is a convenience; the study's results are logged
-        return ""
+        return "", ""
 
 
 def _tuner_args(cfg: StudyConfig, space: Any, parent: str, leaf: str, verbose: bool) -> dict[str, Any]:
@@ -486,19 +649,51 @@ def _trial_name(trial: Any) -> str:
     return f"{config_name(trial.config, 'trial')}_{trial.trial_id}"
 
 
-def _rows(grid: Any) -> list[dict[str, Any]]:
+def _status(r: Any, trial: Any, interrupted: bool) -> str:
+    """A Tune result's state: ``ERROR``, ``TERMINATED`` (finished), and after an interrupt
+    ``INTERRUPTED`` (stopped while training: Tune marks it TERMINATED too) or ``NOT STARTED``."""
+    m = dict(r.metrics or {})
+    if r.error:
+        return "ERROR"
+    # The finished driver's report carries DONE (older studies' finished trials: the run id).
+    if not interrupted or m.get(DONE) or "mlflow_run_id" in m:
+        return "TERMINATED"
+    if getattr(trial, "status", None) == "PENDING" or not m:
+        return "NOT STARTED"
+    return "INTERRUPTED"
+
+
+def _rows(grid: Any, *, expected: list[str] | int | None = None, interrupted: bool = False) -> list[dict[str, Any]]:
+    """One row per trial: name, status (:func:`_status`), error, path, final metrics.
+
+    ``expected``: the grid's run names, or a search's number of samples; after an interrupt
+    the points Tune had not even created get a ``NOT STARTED`` row each, so every trial of
+    the study is listed.
+    """
+    analysis = getattr(grid, "_experiment_analysis", None)  # Tune's trials, in the results' order
+    trials = list(getattr(analysis, "trials", None) or [])
     rows = []
-    for r in grid:
+    for i, r in enumerate(grid):
         m = dict(r.metrics or {})
         cfg = dict(r.config or {})
         rows.append({
             "name": config_name(cfg, str(r.path)),
-            "status": "ERROR" if r.error else "TERMINATED",
+            "status": _status(r, trials[i] if i < len(trials) else None, interrupted),
             "error": f"{type(r.error).__name__}: {r.error}"[:500] if r.error else "",
             "path": str(r.path),
             **{k: v for k, v in m.items() if isinstance(v, int | float | str) and (
                 k.startswith(("test.", "external.", "val.")) or k in ("mlflow_run_id", "step"))},
         })
+    if interrupted and isinstance(expected, list):
+        listed = [r["name"] for r in rows]
+        for name in expected:
+            if name in listed:
+                listed.remove(name)
+            else:
+                rows.append({"name": name, "status": "NOT STARTED", "error": "", "path": ""})
+    elif interrupted and isinstance(expected, int):
+        rows += [{"name": f"sample {i + 1}", "status": "NOT STARTED", "error": "", "path": ""}
+                 for i in range(len(rows), expected)]
     return rows
 
 

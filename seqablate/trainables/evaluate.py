@@ -92,7 +92,8 @@ class EvalReport:
         for name, attr in tables.items():
             cat([getattr(r, attr) for r in self.results]).to_csv(folder / name, index=False)
             paths.append(folder / name)
-        _plot_pr([r for r in self.results if "_" not in r.name.split(".")[0]], folder / mn.PR_PNG)
+        own = [r for r in self.results if mn.parse_metric(f"{r.name}.mAP").policy is None]
+        _plot_pr(own, folder / mn.PR_PNG)  # the model's own statistics policy only
         return [*paths, folder / mn.PR_PNG]
 
 
@@ -116,6 +117,29 @@ def _plot_pr(results: list[ConditionResult], path: Path) -> None:
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)
+
+
+def _record_stats(r: ConditionResult, used: dict[str, str], deployed: DeployedModel) -> None:
+    """Which BatchNorm statistics scored each patient, into the patient table: ``norm_stats``
+    ("stored" or the subset key) and ``norm_stats_fallback`` (per-subset statistics were asked
+    for, but none were estimated for the patient's subset, so the training ones were used)."""
+    r.norm_stats = used
+    if len(r.patients):
+        keys = r.patients["patient"].astype(str).map(used).fillna("")
+        r.patients["norm_stats"] = keys
+        r.patients["norm_stats_fallback"] = (deployed.policy == "per_subset") & bool(deployed.norm_stats) & (keys == "stored")
+
+
+def fallbacks(report: EvalReport) -> dict[str, list[str]]:
+    """Condition -> patients scored with the training statistics although per-subset ones were
+    asked for (their subset was never estimated: e.g. no training patient had it)."""
+    out: dict[str, list[str]] = {}
+    for r in report.results:
+        if len(r.patients) and "norm_stats_fallback" in r.patients:
+            ids = r.patients.loc[r.patients["norm_stats_fallback"].astype(bool), "patient"].astype(str).tolist()
+            if ids:
+                out[r.name] = ids
+    return out
 
 
 def score_condition(
@@ -223,7 +247,7 @@ def evaluate_model(
                 r = score_condition(name, probs, [truths[i] for i in keep], [spacings[i] for i in keep],
                                     [ids[i] for i in keep], cfg)
                 r.metrics[f"{name}.n_skipped"] = float(len(test) - len(keep))
-                r.norm_stats = dict(predictor.used[start:])
+                _record_stats(r, dict(predictor.used[start:]), deployed)
                 report.results.append(r)
         for ext_name, patients in (externals or {}).items():
             usable = [p for p in patients if p.mask is not None and bool(np.asarray(p.present).any())]
@@ -236,7 +260,7 @@ def evaluate_model(
             r = score_condition(name, probs, [original_mask(p) for p in usable],
                                 [tuple(p.spacing) for p in usable], [p.patient_id for p in usable], cfg)
             r.metrics[f"{name}.n_skipped"] = float(len(patients) - len(usable))
-            r.norm_stats = dict(predictor.used[start:])
+            _record_stats(r, dict(predictor.used[start:]), deployed)
             report.results.append(r)
     bar.close()
     return report

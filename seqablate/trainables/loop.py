@@ -34,9 +34,17 @@ from typing import Any
 import numpy as np
 import torch
 
+from seqablate import metric_names as mn
 from seqablate.config import TrialConfig, parse
 from seqablate.trainables.checkpoint import TrainState, read_checkpoint, read_state, save_checkpoint
-from seqablate.trainables.cohort import TrialSplit, load_cached, original_mask, plan_split, select
+from seqablate.trainables.cohort import (
+    TrialSplit,
+    load_cached,
+    original_mask,
+    plan_split,
+    select,
+    split_record,
+)
 from seqablate.trainables.losses import segmentation_loss
 from seqablate.trainables.sampling import DistributedWeightedSampler
 from seqablate.trainables.schedule import build_optimizer
@@ -166,8 +174,8 @@ def build_trainer(cfg: TrialConfig, session: Session) -> Trainer:
         model = model.to(memory_format=torch.channels_last)
     model = session.prepare_model(model)  # [ray] device + DDP
     optimizer, scheduler = build_optimizer(list(model.parameters()), t)
-    # bf16 autocast in training only on GPUs: on CPUs the native-bf16 path is for inference.
-    amp = device.type == "cuda" and use_bf16(device, t.amp)
+    # One autocast decision for training, validation and evaluation (use_bf16; Predictor).
+    amp = use_bf16(device, t.amp)
     return Trainer(model, getattr(model, "module", model), optimizer, scheduler, device, amp)
 
 
@@ -349,6 +357,10 @@ def train_loop_per_worker(config: dict[str, Any], session: Session | None = None
     state = progress.state
     batches = make_batches(cfg, data.train, session, state.step)
     logger = _open_logger(run.tracking, rank)
+    if logger is not None:
+        # Which patients trained it, for evaluate and other tools (export-nnunet); rewritten
+        # identically on a resume.
+        logger.log_dict(split_record(cfg, run.split), mn.SPLIT_JSON)
     if logger is not None and progress.resumed_from is not None:
         # Where a restarted worker picked up: a resume from a checkpoint is visible in MLflow.
         logger.log_metrics({"train.resumed_from_step": float(progress.resumed_from)}, step=progress.resumed_from)
@@ -427,7 +439,8 @@ def evaluate_selected(trainer: Trainer, progress: Progress, cfg: TrialConfig, da
         with tempfile.TemporaryDirectory(prefix="seqablate-eval-") as tmp:
             for path in report.write_artifacts(Path(tmp) / "eval"):
                 logger.log_artifact(path, "eval")
-            logger.log_model(report.deployed, example=_example(cfg, data.val or data.train))
+            logger.log_model(report.deployed, example=_example(cfg, data.val or data.train),
+                             split=split_record(cfg, split))
         logger.flush()
     return metrics
 

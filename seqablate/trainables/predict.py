@@ -72,21 +72,32 @@ def lesion_table(probs: np.ndarray, affine: np.ndarray, threshold: float) -> obj
 OUTPUT_FILES = ("probability.nii.gz", "mask.nii.gz", "lesions.csv")
 
 
-def _claim_out(out: Path, *, create: bool) -> Path:
-    """The output folder, checked: new or empty (then marked), seqablate's own predict folder,
-    or a folder holding none of :data:`OUTPUT_FILES` (a user's folder is written into, but
-    nothing of theirs is replaced). With ``create`` False only checks (nothing is made).
-    Raises :class:`~seqablate.folders.OutputRefused`."""
-    from seqablate.folders import OutputRefused, check_replaceable, claim, marker_kind
+def check_out(out: Path, patient: Path) -> None:
+    """Refuse (:class:`~seqablate.folders.OutputRefused`) an ``--out`` that is not a new or
+    empty folder or an earlier prediction's (a folder of the user's files is refused, as for
+    every seqablate output: nothing is mixed into it), that cannot be written, or that is the
+    patient's folder ``patient`` or inside it (the prediction's ``mask.nii.gz`` would be
+    read as one of the patient's files the next time)."""
+    from seqablate.folders import OutputRefused, check_replaceable
 
-    if out.is_dir() and not out.is_symlink() and marker_kind(out) != "predict":
-        clash = [n for n in OUTPUT_FILES if (out / n).exists() or (out / n).is_symlink()]
-        if clash:
-            raise OutputRefused(
-                f"--out {out}: already holds {clash}, in a folder seqablate did not create; "
-                "seqablate never replaces files it did not write. Choose another --out"
-            )
-        return out
+    o, p = out.resolve(), patient.resolve()
+    if o == p or p in o.parents:
+        raise OutputRefused(
+            f"--out {out}: inside the patient folder --input {patient}; predictions written there would "
+            "be mixed with the patient's scans. Choose another --out"
+        )
+    check_replaceable(out, "predict", flag="--out")
+
+
+def _claim_out(out: Path, *, create: bool, patient: Path | None = None) -> Path:
+    """The output folder, checked (:func:`check_out`; ``patient`` the input folder): new or
+    empty (then marked), or seqablate's own predict folder (its files are replaced). With
+    ``create`` False only checks (nothing is made). Raises
+    :class:`~seqablate.folders.OutputRefused`."""
+    from seqablate.folders import check_replaceable, claim
+
+    if patient is not None:
+        check_out(out, patient)
     if create:
         claim(out, "predict", flag="--out")
     else:
@@ -117,7 +128,7 @@ def predict_patient(
     from seqablate.sequences import canonical
     from seqablate.trainables.model_ref import load_model
 
-    _claim_out(Path(out_dir), create=False)  # refuse a bad --out before any work
+    _claim_out(Path(out_dir), create=False, patient=Path(input_dir))  # refuse a bad --out before any work
     dev = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     deployed, cfg = load_model(model_ref, tracking_uri=tracking_uri, device=dev)
     known = tuple(cfg.data.sequences)
@@ -143,6 +154,9 @@ def predict_patient(
     vol = load_patient(pf, list(available))
     params = PreprocessParams(image_size=cfg.data.image_size, intensity=cfg.data.intensity)
     image, present, _ = preprocess_volume(vol, known, params)
+    # The model was trained and is evaluated on the float16 preprocessing cache: the same
+    # rounding here makes predict's probabilities evaluate's, voxel for voxel.
+    image = image.astype(np.float16)
     patient = CachedPatient(patient_id=pf.patient_id, image=image, present=present, mask=None,
                             spacing=tuple(vol.spacing), orig_shape=tuple(vol.shape), affine=vol.affine,
                             sequences=known)

@@ -81,9 +81,13 @@ class LocalSession:
         last = self.checkpoints()[-1].name if n else "checkpoint_-1"
         index = int(last.rsplit("_", 1)[1]) + 1
         tmp = self.storage / temp_name("ckpt")
-        shutil.copytree(checkpoint_dir, tmp)
-        (tmp / "metrics.json").write_text(json.dumps(metrics, default=float))
-        os.replace(tmp, self.storage / f"checkpoint_{index:06d}")
+        try:
+            shutil.copytree(checkpoint_dir, tmp)
+            (tmp / "metrics.json").write_text(json.dumps(metrics, default=float))
+            os.replace(tmp, self.storage / f"checkpoint_{index:06d}")
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)  # a full disk leaves no half checkpoint behind
+            raise
         for old in self.checkpoints()[: -self.keep]:
             shutil.rmtree(old, ignore_errors=True)
 
@@ -117,8 +121,8 @@ class RaySession:
         import ray.train.torch
 
         # Our sampler is already distributed-aware (each rank draws its own shard with its own
-        # seeded generator), so Ray must not swap in a DistributedSampler; batches carry
-        # strings (patient ids), so moving to device stays with the loop.
+        # seeded generator), so Ray must not swap in a DistributedSampler; the loop moves each
+        # batch to its device itself (with non_blocking copies of what it uses).
         return ray.train.torch.prepare_data_loader(
             loader, add_dist_sampler=False, move_to_device=False
         )

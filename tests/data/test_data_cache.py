@@ -130,13 +130,14 @@ def test_crash_mid_write_leaves_no_entry(cohort, tmp_path, monkeypatch):
 
 
 def test_stale_temp_dirs_are_swept(cohort, tmp_path):
-    import socket
     import subprocess
     import sys
 
+    from seqablate.folders import _host
+
     cdir = tmp_path / "cache"
     dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
-    host = socket.gethostname().replace("-", "_")[:32]
+    host = _host()  # how temp_name records this host
     stale = cdir / f".tmp-p1-{host}-{int(dead.stdout)}-0123abcd"  # its process has exited
     live = cdir / f".tmp-p1-{host}-{os.getpid()}-0123abcd"  # this process: still writing
     foreign = cdir / ".tmp-p1-crashed"  # not a name seqablate makes: never touched

@@ -109,6 +109,18 @@ def test_a_patient_without_t1_gre_post_is_scored_on_its_subset(trained: Path, ph
     assert "stanford_000" in patients
 
 
+def test_sequences_restrict_every_condition_and_name_it(trained: Path, phantom: Path, tmp_path: Path) -> None:
+    """``--sequences`` censors the others in every condition; each condition is named by what it
+    keeps (not 'full'), and conditions that coincide are scored once."""
+    run_id, _, uri = _run_metrics(trained)
+    assert main(["evaluate", "--model", run_id, "--tracking-uri", uri, "--cohort", str(phantom), "--no-log",
+                 "--sequences", "flair", "t1_fse_post", "--out", str(tmp_path / "ev")]) == 0
+    got = json.loads((tmp_path / "ev" / "metrics.json").read_text())
+    conds = sorted({k.split(".")[1] for k in got if k.startswith("test.")})
+    # kept {t1_fse_post, flair}; each alone (censoring the other); nothing named full/censor_*
+    assert conds == ["subset_flair", "subset_t1_fse_post", "subset_t1_fse_post-flair"]
+
+
 def test_a_cohort_without_labels_exits_2(trained: Path, phantom: Path, tmp_path: Path,
                                          capsys: pytest.CaptureFixture[str]) -> None:
     run_id, _, uri = _run_metrics(trained)

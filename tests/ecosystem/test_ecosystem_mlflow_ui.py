@@ -40,16 +40,33 @@ def test_runs_page_shows_trials_and_metric_columns(tmp_path: Path, phantom: Path
     storage = tmp_path / "study"
     env = {k: v for k, v in os.environ.items() if k not in ("MLFLOW_TRACKING_URI", "RAY_ADDRESS")}
     run = subprocess.run([sys.executable, "-m", "seqablate", "study", "run", str(space), "--cohort", str(phantom),
-                          "--smoke", "--storage", str(storage), "--name", "ui-smoke"],
+                          "--smoke", "--seeds", "2", "--storage", str(storage), "--name", "ui-smoke"],
                          env=env, capture_output=True, text=True, timeout=900)
     assert run.returncode == 0, run.stderr[-3000:]
     link = re.search(r"then open http://127\.0\.0\.1:5000/(\S+)", run.stdout)
-    assert link, run.stdout
+    grouped = re.search(r"seeds grouped per configuration: http://127\.0\.0\.1:5000/(\S+)", run.stdout)
+    assert link and grouped, run.stdout
     with mlflow_server(tmp_path / "server", backend_uri=f"sqlite:///{storage / 'mlflow.db'}") as url:
         dom = _chromium(f"{url}/{link.group(1)}", "--dump-dom")
         _chromium(f"{url}/{link.group(1)}", f"--screenshot={tmp_path / 'runs.png'}")
+        gdom = _chromium(f"{url}/{grouped.group(1)}", "--dump-dom")
+        _chromium(f"{url}/{grouped.group(1)}", f"--screenshot={tmp_path / 'grouped.png'}")
     assert (tmp_path / "runs.png").stat().st_size > 10_000
-    for name in ("input-seed0", "input-p0.25-seed0", "ui-smoke"):
+    for name in ("input-seed0", "input-seed1", "input-p0.25-seed0", "input-p0.25-seed1"):
         assert name in dom, name
+    # The parent run is not a row of the trials' view (its name appears only as the experiment's)
+    assert dom.count(">ui-smoke<") <= 1, dom.count(">ui-smoke<")
     assert "test.full.mAP" in dom  # a metric column of the runs table
     assert "Token usage" not in dom  # not the GenAI overview
+    # Grouped view: one row per configuration, named by the configuration tag, with the mean
+    # of its two seeds' test mAP (computed here from the runs themselves).
+    from seqablate import tracking
+
+    ref = tracking.resolve_study(str(storage))
+    trials = tracking.list_trials(ref)
+    assert "input" in gdom and "input-p0.25" in gdom and "configuration" in gdom
+    for conf in ("input", "input-p0.25"):
+        vals = trials[trials["tags.configuration"] == conf]["metrics.test.full.mAP"].astype(float)
+        assert len(vals) == 2
+        mean = float(vals.mean())
+        assert any(f"{mean:.{d}f}".rstrip("0").rstrip(".") in gdom for d in (2, 3, 4)), (conf, mean)

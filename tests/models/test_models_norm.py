@@ -150,7 +150,7 @@ def test_predictor_uses_the_statistics_of_the_patients_subset() -> None:
     predictor = Predictor(deployed, fold_bn=False, batch_size=4)
     got = predictor.predict_cached(lacking)
     assert predictor.used == [("p_no_gre", "flair")]
-    used = predictor.deployed.net_for("flair", prepare=predictor._prepare)
+    used = predictor.net("flair")
     buffers = stats_of(used)
     for name, tensor in stats["flair"].items():
         torch.testing.assert_close(buffers[name], tensor)  # the subset's buffers, not the stored
