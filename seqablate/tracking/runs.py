@@ -12,7 +12,6 @@ import contextlib
 import json
 from collections.abc import Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
-from urllib.parse import quote
 
 import mlflow
 from mlflow.entities import RunStatus, ViewType
@@ -144,6 +143,9 @@ def publish_view(ref: StudyRef, *, metrics: Sequence[str], params: Sequence[str]
     state: dict[str, Any] = {
         "selectedColumns": [col("metrics", m) for m in metrics] + [col("params", p) for p in params],
         "runsHiddenMode": "SHOW_ALL",
+        "runsExpanded": {ref.parent_run_id: True},
+        # search facets travel with the shared view: only this study's trial runs match
+        "searchFilter": f"tags.`{TAG_KIND}` = 'trial' and tags.`{TAG_PARENT}` = '{ref.parent_run_id}'",
     }
     if grouped:
         state["groupBy"] = {"aggregateFunction": "average",
@@ -154,11 +156,9 @@ def publish_view(ref: StudyRef, *, metrics: Sequence[str], params: Sequence[str]
     key = GROUPED_VIEW_KEY if grouped else VIEW_KEY
     c = client(ref.tracking_uri)
     _retry(c.set_experiment_tag, ref.experiment_id, f"mlflow.sharedViewState.{key}", json.dumps(state))
-    flt = quote(f"tags.`{TAG_KIND}` = 'trial' and tags.`{TAG_PARENT}` = '{ref.parent_run_id}'", safe="")
     # workflowType: MLflow 3's UI otherwise opens every experiment in its GenAI overview
     # (traces, token usage), whatever the experiment's kind tag says.
-    return (f"#/experiments/{ref.experiment_id}/runs?viewStateShareKey={key}&workflowType=machine_learning"
-            f"&searchFilter={flt}")
+    return f"#/experiments/{ref.experiment_id}/runs?viewStateShareKey={key}&workflowType=machine_learning"
 
 
 def _latest_study_parent(c: mlflow.MlflowClient, experiment_id: str, name: str | None) -> Any:

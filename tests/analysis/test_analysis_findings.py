@@ -252,3 +252,37 @@ def test_an_outside_baseline_is_a_row_of_table_i_and_a_paired_comparison(bn_stud
     assert row.section == "Outside baselines" and row.cells[0].main == "50.0" and row.labels[-1] == "1/1"
     vs = [f for f in _findings(bn_study).values() if f.claim == "vs"]
     assert vs and "+50.0 points" in vs[0].text and "no verdict" in vs[0].text and vs[0].holds is None
+
+
+def test_findings_use_the_common_patients_and_say_how_many_were_left_out(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> None:
+    """A patient a condition could not score (here p7 is absent from the censored tables, as
+    a patient with only t1_gre_post would be) is left out of the paired comparison on both
+    sides, and the finding says so; pairing never raises."""
+    import os
+
+    from seqablate import tracking
+    from seqablate.config import TrialConfig, with_overrides
+
+    root = tmp_path_factory.mktemp("findings-dropped")
+    old = os.environ.pop("MLFLOW_TRACKING_URI", None)
+    try:
+        with tracking.study_run("dropped", storage=str(root)) as st:
+            for p in (0.0, 0.25):
+                for seed in range(3):
+                    ov = {"model.integration": "input", "train.dropout_p": p, "train.seed": seed, "model.norm": "group"}
+                    with tracking.trial_run(st.ref, with_overrides(TrialConfig(), ov), overrides=ov) as log:
+                        pat, les = _tables({"test.full": 2, "test.censor_t1_gre_post": 0 if p == 0 else 2})
+                        cens = pat["condition"] == "test.censor_t1_gre_post"
+                        pat = pat[~(cens & (pat["patient"] == "p7"))]
+                        les = les[~((les["condition"] == "test.censor_t1_gre_post") & (les["patient"] == "p7"))]
+                        log.log_table(pat, "eval/patients.csv")
+                        log.log_table(les, "eval/lesions.csv")
+    finally:
+        if old is not None:
+            os.environ["MLFLOW_TRACKING_URI"] = old
+    found = _findings(root)
+    assert found["a"].holds is True and found["a"].dropped_patients == 1
+    assert "(1 patient(s) left out: a condition could not score them.)" in found["a"].text
+    assert "7 patients" in found["a"].text  # 8 minus the one the censored condition could not score
