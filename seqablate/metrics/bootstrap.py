@@ -112,12 +112,16 @@ def bootstrap_ci(
     """
     if not (0.0 < float(level) < 1.0):
         raise ValueError(f"bootstrap level must be in (0, 1), got {level!r}")
-    values = bootstrap_distribution(per_patient_results, metric, n=n, seed=seed)
-    values = values[np.isfinite(values)]
-    if values.size == 0:
+    return percentile_interval(bootstrap_distribution(per_patient_results, metric, n=n, seed=seed), level)
+
+
+def percentile_interval(values: np.ndarray, level: float) -> tuple[float, float]:
+    """Two-sided percentile interval at ``level`` of the finite ``values`` (NaN, NaN if none)."""
+    finite = values[np.isfinite(values)]
+    if finite.size == 0:
         return float("nan"), float("nan")
     alpha = (1.0 - level) / 2.0
-    lo, hi = np.percentile(values, [100.0 * alpha, 100.0 * (1.0 - alpha)])
+    lo, hi = np.percentile(finite, [100.0 * alpha, 100.0 * (1.0 - alpha)])
     return float(lo), float(hi)
 
 

@@ -54,7 +54,7 @@ from dataclasses import dataclass, field
 import numpy as np
 from scipy import stats
 
-from seqablate.metrics.bootstrap import METRICS, _align, _vectorised
+from seqablate.metrics.bootstrap import METRICS, _align, _vectorised, percentile_interval
 from seqablate.metrics.detection import DetectionResult, PatientDetection
 
 #: Fewest seeds per configuration for a recipe interval.
@@ -125,7 +125,7 @@ class RecipeEstimate:
 
     def networks_at(self, level: float) -> tuple[float, float]:
         """The patients-only percentile interval at another two-sided ``level``."""
-        return _percentile(self.distribution, level)
+        return percentile_interval(self.distribution, level)
 
     def p_greater(self, margin: float) -> float:
         """One-sided p-value of H0: contrast <= ``margin`` against H1: contrast > ``margin``,
@@ -145,15 +145,6 @@ class RecipeEstimate:
             return 0.0 if self.estimate < margin else 1.0
         z = (self.estimate - margin) / self.se
         return float(stats.norm.cdf(z) if math.isinf(self.df) else stats.t.cdf(z, self.df))
-
-
-def _percentile(dist: np.ndarray, level: float) -> tuple[float, float]:
-    finite = dist[np.isfinite(dist)]
-    if finite.size == 0:
-        return float("nan"), float("nan")
-    a = (1.0 - level) / 2.0
-    lo, hi = np.percentile(finite, [100.0 * a, 100.0 * (1.0 - a)])
-    return float(lo), float(hi)
 
 
 def resample_counts(n_patients: int, n: int, seed: int) -> np.ndarray:
@@ -317,7 +308,7 @@ def _estimate(metric: str, groups: dict[Hashable, tuple[np.ndarray, np.ndarray]]
                   + ", ".join(f"{g} has {k}" for g, k in few.items()))
     elif not (math.isfinite(estimate) and math.isfinite(se_p) and math.isfinite(se_s)):
         reason = "undefined: no truth lesion in a resample or seed"
-    out = RecipeEstimate(metric, estimate, level, _percentile(dist, level), None, reason,
+    out = RecipeEstimate(metric, estimate, level, percentile_interval(dist, level), None, reason,
                          se_p, se_s, df, n_pat, n_seeds, seed_values, dist)
     if reason:
         return out

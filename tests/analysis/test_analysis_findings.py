@@ -27,32 +27,32 @@ def _tables(found: dict[str, int]) -> tuple[pd.DataFrame, pd.DataFrame]:
     return pd.DataFrame(pat), pd.DataFrame(les)
 
 
-@pytest.fixture(scope="module", params=["stored", "per_subset"])
-def study(tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequest) -> Path:
-    """3 seeds without dropout (full: all found; t1_gre_post censored: none; oslo: none) and
-    3 seeds with dropout (everything found everywhere); identical saliency for every run.
-    GroupNorm models: each logs only its own metrics, whatever its ``eval.norm_stats``."""
+def _write_study(root: Path, name: str, extra: dict, found_of, *, drop_patient: str | None = None,
+                 saliency: bool = False) -> Path:
+    """A study of 3 + 3 seeds (input, dropout 0 and 0.25) whose runs log the tables of
+    :func:`_tables` with ``found_of(p)`` lesions found per condition; ``drop_patient`` is left
+    out of the censored condition's tables (a patient it could not score)."""
     import os
 
     from seqablate import tracking
     from seqablate.config import TrialConfig, with_overrides
 
-    root = tmp_path_factory.mktemp("findings")
     old = os.environ.pop("MLFLOW_TRACKING_URI", None)
     try:
-        with tracking.study_run("pairs", storage=str(root)) as st:
+        with tracking.study_run(name, storage=str(root)) as st:
             for p in (0.0, 0.25):
                 for seed in range(3):
-                    ov = {"model.integration": "input", "train.dropout_p": p, "train.seed": seed,
-                          "model.norm": "group", "eval.norm_stats": request.param}
+                    ov = {"model.integration": "input", "train.dropout_p": p, "train.seed": seed, **extra}
                     with tracking.trial_run(st.ref, with_overrides(TrialConfig(), ov), overrides=ov) as log:
-                        found = ({"test.full": 2, "test.censor_t1_gre_post": 0, "external.oslo": 0} if p == 0
-                                 else {"test.full": 2, "test.censor_t1_gre_post": 2, "external.oslo": 2})
+                        found = found_of(p)
                         pat, les = _tables(found)
+                        if drop_patient is not None:
+                            pat = pat[~((pat["condition"] == "test.censor_t1_gre_post") & (pat["patient"] == drop_patient))]
+                            les = les[~((les["condition"] == "test.censor_t1_gre_post") & (les["patient"] == drop_patient))]
                         log.log_table(pat, "eval/patients.csv")
                         log.log_table(les, "eval/lesions.csv")
                         log.log_metrics({f"{c}.mAP": k / 2 for c, k in found.items()}, step=10)
-                        for step in (10, 20, 30):
+                        for step in (10, 20, 30) if saliency else ():
                             log.log_metrics({f"saliency.cumulative.sequence.{s}": float(step * (i + 1))
                                              for i, s in enumerate(("t1_gre_post", "t1_fse_pre", "t1_fse_post", "flair"))},
                                             step=step)
@@ -60,6 +60,17 @@ def study(tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureReque
         if old is not None:
             os.environ["MLFLOW_TRACKING_URI"] = old
     return root
+
+
+@pytest.fixture(scope="module", params=["stored", "per_subset"])
+def study(tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequest) -> Path:
+    """3 seeds without dropout (full: all found; t1_gre_post censored: none; oslo: none) and
+    3 seeds with dropout (everything found everywhere); identical saliency for every run.
+    GroupNorm models: each logs only its own metrics, whatever its ``eval.norm_stats``."""
+    return _write_study(tmp_path_factory.mktemp("findings"), "pairs",
+                        {"model.norm": "group", "eval.norm_stats": request.param},
+                        lambda p: {"test.full": 2, "test.censor_t1_gre_post": 0 if p == 0 else 2,
+                                   "external.oslo": 0 if p == 0 else 2}, saliency=True)
 
 
 def _findings(root: Path) -> dict[str, object]:
@@ -101,31 +112,9 @@ def bn_study(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """BatchNorm runs configured with stored statistics, logging both policies: without
     dropout, censoring loses everything under stored statistics and nothing under per-subset
     ones; the dropout arm finds everything everywhere."""
-    import os
-
-    from seqablate import tracking
-    from seqablate.config import TrialConfig, with_overrides
-
-    root = tmp_path_factory.mktemp("findings-bn")
-    old = os.environ.pop("MLFLOW_TRACKING_URI", None)
-    try:
-        with tracking.study_run("bn", storage=str(root)) as st:
-            for p in (0.0, 0.25):
-                for seed in range(3):
-                    ov = {"model.integration": "input", "train.dropout_p": p, "train.seed": seed,
-                          "eval.norm_stats": "stored"}
-                    with tracking.trial_run(st.ref, with_overrides(TrialConfig(), ov), overrides=ov) as log:
-                        lost = 0 if p == 0 else 2
-                        found = {"test.full": 2, "test.censor_t1_gre_post": lost,
-                                 "test_per_subset.full": 2, "test_per_subset.censor_t1_gre_post": 2}
-                        pat, les = _tables(found)
-                        log.log_table(pat, "eval/patients.csv")
-                        log.log_table(les, "eval/lesions.csv")
-                        log.log_metrics({f"{c}.mAP": k / 2 for c, k in found.items()}, step=10)
-    finally:
-        if old is not None:
-            os.environ["MLFLOW_TRACKING_URI"] = old
-    return root
+    return _write_study(tmp_path_factory.mktemp("findings-bn"), "bn", {"eval.norm_stats": "stored"},
+                        lambda p: {"test.full": 2, "test.censor_t1_gre_post": 0 if p == 0 else 2,
+                                   "test_per_subset.full": 2, "test_per_subset.censor_t1_gre_post": 2})
 
 
 def test_the_configured_policy_is_the_headline_and_disagreement_is_named(bn_study: Path) -> None:
@@ -141,13 +130,12 @@ def test_the_configured_policy_is_the_headline_and_disagreement_is_named(bn_stud
     assert "Depends on" not in found["b"].text and "Depends on" not in found["c"].text
 
 
+def trace(shares: list[float]) -> SaliencyTrace:
+    """A saliency trace over three sequences, the same shares at steps 1 and 2."""
+    return SaliencyTrace(("a", "b", "c"), np.array([1, 2]), np.array([shares, shares]) * np.array([[1.0], [2.0]]))
+
+
 def test_consistency_difference_exact_one_sided_permutation() -> None:
-    names = ("a", "b", "c")
-    steps = np.array([1, 2])
-
-    def trace(shares: list[float]) -> SaliencyTrace:
-        return SaliencyTrace(names, steps, np.array([shares, shares]) * np.array([[1.0], [2.0]]))
-
     same = [trace([0.5, 0.3, 0.2]) for _ in range(4)]
     varied = [trace([0.7, 0.2, 0.1]), trace([0.2, 0.7, 0.1]), trace([0.1, 0.2, 0.7]), trace([0.4, 0.4, 0.2])]
     res = consistency_difference(same, varied)
@@ -176,12 +164,6 @@ def test_seeds_needed_for_a_holm_level() -> None:
 
 
 def test_consistency_difference_unequal_arms_and_sampled_permutations() -> None:
-    names = ("a", "b", "c")
-    steps = np.array([1, 2])
-
-    def trace(shares: list[float]) -> SaliencyTrace:
-        return SaliencyTrace(names, steps, np.array([shares, shares]) * np.array([[1.0], [2.0]]))
-
     same = [trace([0.5, 0.3, 0.2]) for _ in range(3)]
     varied = [trace([0.7, 0.2, 0.1]), trace([0.2, 0.7, 0.1]), trace([0.1, 0.2, 0.7]), trace([0.4, 0.4, 0.2])]
     # 3 against 4: C(7, 3) = 35 splits, floor 1/35; p counted here by a literal loop.
@@ -260,28 +242,8 @@ def test_findings_use_the_common_patients_and_say_how_many_were_left_out(
     """A patient a condition could not score (here p7 is absent from the censored tables, as
     a patient with only t1_gre_post would be) is left out of the paired comparison on both
     sides, and the finding says so; pairing never raises."""
-    import os
-
-    from seqablate import tracking
-    from seqablate.config import TrialConfig, with_overrides
-
-    root = tmp_path_factory.mktemp("findings-dropped")
-    old = os.environ.pop("MLFLOW_TRACKING_URI", None)
-    try:
-        with tracking.study_run("dropped", storage=str(root)) as st:
-            for p in (0.0, 0.25):
-                for seed in range(3):
-                    ov = {"model.integration": "input", "train.dropout_p": p, "train.seed": seed, "model.norm": "group"}
-                    with tracking.trial_run(st.ref, with_overrides(TrialConfig(), ov), overrides=ov) as log:
-                        pat, les = _tables({"test.full": 2, "test.censor_t1_gre_post": 0 if p == 0 else 2})
-                        cens = pat["condition"] == "test.censor_t1_gre_post"
-                        pat = pat[~(cens & (pat["patient"] == "p7"))]
-                        les = les[~((les["condition"] == "test.censor_t1_gre_post") & (les["patient"] == "p7"))]
-                        log.log_table(pat, "eval/patients.csv")
-                        log.log_table(les, "eval/lesions.csv")
-    finally:
-        if old is not None:
-            os.environ["MLFLOW_TRACKING_URI"] = old
+    root = _write_study(tmp_path_factory.mktemp("findings-dropped"), "dropped", {"model.norm": "group"},
+                        lambda p: {"test.full": 2, "test.censor_t1_gre_post": 0 if p == 0 else 2}, drop_patient="p7")
     found = _findings(root)
     assert found["a"].holds is True and found["a"].dropped_patients == 1
     assert "(1 patient(s) left out: a condition could not score them.)" in found["a"].text
