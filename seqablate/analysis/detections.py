@@ -55,6 +55,7 @@ class StudyDetections:
         self.tmp = Path(tempfile.mkdtemp(prefix="seqablate-detections-"))
         self.cache: dict[str, dict[str, list[Any]]] = {}
         self.unreadable: list[str] = []  # runs whose evaluation tables could not be read
+        self._means: dict[tuple[Any, ...], Any] = {}  # mean_interval's results (tables ask twice)
 
     def __enter__(self) -> StudyDetections:
         return self
@@ -95,11 +96,18 @@ class StudyDetections:
         over its usable seeds, for the metric each run logged as ``key_of(run)`` (e.g.
         ``test_stored.full.mAP``; its prefix names the detections), on the patients every
         seed scored; None when a run lacks the detections."""
+
+        keys = tuple(str(key_of(r)) for r in group.usable)
+        memo = (group.key, keys, n)
+        if memo not in self._means:
+            self._means[memo] = self._mean_interval(group, keys, n)
+        return self._means[memo]
+
+    def _mean_interval(self, group: ConfigGroup, keys: tuple[str, ...], n: int) -> Any:
         from seqablate.metrics.recipe import Arm, RecipeData
 
         runs = []
-        for r in group.usable:
-            key = str(key_of(r))
+        for r, key in zip(group.usable, keys, strict=True):
             if not key.endswith(".mAP"):
                 return None
             d = self.get(r).get(key[: -len(".mAP")])

@@ -143,7 +143,7 @@ def _prepare(det: StudyDetections, sides: Sequence[_Side], policy: str | None) -
 
 def _weak(data: Any, index: int, what: str, rules: Rules) -> str:
     """Why the reference arm ``index`` is too weak to judge (or why no recipe exists); ""."""
-    ref = data.contrast([1.0 if i == index else 0.0 for i in range(len(data.values))])
+    ref = data.mean(index)
     if ref.recipe is None:
         return ref.recipe_reason
     if ref.recipe[0] < rules.floor:
@@ -165,7 +165,7 @@ def claim_ratio(claim: str, data: Any, num: int, den: int, fraction: float, refe
     w = [0.0] * len(data.values)
     w[num], w[den] = 1.0, -fraction
     test = data.contrast(w)
-    ref = data.contrast([1.0 if i == den else 0.0 for i in range(len(data.values))]).estimate
+    ref = data.mean(den).estimate
     return ClaimTest(claim, effect, test.p_less(0.0), test.p_greater(0.0), None, _weak(data, den, reference, rules),
                      threshold=(1.0 - fraction) * ref, words=words, ratio_of=(data, num, den))
 
@@ -177,7 +177,7 @@ def claim_margin(claim: str, data: Any, a: int, b: int, ref: int, kind: str, ref
     w = [0.0] * len(data.values)
     w[a], w[b] = 1.0, -1.0
     effect = data.contrast(w)
-    ref_map = float(data.contrast([1.0 if i == ref else 0.0 for i in range(len(data.values))]).estimate)
+    ref_map = float(data.mean(ref).estimate)
     d = rules.margin(ref_map) if math.isfinite(ref_map) else math.nan
     if kind == "equivalence":
         p = max(effect.p_greater(-d), effect.p_less(d))
@@ -287,8 +287,7 @@ def _claims_of_pair(det: StudyDetections, pair: _Pair, policy: str | None, seqs:
                               _Side(pair.drop, "test", "full"), _Side(pair.drop, "test", cond)], policy)
         if prep is not None:
             data, dropped = prep
-            full_b, cens_b, full_d, cens_d = (float(data.contrast([1.0 if i == k else 0.0 for i in range(4)]).estimate)
-                                              for k in range(4))
+            full_b, cens_b, full_d, cens_d = (float(data.mean(k).estimate) for k in range(4))
             out[("a", None)] = (claim_ratio("a", data, 1, 0, rules.most, "the no-dropout full-protocol", _words("a"), rules),
                                 f"{pair.base.label}, censoring {CENSORED}: mAP {100 * full_b:.1f} -> {100 * cens_b:.1f}, full minus censored")
             d_b = rules.margin(full_d)
@@ -303,7 +302,7 @@ def _claims_of_pair(det: StudyDetections, pair: _Pair, policy: str | None, seqs:
         prep = _prepare(det, [_Side(pair.base, "test", "full"), _Side(pair.drop, "test", "full")], policy)
         if prep is not None:
             data, dropped = prep
-            full_b, full_d = (float(data.contrast([1.0 if i == k else 0.0 for i in range(2)]).estimate) for k in range(2))
+            full_b, full_d = (float(data.mean(k).estimate) for k in range(2))
             d_c = rules.margin(full_b)
             out[("c", None)] = (claim_margin("c", data, 1, 0, 0, "noninferiority", "the no-dropout full-protocol",
                                              _words("c", f"{100 * d_c:.1f}"), rules),
@@ -318,7 +317,7 @@ def _claims_of_pair(det: StudyDetections, pair: _Pair, policy: str | None, seqs:
         if prep is None:
             continue
         data, _ = prep
-        without, with_d = (float(data.contrast([1.0 if i == k else 0.0 for i in range(2)]).estimate) for k in range(2))
+        without, with_d = (float(data.mean(k).estimate) for k in range(2))
         out[("e", cohort)] = (claim_ratio("e", data, 0, 1, rules.fails, f"the dropout model's '{cohort}'", _words("e"), rules),
                               f"{pair.label}, external cohort '{cohort}': mAP {100 * with_d:.1f} with vs {100 * without:.1f} without dropout, with minus without")
     holm([t for t, _ in out.values()], rules.alpha)
@@ -344,7 +343,7 @@ def baseline_findings(det: StudyDetections, pair: _Pair, baselines: Sequence[Run
                 continue
             data, dropped = prep
             e = data.contrast([1.0, -1.0])
-            own, other = (data.contrast([1.0 if i == k else 0.0 for i in range(2)]).estimate for k in range(2))
+            own, other = (data.mean(k).estimate for k in range(2))
             t = ClaimTest("vs", e, math.nan, blocked="", words={})
             t.outcome, t.alpha = "comparison", 0.025
             label = bg.integration_label.removeprefix("Outside: ")

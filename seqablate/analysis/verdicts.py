@@ -120,7 +120,8 @@ def holm(tests: Sequence[ClaimTest], alpha: float) -> None:
         t.holds = rejecting
     for t in tests:
         if not t.testable:
-            t.alpha = alpha if not math.isfinite(t.alpha) else t.alpha
+            if not math.isfinite(t.alpha):
+                t.alpha = alpha  # outside the family: its intervals are shown at the nominal level
             t.holds, t.outcome = None, "no verdict"
             t.verdict = f"No verdict: {t.blocked}."
         elif t.holds:

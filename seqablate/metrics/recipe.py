@@ -239,6 +239,10 @@ class RecipeData:
                 groups[v.group] = (w * v.observed, w * v.resampled)
         return _estimate(self.metric, groups, float(level), self.n_patients, fixed)
 
+    def mean(self, index: int, level: float = 0.95) -> RecipeEstimate:
+        """Arm ``index``'s mean over its seeds, with both intervals."""
+        return self.contrast([1.0 if i == index else 0.0 for i in range(len(self.values))], level)
+
     def ratio(self, numerator: int, denominator: int, level: float = 0.95,
               ) -> tuple[float, tuple[float, float] | None]:
         """``(mean_num / mean_den, Fieller recipe interval)`` of arms ``numerator`` and
@@ -251,8 +255,7 @@ class RecipeData:
             w[denominator] -= rho
             return self.contrast(w, level)
 
-        num, den = contrast(0.0), self.contrast(
-            [1.0 if i == denominator else 0.0 for i in range(len(self.values))], level)
+        num, den = contrast(0.0), self.mean(denominator, level)
         ratio = num.estimate / den.estimate if den.estimate else float("nan")
         if num.recipe is None or den.recipe is None:
             return ratio, None
@@ -340,8 +343,6 @@ def recipe_contrast(
             ``int[n, P]`` instead (so several contrasts share resamples).
         level: two-sided level of both intervals.
     """
-    if len(arms) != len(weights) or not arms:
-        raise ValueError(f"recipe_contrast needs one weight per arm, got {len(arms)} arms and {len(weights)} weights")
     return RecipeData(arms, metric, n=n, seed=seed, counts=counts).contrast(weights, level)
 
 

@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from seqablate.config import StudyConfig, TrialConfig, parse, to_yaml, with_overrides
+from seqablate.naming import run_name
 from seqablate.tracking.names import STUDY_FILE
 from seqablate.trainables.cohort import TrialSplit
 from seqablate.trainables.trial_names import config_name, trial_overrides
@@ -100,15 +101,8 @@ def plan_splits(cfg: StudyConfig, space: Any, points: list[dict[str, Any]], pati
             try:
                 out[key] = plan_split(trial, patients).as_dict()
             except ValueError as err:
-                raise StudySetupError(f"space {space.name!r} point {run_name_of(p)}: {err}") from None
+                raise StudySetupError(f"space {space.name!r} point {run_name(p)}: {err}") from None
     return out
-
-
-def run_name_of(point: dict[str, Any]) -> str:
-    """A grid point's run name (for messages)."""
-    from seqablate import search_spaces
-
-    return search_spaces.run_name(point)
 
 
 def _scaling(ctx: StudyContext) -> Any:
