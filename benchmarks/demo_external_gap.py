@@ -43,7 +43,7 @@ def main() -> None:
 
     from seqablate import tracking
     from seqablate.data import make_phantom_cohort
-    from seqablate.demo import SHAPE, VOXEL_MM
+    from seqablate.data.phantom import SCANNERS
     from seqablate.trainables.score import evaluate_cohort
 
     study = Path(args.demo).resolve() / "study"
@@ -53,12 +53,12 @@ def main() -> None:
     work = Path(tempfile.mkdtemp(prefix="seqablate-gap-"))
     cohorts = {
         "stanford": make_phantom_cohort(work / "stanford", site="stanford", patients=args.patients, seed=args.seed,
-                                        shape=SHAPE, voxel_mm=VOXEL_MM, progress=True, workers=2),
+                                        scanners=SCANNERS["stanford"], progress=True, workers=2),
         "stanford-5mm": make_phantom_cohort(work / "stanford5", site="stanford", patients=args.patients,
-                                            seed=args.seed, shape=SHAPE, voxel_mm=VOXEL_MM, progress=True,
+                                            seed=args.seed, scanners=SCANNERS["stanford"], progress=True,
                                             workers=2, lesion_diameter_mm=(5.0, 30.0)),
         "oslo": make_phantom_cohort(work / "oslo", site="oslo", patients=args.patients, seed=args.seed,
-                                    shape=SHAPE, voxel_mm=VOXEL_MM, progress=True, workers=2),
+                                    scanners=SCANNERS["oslo"], progress=True, workers=2),
     }
     rows: dict[tuple[str, str], list[tuple[float, float]]] = {}
     for _, t in trials.iterrows():

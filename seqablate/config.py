@@ -42,6 +42,7 @@ Backbone = Literal[V.BACKBONES]  # type: ignore[valid-type]
 Norm = Literal[V.NORMS]  # type: ignore[valid-type]
 NormStats = Literal[V.NORM_STATS]  # type: ignore[valid-type]
 Intensity = Literal[V.INTENSITIES]  # type: ignore[valid-type]
+Geometry = Literal[V.GEOMETRIES]  # type: ignore[valid-type]
 DropoutMode = Literal[V.DROPOUT_MODES]  # type: ignore[valid-type]
 
 
@@ -97,7 +98,15 @@ class DataConfig(_Strict):
     cohort: str | None = None  # cohort folder; None = a synthetic 'stanford' phantom cohort
     layout: Layout = "auto"  # cohort layout; 'auto' detects it
     sequences: list[str] = Field(default_factory=lambda: list(PAPER_SEQUENCES))  # study order = S axis
-    image_size: int = Field(256, ge=16, le=1024)  # in-plane size after resize (H = W)
+    # 'spacing' = volumes resampled to spacing_mm x spacing_mm x slice_mm (physical space, as
+    # nnU-Net does; image_size is then the training patch size, inference covers whole slices);
+    # 'resize' = every slice resized to image_size x image_size pixels (the paper's pipeline; what
+    # a stored config without this key means)
+    geometry: Geometry = "spacing"
+    spacing_mm: float | None = Field(None, gt=0, le=20)  # target in-plane voxel size; None = median of the training cohort
+    slice_mm: float | None = Field(None, gt=0, le=20)  # target slice spacing (2.5D neighbours); None = median of the training cohort
+    clahe_tile_mm: float = Field(30.0, gt=0)  # spacing: CLAHE tile width in mm (the paper's 32 px of ~0.94 mm)
+    image_size: int = Field(256, ge=16, le=1024)  # resize: in-plane size (H = W); spacing: training patch size
     # intensities: 'minmax_clahe' = volume rescaled to [0, 1] (min .. 99.5th percentile) then CLAHE
     # per slice (the paper's); 'minmax' = the same without CLAHE; 'zscore' = per sequence, zero mean
     # and unit variance over the head (a mask computed from the volume, as nnU-Net does for MRI),
@@ -366,8 +375,26 @@ def parse(cls: type[C], data: Mapping[str, Any] | C | None, *, source: str = "")
         raise ConfigError(_format(err, cls, source)) from None
 
 
-def load_yaml(path: str | Path, cls: type[C] = TrialConfig) -> C:  # type: ignore[assignment]
-    """Read a YAML file and validate it as ``cls``; errors name the file and the field."""
+def stored_trial(data: Mapping[str, Any], *, source: str = "") -> TrialConfig:
+    """A TrialConfig a run or a model STORED (its ``config.yaml``, an MLflow model's config).
+
+    A stored config without ``data.geometry`` was saved before the geometry existed, when
+    every slice was resized to ``data.image_size``: it means ``resize`` (not the default of new
+    configs), so such a model preprocesses, predicts and scores as it was trained.
+    """
+    raw = dict(data)
+    d = raw.get("data")
+    d = dict(d) if isinstance(d, Mapping) else {}
+    d.setdefault("geometry", V.LEGACY_GEOMETRY)
+    raw["data"] = d
+    return parse(TrialConfig, raw, source=source)
+
+
+def load_yaml(path: str | Path, cls: type[C] = TrialConfig, *, stored: bool = False) -> C:  # type: ignore[assignment]
+    """Read a YAML file and validate it as ``cls``; errors name the file and the field.
+
+    ``stored``: the file is a config a run wrote (a TrialConfig read by :func:`stored_trial`).
+    """
     p = Path(path)
     if not p.is_file():
         raise ConfigError(f"{p}: config file not found")
@@ -375,6 +402,8 @@ def load_yaml(path: str | Path, cls: type[C] = TrialConfig) -> C:  # type: ignor
         raw = yaml.safe_load(p.read_text()) or {}
     except yaml.YAMLError as err:
         raise ConfigError(f"{p}: not valid YAML: {err}") from None
+    if stored and cls is TrialConfig and isinstance(raw, Mapping):
+        return stored_trial(raw, source=str(p))  # type: ignore[return-value]
     return parse(cls, raw, source=str(p))
 
 

@@ -40,6 +40,10 @@ BACKBONES: tuple[str, ...] = ("resnet50", "resnet101", "compact", "tiny")
 NORM_STATS: tuple[str, ...] = ("stored", "per_subset")
 #: Intensity normalisations (``data.intensity``).
 INTENSITIES: tuple[str, ...] = ("minmax_clahe", "minmax", "zscore")
+#: Preprocessing geometries (``data.geometry``).
+GEOMETRIES: tuple[str, ...] = ("spacing", "resize")
+#: What a stored config without ``data.geometry`` (saved before the geometry existed) means.
+LEGACY_GEOMETRY = "resize"
 
 #: Defaults of the model keys that only some integrations use.
 MODEL_DEFAULTS: dict[str, str] = {"integration_point": "layer4", "fusion": "concat", "sharing": "independent"}

@@ -75,7 +75,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "phantom",
         help="write a synthetic multi-sequence metastasis cohort (nifti layout)",
         description="Synthetic cohort on nilearn's bundled MNI152 anatomy. Site 'stanford': "
-        "4 sequences; 'oslo': no t1_gre_post, larger lesions, two patients without t1_fse_pre.",
+        "4 sequences; 'oslo': no t1_gre_post, larger lesions, two patients without t1_fse_pre. "
+        "The grid: --shape over the whole head (default); with --voxel-mm, --shape voxels of that size "
+        "around the mid-brain; with --voxel-mm and --fov-mm, round(FOV / voxel) voxels there; with "
+        "--fov-mm and --shape, voxels of FOV / shape. Lesions lie inside the grid's FOV. A patient's "
+        "anatomy and lesions (in mm) do not depend on the grid.",
     )
     ph.add_argument("out", help="output folder (reused if it already holds the same phantom)")
     ph.add_argument("--site", default="stanford", choices=["stanford", "oslo"])
@@ -83,6 +87,19 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     ph.add_argument("--seed", type=int, default=0)
     ph.add_argument("--small", action="store_true", help="64x64x32 volumes (tests, demo)")
     ph.add_argument("--shape", type=int, nargs=3, metavar=("X", "Y", "Z"), help="volume shape (default 128 128 64)")
+    ph.add_argument("--voxel-mm", type=float, nargs=3, metavar=("SX", "SY", "SZ"),
+                    help="voxel size in mm; the grid is then a box around the mid-brain, not the whole head")
+    ph.add_argument("--fov-mm", type=float, nargs=3, metavar=("FX", "FY", "FZ"),
+                    help="field of view in mm around the mid-brain (with --voxel-mm or --shape)")
+    # The ranges are seqablate.data.phantom.SCANNERS (a test keeps this text in step); not
+    # imported here, since building the parser must stay cheap.
+    ph.add_argument("--mixed-scanner", action="store_true",
+                    help="draw each patient's grid (around the mid-brain) uniformly from the site's scanner "
+                    "range, instead of one grid for the cohort (stanford: 1.2-2 mm in-plane pixels, 1.5-3 mm "
+                    "slices, 90-140 mm square in-plane FOV, 72 mm through-plane FOV; oslo: 1.2-2 mm in-plane "
+                    "pixels, 1 mm slices, 90-140 mm square in-plane FOV, 72 mm through-plane FOV); lesions "
+                    "lie inside the smallest FOV, so every patient shows all of its lesions. Not with "
+                    "--shape, --small, --voxel-mm or --fov-mm")
     ph.add_argument("--overwrite", action="store_true", help="replace a different cohort at OUT")
     ph.set_defaults(func=_phantom)
 
@@ -171,9 +188,38 @@ def _export_nnunet(args: argparse.Namespace) -> int:
     return 0
 
 
-def _phantom(args: argparse.Namespace) -> int:
-    from seqablate.data.phantom import make_phantom_cohort
+def _check_phantom_args(args: argparse.Namespace) -> None:
+    """ValueError naming the option for phantom grid options that cannot work together or are out of range."""
+    import math
 
+    from seqablate.data.phantom import MAX_SIZE, MIN_SIZE
+
+    if args.mixed_scanner:
+        given = [f for f, v in (("--voxel-mm", args.voxel_mm), ("--fov-mm", args.fov_mm), ("--shape", args.shape),
+                                ("--small", args.small or None)) if v is not None]
+        if given:
+            raise ValueError(f"--mixed-scanner draws each patient's voxel size and FOV; it cannot be combined with "
+                             f"{' or '.join(given)}")
+    for flag, values in (("--voxel-mm", args.voxel_mm), ("--fov-mm", args.fov_mm)):
+        if values is not None and not all(math.isfinite(v) and v > 0 for v in values):
+            raise ValueError(f"{flag} {' '.join(f'{v:g}' for v in values)}: sizes must be positive mm")
+    if args.shape is not None and not MIN_SIZE <= min(args.shape) <= max(args.shape) <= MAX_SIZE:
+        raise ValueError(f"--shape {' '.join(map(str, args.shape))}: each size must be {MIN_SIZE} to {MAX_SIZE} voxels")
+    if args.voxel_mm is not None and args.fov_mm is not None:
+        if args.shape is not None:
+            raise ValueError("--shape, --voxel-mm and --fov-mm: give at most two (the third follows from them)")
+        sizes = [round(f / v) for f, v in zip(args.fov_mm, args.voxel_mm, strict=True)]
+        if not MIN_SIZE <= min(sizes) <= max(sizes) <= MAX_SIZE:
+            raise ValueError(f"--fov-mm {' '.join(f'{v:g}' for v in args.fov_mm)} spans "
+                             f"{' x '.join(map(str, sizes))} voxels of --voxel-mm "
+                             f"{' '.join(f'{v:g}' for v in args.voxel_mm)}; it must span {MIN_SIZE} to {MAX_SIZE} "
+                             "per axis")
+
+
+def _phantom(args: argparse.Namespace) -> int:
+    from seqablate.data.phantom import SCANNERS, make_phantom_cohort
+
+    _check_phantom_args(args)
     out = make_phantom_cohort(
         args.out,
         site=args.site,
@@ -183,6 +229,14 @@ def _phantom(args: argparse.Namespace) -> int:
         small=args.small,
         overwrite=args.overwrite,
         progress=True,
+        voxel_mm=tuple(args.voxel_mm) if args.voxel_mm else None,
+        fov_mm=tuple(args.fov_mm) if args.fov_mm else None,
+        scanners=SCANNERS[args.site] if args.mixed_scanner else None,
     )
-    print(f"phantom cohort ({args.site}, {args.patients} patients, seed {args.seed}) at {out}")
+    meta = json.loads((out / "phantom.json").read_text())
+    if meta.get("scanners"):
+        grid = "mixed scanners"
+    else:
+        grid = f"{' x '.join(map(str, meta['shape']))} voxels of {' x '.join(f'{v:g}' for v in meta['spacing_mm'])} mm"
+    print(f"phantom cohort ({args.site}, {args.patients} patients, seed {args.seed}, {grid}) at {out}")
     return 0

@@ -126,13 +126,16 @@ def _train(args: argparse.Namespace) -> int:
 
     from seqablate import folders, tracking
     from seqablate.config import TrialConfig, absolute_paths, config_diff, load_yaml, to_yaml
-    from seqablate.trainables.cohort import check_cohorts
+    from seqablate.trainables.cohort import check_cohorts, plan_geometry
     from seqablate.trainables.loop import fit_trial
     from seqablate.trainables.memory import check_training_memory
 
     # Relative paths in the YAML mean this directory; the run keeps them absolute, so a rerun
     # or a report from another directory reads the same cohorts.
     cfg = absolute_paths(load_yaml(args.config, TrialConfig))
+    # The target spacing is planned (from the headers) before the run is recorded, so its
+    # config.yaml holds the numbers it trains with.
+    cfg = plan_geometry(cfg)
     out = Path(args.out or Path.cwd() / tracking.DEFAULT_DIR / cfg.name).resolve()
     # Refuse a foreign --out before any preprocessing (with --overwrite too: it deletes only ours).
     if args.overwrite:
@@ -158,7 +161,7 @@ def _train(args: argparse.Namespace) -> int:
         record, run_file = out / "config.yaml", out / "run.json"
         if resume and record.is_file():
             # A run recorded before paths were stored absolute compares as run from here.
-            diff = config_diff(absolute_paths(load_yaml(record, TrialConfig)), cfg)
+            diff = config_diff(absolute_paths(load_yaml(record, TrialConfig, stored=True)), cfg)
             old_uri = json.loads(run_file.read_text()).get("tracking_uri") if run_file.is_file() else uri
             if old_uri != uri:
                 diff.append(f"tracking URI: {old_uri!r} -> {uri!r}")

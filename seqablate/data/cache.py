@@ -37,6 +37,7 @@ from typing import Any, Literal
 import numpy as np
 
 from seqablate.data.errors import DataError, combine
+from seqablate.data.geometry import GridMap
 from seqablate.data.layouts import Cohort, PatientFiles, discover
 from seqablate.data.preprocess import PreprocessParams, preprocess_volume
 from seqablate.data.preprocess import to_original_grid as _to_original_grid
@@ -54,6 +55,11 @@ class CachedPatient:
     the ORIGINAL (RAS) grid; ``orig_shape``: (X, Y, Z); ``affine``: float64[4, 4] of the RAS
     grid; ``entry``: the cache folder (pickling then reopens the memmaps instead of copying
     the arrays, so datasets travel cheaply to DataLoader/Ray workers on the same machine).
+    ``grid``: the resampling of the ``spacing`` geometry (None: ``resize``, slices resized to
+    H = W); ``head_box``: (h0, h1, w0, w1), the head's in-plane box on the cached slices
+    (training patches are drawn around it); ``truth``: uint8[X, Y, Z], the lesion mask on the
+    original grid (``spacing`` geometry; None otherwise, where the cached mask resized back is
+    the truth, as before the geometry existed).
     """
 
     patient_id: str
@@ -66,6 +72,9 @@ class CachedPatient:
     sequences: tuple[str, ...]
     entry: Path | None = None
     lesions: int | None = None  # 26-connected lesions of the original-grid mask (None: unlabelled)
+    grid: GridMap | None = None
+    head_box: tuple[int, int, int, int] | None = None
+    truth: np.ndarray | None = None
 
     @property
     def labelled(self) -> bool:
@@ -88,11 +97,12 @@ class CachedPatient:
 
 
 def to_original_grid(vol_zhw: np.ndarray, patient: CachedPatient) -> np.ndarray:
-    """Undo the in-plane resize: float32[Z, H, W] -> float32[X, Y, Z] on the patient's RAS grid.
+    """Undo the preprocessing's geometry (resampling or in-plane resize): float32[Z, H, W] ->
+    float32[X, Y, Z] on the patient's RAS grid.
 
     Linear interpolation (meant for probabilities); ``patient.affine`` maps the result to mm.
     """
-    return _to_original_grid(vol_zhw, patient.orig_shape)
+    return _to_original_grid(vol_zhw, patient.orig_shape, patient.grid)
 
 
 class CacheEntryError(DataError):
@@ -123,10 +133,14 @@ def load_entry(entry: str | Path) -> CachedPatient:
         meta = json.loads((entry / "meta.json").read_text())
         image = np.load(entry / "image.npy", mmap_mode="r")
         mask = np.load(entry / "mask.npy", mmap_mode="r") if meta["labelled"] else None
-    except (OSError, ValueError, KeyError, EOFError) as err:
+        grid = GridMap.from_dict(meta["grid"]) if meta.get("grid") else None
+        truth = np.load(entry / "truth.npy", mmap_mode="r") if grid is not None and meta["labelled"] else None
+    except (OSError, ValueError, KeyError, EOFError, TypeError) as err:
         raise CacheEntryError(f"{entry}: damaged preprocessing cache entry ({type(err).__name__}: {err})") from None
     n_seq = len(meta.get("sequences", ()))
-    if image.ndim != 4 or image.shape[0] != n_seq or (mask is not None and mask.shape != image.shape[1:]):
+    if (image.ndim != 4 or image.shape[0] != n_seq or (mask is not None and mask.shape != image.shape[1:])
+            or (grid is not None and (tuple(image.shape[1:]) != (grid.shape[2], grid.shape[0], grid.shape[1])
+                                      or (truth is not None and tuple(truth.shape) != grid.src_shape)))):
         raise CacheEntryError(
             f"{entry}: damaged preprocessing cache entry (image {image.shape}, mask "
             f"{None if mask is None else mask.shape}, {n_seq} sequences)"
@@ -142,6 +156,9 @@ def load_entry(entry: str | Path) -> CachedPatient:
         sequences=tuple(meta["sequences"]),
         entry=entry,
         lesions=meta.get("lesions"),
+        grid=grid,
+        head_box=tuple(meta["head_box"]) if meta.get("head_box") else None,  # type: ignore[arg-type]
+        truth=truth,
     )
 
 
@@ -221,12 +238,15 @@ def build_entry(pf: PatientFiles, sequences: Sequence[str], params: PreprocessPa
         raise _write_error(err, final.parent) from None
     try:
         vol = load_patient(pf, sequences)
-        image, present, mask = preprocess_volume(vol, sequences, params)
+        pre = preprocess_volume(vol, sequences, params)
+        image, present, mask = pre
         # float16 halves the cache (a [0, 1] or z-scored intensity keeps ~3 significant
         # digits, far below the images' noise); readers convert batches to float32.
         np.save(tmp / "image.npy", image.astype(np.float16))
         if mask is not None:
             np.save(tmp / "mask.npy", mask)
+            if pre.grid is not None:  # the truth stays the original-grid mask, not a round trip
+                np.save(tmp / "truth.npy", np.ascontiguousarray(vol.mask, dtype=np.uint8))
         meta = {
             "patient_id": pf.patient_id,
             "sequences": list(sequences),
@@ -240,6 +260,8 @@ def build_entry(pf: PatientFiles, sequences: Sequence[str], params: PreprocessPa
             "files": {k: str(v) for k, v in pf.files.items()},
             "mask_file": str(pf.mask) if pf.mask else None,
             "params": params.key(),
+            "grid": pre.grid.to_dict() if pre.grid is not None else None,
+            "head_box": list(pre.head_box) if pre.head_box is not None else None,
             "created": time.strftime("%Y-%m-%dT%H:%M:%S"),
         }
         (tmp / "meta.json").write_text(json.dumps(meta, indent=1))
@@ -373,7 +395,24 @@ def preprocess_cohort(
         raise _write_error(err, cdir) from None
     sweep_temp(cdir)
     sequences = tuple(cfg.sequences)
-    params = PreprocessParams(image_size=cfg.image_size, intensity=cfg.intensity)
+    if cfg.geometry == "spacing" and (cfg.spacing_mm is None or cfg.slice_mm is None):
+        from seqablate.data.geometry import plan_spacing
+        from seqablate.data.volumes import header_spacing
+
+        def readable(pf: PatientFiles) -> tuple[float, float, float] | None:
+            try:
+                return header_spacing(pf) if pf.files and not pf.problems else None
+            except DataError:
+                return None  # the patient's own error is reported when it is preprocessed
+
+        spacings = [s for s in map(readable, cohort.patients) if s is not None]
+        if not spacings:
+            raise DataError(f"{cohort.root}: no readable patient to plan data.spacing_mm / data.slice_mm from")
+        inplane, slice_mm = plan_spacing(spacings)
+        cfg = cfg.model_copy(update={"spacing_mm": cfg.spacing_mm or inplane, "slice_mm": cfg.slice_mm or slice_mm})
+        print(f"{cohort.root}: target spacing planned from this cohort: {cfg.spacing_mm} mm in-plane, "
+              f"{cfg.slice_mm} mm between slices", file=sys.stderr)
+    params = PreprocessParams.from_data(cfg)
 
     finals: dict[str, Path] = {}
     todo: list[PatientFiles] = []

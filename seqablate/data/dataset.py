@@ -34,8 +34,14 @@ def stack_indices(z: int | np.ndarray, n_slices: int, slices: int) -> np.ndarray
 class SliceDataset(Dataset):
     """Every axial slice of every patient as a 2.5D sample (index order: patient, then z).
 
-    ``patients``: cached patients (all with the same ``sequences`` and H, W); ``slices``: K,
-    odd; ``transform``: optional callable applied to each sample dict (e.g. SequenceDropout).
+    ``patients``: cached patients (all with the same ``sequences``); ``slices``: K, odd;
+    ``transform``: optional callable applied to each sample dict (e.g. SequenceDropout).
+    ``patch``: None = whole slices (every patient's slices must then share H, W: the
+    ``resize`` geometry); P = a P x P patch of each sample (the ``spacing`` geometry, whose
+    slices differ in size): on a slice with lesion the patch holds a lesion pixel drawn at
+    random (so lesions are oversampled as the slices are), elsewhere its centre is drawn inside
+    the head's box; a slice smaller than P is placed at a random offset and padded with zeros.
+    ``seed``: the patch stream (its own ``numpy.random.Generator`` in :attr:`rng`).
     Reads K slices per sequence straight from the memmaps: no volume is re-read.
     """
 
@@ -44,17 +50,25 @@ class SliceDataset(Dataset):
         patients: Sequence[CachedPatient],
         slices: int = 5,
         transform: Callable[[dict[str, Any]], dict[str, Any]] | None = None,
+        *,
+        patch: int | None = None,
+        seed: int | None = None,
     ) -> None:
         if slices < 1 or slices % 2 == 0:
             raise ValueError(f"slices (K) must be odd and >= 1, got {slices}")
+        if patch is not None and patch < 1:
+            raise ValueError(f"patch must be >= 1 pixel, got {patch}")
         self.patients = list(patients)
         self.slices = slices
         self.transform = transform
+        self.patch = patch
+        self.rng = np.random.default_rng(seed)
         if self.patients:
             seqs = {p.sequences for p in self.patients}
             sizes = {tuple(p.image.shape[2:]) for p in self.patients}
-            if len(seqs) > 1 or len(sizes) > 1:
-                raise ValueError(f"patients differ in sequences {sorted(seqs)} or slice size {sorted(sizes)}")
+            if len(seqs) > 1 or (patch is None and len(sizes) > 1):
+                raise ValueError(f"patients differ in sequences {sorted(seqs)} or slice size {sorted(sizes)} "
+                                 "(slices of different sizes need a patch size)")
         counts = np.array([p.n_slices for p in self.patients], dtype=np.int64)
         self._patient = np.repeat(np.arange(len(self.patients)), counts)
         self._z = np.concatenate([np.arange(c) for c in counts]) if len(counts) else np.zeros(0, np.int64)
@@ -92,6 +106,8 @@ class SliceDataset(Dataset):
             mask = np.array(p.mask[z], dtype=np.uint8)
         else:
             mask = np.zeros(p.image.shape[2:], dtype=np.uint8)
+        if self.patch is not None:
+            image, mask = crop_patch(image, mask, self.patch, p.head_box, self.rng)
         sample = {
             "image": torch.from_numpy(image),
             "present": torch.from_numpy(np.array(p.present, dtype=bool)),
@@ -100,6 +116,47 @@ class SliceDataset(Dataset):
             "slice": z,
         }
         return self.transform(sample) if self.transform is not None else sample
+
+
+def _start(n: int, size: int, lo: int, hi: int, focus: int | None, rng: np.random.Generator) -> int:
+    """First pixel of a ``size`` window along an axis of ``n`` pixels (negative: the window
+    starts before the slice, which is then padded): see :func:`crop_patch`."""
+    if n <= size:
+        return -int(rng.integers(0, size - n + 1))
+    if focus is not None:
+        return int(rng.integers(max(0, focus - size + 1), min(n - size, focus) + 1))
+    centre = int(rng.integers(lo, max(lo + 1, hi)))
+    return int(np.clip(centre - size // 2, 0, n - size))
+
+
+def crop_patch(
+    image: np.ndarray, mask: np.ndarray, size: int, box: Sequence[int] | None, rng: np.random.Generator
+) -> tuple[np.ndarray, np.ndarray]:
+    """A ``size`` x ``size`` patch of one sample: (float32[S, K, P, P], uint8[P, P]).
+
+    ``image``: float32[S, K, H, W]; ``mask``: uint8[H, W]; ``box``: (h0, h1, w0, w1), the
+    head's in-plane box (None: the whole slice). Where ``mask`` has lesion, the patch holds a
+    lesion pixel drawn uniformly (at a uniform position inside the patch); otherwise the
+    patch's centre is uniform inside ``box``. Along an axis shorter than ``size`` the slice
+    sits at a uniform offset and the rest is zeros (the background, and the value of an absent
+    sequence).
+    """
+    h, w = mask.shape
+    h0, h1, w0, w1 = box if box is not None else (0, h, 0, w)
+    focus_h = focus_w = None
+    lesion = np.flatnonzero(mask)
+    if lesion.size:
+        focus_h, focus_w = divmod(int(lesion[rng.integers(lesion.size)]), w)
+    top = _start(h, size, h0, h1, focus_h, rng)
+    left = _start(w, size, w0, w1, focus_w, rng)
+    out_img = np.zeros((*image.shape[:2], size, size), dtype=np.float32)
+    out_mask = np.zeros((size, size), dtype=np.uint8)
+    # The window [top, top + size) meets the slice in [a, b); it lands at [a - top, b - top).
+    a_h, b_h = max(top, 0), min(top + size, h)
+    a_w, b_w = max(left, 0), min(left + size, w)
+    out_img[..., a_h - top : b_h - top, a_w - left : b_w - left] = image[..., a_h:b_h, a_w:b_w]
+    out_mask[a_h - top : b_h - top, a_w - left : b_w - left] = mask[a_h:b_h, a_w:b_w]
+    return out_img, out_mask
 
 
 def slice_weights(dataset: SliceDataset, oversample: float = 10.0) -> np.ndarray:

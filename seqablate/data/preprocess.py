@@ -1,14 +1,28 @@
 """Preprocessing of one patient: [X, Y, Z] RAS volumes -> [Z, H, W] slices.
 
+Two geometries (``data.geometry``):
+
+- ``spacing`` (physical space, nnU-Net's approach): every volume is resampled in 3D to the
+  target voxel size (``data.spacing_mm`` in-plane, ``data.slice_mm`` between slices) over its
+  own field of view (:class:`~seqablate.data.geometry.GridMap`), so a lesion has the same size
+  in pixels whatever the scanner's voxel size; slices differ in H x W between patients
+  (training samples patches of ``image_size``; inference runs on whole slices).
+  Intensities are fixed in physical terms: the robust rescale's percentile is taken inside the
+  head mask (not over a field of view that may be mostly air) and the CLAHE tile is
+  ``data.clahe_tile_mm`` wide.
+- ``resize`` (the paper's 256 x 256 pipeline): every axial slice is resized to H = W =
+  ``image_size`` pixels, whatever its field of view; kept to reproduce the paper and for
+  models trained before the geometry existed.
+
 Per sequence, by ``data.intensity``: ``minmax_clahe`` (the paper's) = robust volume-wise
 rescale to [0, 1] (min .. 99.5th percentile, so a few hot voxels do not squash the contrast),
-in-plane resize of every axial slice to H = W = ``image_size`` (linear, anti-aliased when
-shrinking; masks nearest-neighbour), then CLAHE per slice (``skimage.exposure.
-equalize_adapthist``); ``minmax`` the same without CLAHE; ``zscore`` = zero mean and unit
-variance over a head mask computed from the volume (nnU-Net's MRI scheme), background 0, then
-the resize.
+then CLAHE per slice (``skimage.exposure.equalize_adapthist``); ``minmax`` the same without
+CLAHE; ``zscore`` = zero mean and unit variance over a head mask computed from the volume
+(nnU-Net's MRI scheme), background 0. Images are interpolated linearly (anti-aliased when
+shrinking); masks nearest-neighbour (``resize``) or linearly and thresholded at 0.5
+(``spacing``).
 
-Axis convention: slice ``z`` of the output is ``volume[:, :, z]`` resized, i.e. output
+Axis convention: slice ``z`` of the output is ``volume[:, :, z]`` resampled, i.e. output
 ``[z, h, w]`` corresponds to RAS ``[x, y, z]`` with ``h`` along X and ``w`` along Y.
 :func:`to_original_grid` undoes the resize and the transpose.
 """
@@ -20,6 +34,7 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
+from seqablate.data.geometry import GridMap
 from seqablate.data.volumes import Volume
 
 #: Bump when the preprocessing changes in a way that invalidates cached arrays.
@@ -27,27 +42,69 @@ PREPROCESS_VERSION = 3
 
 #: Intensity normalisations (``data.intensity``).
 INTENSITIES = ("minmax_clahe", "minmax", "zscore")
+#: Geometries (``data.geometry``).
+GEOMETRIES = ("spacing", "resize")
 
 
 @dataclass(frozen=True)
 class PreprocessParams:
-    """Everything that determines the preprocessed arrays (part of the cache key)."""
+    """Everything that determines the preprocessed arrays (part of the cache key).
 
-    image_size: int = 256  # H = W after resize
+    ``geometry`` ``resize``: slices resized to ``image_size`` squared; ``spacing``: volumes
+    resampled to ``spacing_mm`` x ``spacing_mm`` x ``slice_mm`` (both required) and
+    ``image_size`` is only the training patch size (not part of the arrays, so not of the key).
+    """
+
+    image_size: int = 256  # resize: H = W after resize
     intensity: str = "minmax_clahe"  # one of INTENSITIES
     clahe_clip: float = 0.01  # equalize_adapthist clip_limit (skimage default)
     upper_percentile: float = 99.5  # robust maximum of the volume-wise rescale
+    geometry: str = "resize"  # one of GEOMETRIES
+    spacing_mm: float | None = None  # spacing: target in-plane voxel size
+    slice_mm: float | None = None  # spacing: target slice spacing
+    clahe_tile_mm: float = 30.0  # spacing: CLAHE tile width (the paper's 32 px of ~0.94 mm)
 
     def __post_init__(self) -> None:
         if self.intensity not in INTENSITIES:
             raise ValueError(f"data.intensity: unknown value {self.intensity!r}; valid choices: {list(INTENSITIES)}")
+        if self.geometry not in GEOMETRIES:
+            raise ValueError(f"data.geometry: unknown value {self.geometry!r}; valid choices: {list(GEOMETRIES)}")
+        if self.geometry == "spacing" and not (self.spacing_mm and self.slice_mm and self.spacing_mm > 0
+                                               and self.slice_mm > 0):
+            raise ValueError(f"data.geometry spacing needs positive data.spacing_mm and data.slice_mm, got "
+                             f"{self.spacing_mm} and {self.slice_mm} (plan them with plan_geometry)")
+
+    @classmethod
+    def from_data(cls, data: object) -> PreprocessParams:
+        """The parameters of a :class:`~seqablate.config.DataConfig` (spacing planned already)."""
+        geometry = getattr(data, "geometry", "resize")
+        if geometry == "resize":
+            return cls(image_size=data.image_size, intensity=data.intensity)  # type: ignore[attr-defined]
+        return cls(image_size=data.image_size, intensity=data.intensity, geometry="spacing",  # type: ignore[attr-defined]
+                   spacing_mm=data.spacing_mm, slice_mm=data.slice_mm,  # type: ignore[attr-defined]
+                   clahe_tile_mm=data.clahe_tile_mm)  # type: ignore[attr-defined]
 
     @property
     def clahe(self) -> bool:
         return self.intensity == "minmax_clahe"
 
+    @property
+    def target_spacing(self) -> tuple[float, float, float]:
+        """(x, y, z) mm of the resampled grid (``spacing`` only)."""
+        return (float(self.spacing_mm), float(self.spacing_mm), float(self.slice_mm))  # type: ignore[arg-type]
+
+    @property
+    def clahe_tile_px(self) -> int:
+        """CLAHE tile width in pixels of the resampled grid (``spacing`` only)."""
+        return max(4, int(round(self.clahe_tile_mm / float(self.spacing_mm))))  # type: ignore[arg-type]
+
     def key(self) -> dict[str, object]:
-        return {"version": PREPROCESS_VERSION, **asdict(self)}
+        if self.geometry == "resize":  # the key of the arrays before the geometry existed
+            keep = ("image_size", "intensity", "clahe_clip", "upper_percentile")
+            return {"version": PREPROCESS_VERSION, **{k: v for k, v in asdict(self).items() if k in keep}}
+        d = asdict(self)
+        d.pop("image_size")  # the patch size: not part of the arrays
+        return {"version": PREPROCESS_VERSION, **d}
 
 
 def head_mask(volume: np.ndarray) -> np.ndarray:
@@ -95,15 +152,18 @@ def zscore(volume: np.ndarray) -> np.ndarray:
     return out
 
 
-def rescale01(volume: np.ndarray, upper_percentile: float = 99.5) -> np.ndarray:
+def rescale01(volume: np.ndarray, upper_percentile: float = 99.5, within: np.ndarray | None = None) -> np.ndarray:
     """float32 copy of ``volume`` mapped to [0, 1]: min -> 0, upper percentile -> 1, clipped.
 
     The percentile is taken over voxels above the minimum (the background would otherwise
-    dominate). A constant volume becomes all zeros.
+    dominate), and only inside ``within`` (bool, same shape; e.g. the head mask, so that the
+    value does not depend on how much air the field of view holds) when it is given and not
+    empty. A constant volume becomes all zeros.
     """
     v = np.asarray(volume, dtype=np.float32)
     lo = float(v.min())
-    above = v[v > lo]
+    inside = v[within] if within is not None and within.any() else v
+    above = inside[inside > lo]
     if above.size == 0:
         return np.zeros_like(v)
     hi = float(np.percentile(above, upper_percentile))
@@ -129,11 +189,12 @@ def resize_inplane(volume: np.ndarray, size: int, *, order: int) -> np.ndarray:
     return np.ascontiguousarray(np.transpose(volume, (2, 0, 1)))
 
 
-def clahe_slices(slices: np.ndarray, clip_limit: float = 0.01) -> np.ndarray:
+def clahe_slices(slices: np.ndarray, clip_limit: float = 0.01, kernel_px: int | None = None) -> np.ndarray:
     """CLAHE on each [H, W] slice of float32[Z, H, W] in [0, 1]; constant slices -> zeros.
 
-    (equalize_adapthist would stretch a constant slice, e.g. the empty air above the head,
-    to a bright one.)
+    ``kernel_px``: tile width in pixels (None: skimage's default, 1/8 of the slice, which
+    follows the field of view). (equalize_adapthist would stretch a constant slice, e.g. the
+    empty air above the head, to a bright one.)
     """
     from skimage.exposure import equalize_adapthist
 
@@ -141,7 +202,7 @@ def clahe_slices(slices: np.ndarray, clip_limit: float = 0.01) -> np.ndarray:
     for z in range(slices.shape[0]):
         s = slices[z]
         if float(s.max()) - float(s.min()) > 1e-6:
-            out[z] = equalize_adapthist(s, clip_limit=clip_limit)
+            out[z] = equalize_adapthist(s, kernel_size=kernel_px, clip_limit=clip_limit)
     return out
 
 
@@ -173,13 +234,57 @@ def preprocess_mask(mask: np.ndarray, size: int) -> np.ndarray:
     return resize_inplane(mask.astype(np.uint8), size, order=0).astype(np.uint8, copy=False)
 
 
-def preprocess_volume(
-    vol: Volume, sequences: Sequence[str], params: PreprocessParams
-) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
-    """A patient -> (image float32[S, Z, H, W], present bool[S], mask uint8[Z, H, W] | None).
+@dataclass
+class Preprocessed:
+    """One patient after preprocessing.
+
+    ``image``: float32[S, Z, H, W] (S follows the study's sequences; a sequence missing from
+    the volume is zeros with ``present`` False); ``present``: bool[S]; ``mask``: uint8[Z, H, W]
+    or None when unlabelled; ``grid``: the resampling (``spacing`` geometry) or None
+    (``resize``); ``head_box``: (h0, h1, w0, w1), the in-plane bounding box of the head on the
+    slices (half-open; the whole slice when no head is found).
+    """
+
+    image: np.ndarray
+    present: np.ndarray
+    mask: np.ndarray | None
+    grid: GridMap | None = None
+    head_box: tuple[int, int, int, int] | None = None
+
+    def __iter__(self):  # type: ignore[no-untyped-def]
+        """``image, present, mask = preprocess_volume(...)`` keeps working."""
+        return iter((self.image, self.present, self.mask))
+
+
+def _resampled_image(volume: np.ndarray, head: np.ndarray, params: PreprocessParams, grid: GridMap) -> np.ndarray:
+    """One sequence float32[X, Y, Z] -> float32[Z', H', W'] on the resampled grid
+    (``spacing`` geometry): normalised on its own grid (percentile inside ``head``), resampled,
+    CLAHE with tiles of ``clahe_tile_mm``."""
+    v = zscore(volume) if params.intensity == "zscore" else rescale01(volume, params.upper_percentile, within=head)
+    out = np.ascontiguousarray(np.transpose(grid.to_target(v), (2, 0, 1)))
+    if params.intensity != "zscore":
+        np.clip(out, 0.0, 1.0, out=out)
+    if params.clahe:
+        out = clahe_slices(out, params.clahe_clip, kernel_px=params.clahe_tile_px)
+    return out
+
+
+def _box(mask_zhw: np.ndarray) -> tuple[int, int, int, int]:
+    """(h0, h1, w0, w1): the in-plane bounding box of a bool[Z, H, W] (whole slice if empty)."""
+    _, h, w = mask_zhw.shape
+    rows, cols = np.flatnonzero(mask_zhw.any(axis=(0, 2))), np.flatnonzero(mask_zhw.any(axis=(0, 1)))
+    if not len(rows):
+        return 0, h, 0, w
+    return int(rows[0]), int(rows[-1]) + 1, int(cols[0]), int(cols[-1]) + 1
+
+
+def preprocess_volume(vol: Volume, sequences: Sequence[str], params: PreprocessParams) -> Preprocessed:
+    """A patient -> :class:`Preprocessed` (unpacks as ``image, present, mask``).
 
     S follows ``sequences``; a sequence missing from ``vol`` is zeros with present False.
     """
+    if params.geometry == "spacing":
+        return _preprocess_spacing(vol, sequences, params)
     x, y, nz = vol.shape
     size = params.image_size
     image = np.zeros((len(sequences), nz, size, size), dtype=np.float32)
@@ -189,15 +294,39 @@ def preprocess_volume(
             image[i] = preprocess_image(vol.images[name], params)
             present[i] = True
     mask = preprocess_mask(vol.mask, size) if vol.mask is not None else None
-    return image, present, mask
+    return Preprocessed(image, present, mask, None, (0, size, 0, size))
 
 
-def to_original_grid(vol_zhw: np.ndarray, orig_shape: Sequence[int]) -> np.ndarray:
-    """Undo :func:`resize_inplane`: float32[Z, H, W] -> float32[X, Y, Z] (linear, for probabilities)."""
+def _preprocess_spacing(vol: Volume, sequences: Sequence[str], params: PreprocessParams) -> Preprocessed:
+    grid = GridMap.plan(vol.shape, vol.spacing, params.target_spacing)
+    xs, ys, zs = grid.shape
+    image = np.zeros((len(sequences), zs, xs, ys), dtype=np.float32)
+    present = np.zeros(len(sequences), dtype=bool)
+    head_any = np.zeros(vol.shape, dtype=bool)
+    for i, name in enumerate(sequences):
+        if name in vol.images:
+            head = head_mask(vol.images[name])
+            head_any |= head
+            image[i] = _resampled_image(vol.images[name], head, params, grid)
+            present[i] = True
+    head_zhw = np.transpose(grid.mask_to_target(head_any), (2, 0, 1)).astype(bool)
+    mask = None
+    if vol.mask is not None:
+        mask = np.ascontiguousarray(np.transpose(grid.mask_to_target(vol.mask), (2, 0, 1)))
+    return Preprocessed(image, present, mask, grid, _box(head_zhw))
+
+
+def to_original_grid(vol_zhw: np.ndarray, orig_shape: Sequence[int], grid: GridMap | None = None) -> np.ndarray:
+    """Undo the preprocessing's geometry: float32[Z, H, W] -> float32[X, Y, Z] (linear, for
+    probabilities): the resampling of ``grid`` (``spacing``), else :func:`resize_inplane`."""
     from skimage.transform import resize
 
     x, y, z = (int(s) for s in orig_shape)
     v = np.asarray(vol_zhw, dtype=np.float32)
+    if grid is not None:
+        if tuple(grid.src_shape) != (x, y, z):
+            raise ValueError(f"the grid maps {grid.src_shape}, the original grid is {tuple(orig_shape)}")
+        return grid.to_source(np.transpose(v, (1, 2, 0)))
     if v.shape[0] != z:
         raise ValueError(f"volume has {v.shape[0]} slices, the original grid {tuple(orig_shape)} has {z}")
     if v.shape[1:] != (x, y):

@@ -279,3 +279,29 @@ def load_patient(
         labels=labels,
         notes=list(pf.notes),
     )
+
+
+def header_spacing(pf: PatientFiles) -> tuple[float, float, float]:
+    """Voxel size (mm) along RAS X, Y, Z of a patient's first sequence, from its header only
+    (no voxels are read): what :func:`load_patient` reports as ``Volume.spacing``. PNG series
+    have the layout's spacing. Raises :class:`DataError` naming the file when it has none."""
+    from seqablate.data.errors import DataError
+
+    if not pf.files:
+        raise DataError(f"patient {pf.patient_id}: no sequence file to read a voxel size from")
+    name = sorted(pf.files)[0]
+    path = pf.files[name]
+    if path.is_dir():
+        if pf.spacing is None:
+            raise DataError(f"{path}: a PNG series without a voxel size (set data.default_spacing)")
+        return tuple(float(v) for v in pf.spacing)  # type: ignore[return-value]
+    try:
+        img = nib.load(str(path))
+        zooms = [float(z) for z in img.header.get_zooms()[:3]]
+        ornt = nib.orientations.io_orientation(img.affine)
+    except (OSError, ValueError, nib.filebasedimages.ImageFileError) as err:
+        raise DataError(f"{path}: cannot read its header ({type(err).__name__}: {err})") from None
+    ras = [0.0, 0.0, 0.0]
+    for axis, (target, _) in enumerate(ornt[:3]):
+        ras[int(target)] = zooms[axis]
+    return tuple(ras)  # type: ignore[return-value]

@@ -1,7 +1,11 @@
 """``seqablate demo``: the paper's sequence-dropout finding, end to end, on a laptop.
 
 Writes synthetic ``stanford`` (4 sequences) and ``oslo`` (no ``t1_gre_post``; two patients
-also lack ``t1_fse_pre``) phantom cohorts on a 1.5 mm grid, runs a study on local Ray (the
+also lack ``t1_fse_pre``) phantom cohorts whose scans differ the way hospitals' do: each stanford
+patient has its own voxel size (1.2-2.0 mm in-plane, 1.5-3.0 mm slices) and field of view
+(90-140 mm around the mid-brain), oslo has 1 mm slices (``seqablate.data.phantom.SCANNERS``);
+the study resamples them to the spacing it plans from the training patients
+(``data.geometry: spacing``). It runs a study on local Ray (the
 input-level network, ``tiny`` backbone, without and with sequence dropout p = 0.25, 3 seeds
 each), evaluates every trial on the full protocol, with ``t1_gre_post`` censored and on oslo
 (BatchNorm statistics per sequence subset, the stored ones beside them), and prints the
@@ -25,10 +29,6 @@ PATIENTS = {"stanford": 100, "oslo": 16}
 #: ``--smoke``: the same pipeline on small cohorts and the study's ``--smoke`` trial sizes
 #: (tests, a quick look at what the demo prints); its numbers mean nothing.
 SMOKE_PATIENTS = {"stanford": 24, "oslo": 6}
-#: 64 x 64 x 48 voxels of 1.5 mm around the mid-brain: fine enough for the 1 mm lesion rule and
-#: the sub-millimetre misregistration of the non-reference sequences to matter.
-SHAPE = (64, 64, 48)
-VOXEL_MM = (1.5, 1.5, 1.5)
 SEEDS = 3
 DROPOUT_P = 0.25
 #: Chosen on validation mAP only (benchmarks/demo_pilot.py; benchmarks/RESULTS.md, "Demo").
@@ -45,13 +45,14 @@ SPACE = Path(__file__).with_name("space.py")
 
 
 def make_cohorts(out: Path, *, progress: bool = True, workers: int = 2, smoke: bool = False) -> dict[str, Path]:
-    """The demo's phantom cohorts under ``out/cohorts`` (reused when already there)."""
-    from seqablate.data import make_phantom_cohort
+    """The demo's phantom cohorts under ``out/cohorts`` (reused when already there): every
+    patient at a voxel size and field of view drawn from its site's scanner range."""
+    from seqablate.data.phantom import SCANNERS, make_phantom_cohort
 
     sizes = SMOKE_PATIENTS if smoke else PATIENTS
     return {
-        site: make_phantom_cohort(out / "cohorts" / site, site=site, patients=n, seed=i, shape=SHAPE,
-                                  voxel_mm=VOXEL_MM, progress=progress, workers=workers)
+        site: make_phantom_cohort(out / "cohorts" / site, site=site, patients=n, seed=i, scanners=SCANNERS[site],
+                                  progress=progress, workers=workers)
         for i, (site, n) in enumerate(sizes.items())
     }
 

@@ -70,6 +70,37 @@ class DeployedModel(nn.Module):
         """A deployed model stays in eval mode (BatchNorm statistics are chosen, not learned)."""
         return super().train(False)
 
+    @property
+    def geometry(self) -> dict[str, Any]:
+        """How inputs are preprocessed for this model (from its config): ``geometry``
+        (``spacing`` or ``resize``; a config saved before the geometry existed means
+        ``resize``), ``spacing_mm`` / ``slice_mm`` (``spacing``), ``image_size`` (the patch or
+        resize size), ``intensity`` and ``clahe_tile_mm``. Empty without a config."""
+        from seqablate.vocabulary import LEGACY_GEOMETRY
+
+        data = dict(self.config.get("data") or {})
+        if not data:
+            return {}
+        kind = data.get("geometry", LEGACY_GEOMETRY)
+        out: dict[str, Any] = {"geometry": kind, "image_size": data.get("image_size"), "intensity": data.get("intensity")}
+        if kind == "spacing":
+            out.update(spacing_mm=data.get("spacing_mm"), slice_mm=data.get("slice_mm"),
+                       clahe_tile_mm=data.get("clahe_tile_mm"))
+        return out
+
+    def describe_geometry(self) -> str:
+        """One line for the console, e.g. ``resampled to 1.5 x 1.5 x 2.25 mm (trained on
+        64 x 64 patches), minmax_clahe intensities``."""
+        g = self.geometry
+        if not g:
+            return "geometry unknown (a model without its config)"
+        if g["geometry"] == "spacing":
+            return (f"resampled to {g['spacing_mm']:g} x {g['spacing_mm']:g} x {g['slice_mm']:g} mm (trained on "
+                    f"{g['image_size']} x {g['image_size']} patches), {g['intensity']} intensities, CLAHE tiles "
+                    f"{g['clahe_tile_mm']:g} mm")
+        return (f"every slice resized to {g['image_size']} x {g['image_size']} pixels whatever its field of view, "
+                f"{g['intensity']} intensities")
+
     def stats_key(self, present: Tensor | list[bool]) -> str:
         """The statistics a sample with sequences ``present`` (bool[S]) gets: its subset's key
         when ``per_subset`` statistics hold it, else ``"stored"``."""

@@ -218,6 +218,7 @@ class Predictor:
         """
         from seqablate.data.dataset import patient_stacks
         from seqablate.data.dropout import apply_presence, keep_vector
+        from seqablate.data.geometry import pad_amounts
 
         seqs = self.sequences
         if tuple(patient.sequences) != seqs:
@@ -239,6 +240,11 @@ class Predictor:
         net = self.net(key)
         stacks = patient_stacks(patient, self.slices)  # float32[Z, S, K, H, W]
         z, h, w = stacks.shape[0], stacks.shape[-2], stacks.shape[-1]
+        # Resampled slices (physical-space geometry) have any size: padded with zeros (the
+        # background, and the absent value) to the networks' output stride, so whole slices meet
+        # the strided layers as the training patches did; resized slices are used as they are.
+        (top, bottom), (left, right) = ((pad_amounts(h), pad_amounts(w)) if getattr(patient, "grid", None) is not None
+                                        else ((0, 0), (0, 0)))
         out = np.empty((z, h, w), dtype=np.float32)
         dev = self.device
         with torch.inference_mode(), torch.autocast(dev.type, dtype=torch.bfloat16, enabled=self.amp):
@@ -246,12 +252,15 @@ class Predictor:
                 x = torch.as_tensor(np.ascontiguousarray(stacks[i : i + self.batch_size])).to(dev)
                 b = x.shape[0]
                 x, p = apply_presence(x, present.expand(b, -1).to(dev), keep.expand(b, -1).to(dev))
-                out[i : i + b] = torch.sigmoid(net(x, p).float())[:, 0].cpu().numpy()
+                if top or bottom or left or right:
+                    x = torch.nn.functional.pad(x, (left, right, top, bottom))
+                prob = torch.sigmoid(net(x, p).float())[:, 0]
+                out[i : i + b] = prob[:, top : top + h, left : left + w].cpu().numpy()
         return out
 
     def predict_volume(self, patient: Any, censor: Iterable[str] = ()) -> np.ndarray:
         """Probability volume float32[X, Y, Z] on the patient's original (RAS) grid:
-        :meth:`predict_cached`, then the in-plane resize undone (linear)."""
+        :meth:`predict_cached`, then the preprocessing's resampling or resize undone (linear)."""
         from seqablate.data.cache import to_original_grid
 
         return to_original_grid(self.predict_cached(patient, censor), patient)

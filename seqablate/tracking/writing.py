@@ -220,6 +220,8 @@ class RunLogger:
             with torch.no_grad():
                 out = model(torch.as_tensor(example["image"]), torch.as_tensor(example["present"]))
             signature = infer_signature({k: v for k, v in example.items()}, out.float().numpy())
+            if (getattr(model, "config", None) or {}).get("data", {}).get("geometry") == "spacing":
+                signature = _any_slice_size(signature)
         meta = {"seqablate_version": __version__, "git_commit": git_commit(),
                 "norm_stats": getattr(model, "policy", "stored"),
                 "sequences": list(getattr(model, "sequences", ()))}
@@ -259,3 +261,22 @@ class RunLogger:
         with contextlib.suppress(Exception):
             self.flush()
         _mark_failed(self.client, self.run_id, err)
+
+
+def _any_slice_size(signature: Any) -> Any:
+    """``signature`` with the slice height and width (the last two axes of every tensor) left
+    open (-1): a model of the ``spacing`` geometry takes whole slices of any size."""
+    from mlflow.models import ModelSignature
+    from mlflow.types.schema import Schema, TensorSpec
+
+    def open_hw(schema: Any) -> Any:
+        specs = []
+        for spec in schema.inputs:
+            shape = tuple(spec.shape)
+            if len(shape) >= 4:
+                shape = (*shape[:-2], -1, -1)
+            specs.append(TensorSpec(spec.type, shape, spec.name))
+        return Schema(specs)
+
+    return ModelSignature(inputs=open_hw(signature.inputs), outputs=open_hw(signature.outputs),
+                          params=signature.params)

@@ -122,7 +122,7 @@ def load_best_model(folder: str | Path, *, device: str | torch.device = "cpu") -
     for name in ("config.yaml", "model.pt"):
         if not (folder / name).is_file():
             raise FileNotFoundError(f"{folder}: not a seqablate checkpoint folder (missing {name})")
-    cfg = load_yaml(folder / "config.yaml", TrialConfig)
+    cfg = load_yaml(folder / "config.yaml", TrialConfig, stored=True)
     model = build_model(cfg.model)
     model.load_state_dict(torch.load(selected_weights(folder, cfg), map_location="cpu", weights_only=True))
     return model.to(device).eval(), cfg

@@ -57,6 +57,51 @@ def load_cached(data: DataConfig, *, cohort: str | None = None, progress: bool =
     return list(preprocess_cohort(root, data, progress=progress))
 
 
+def plan_geometry(cfg: TrialConfig) -> TrialConfig:
+    """``cfg`` with the target spacing of the ``spacing`` geometry planned where unset.
+
+    ``data.spacing_mm`` / ``data.slice_mm`` left unset become the median in-plane / slice
+    spacing (:func:`~seqablate.data.geometry.plan_spacing`) of the training cohort's patients
+    outside the test split (read from the headers: no voxel is loaded), as nnU-Net plans its
+    target spacing from its training cases. A ``resize`` config, or one whose spacing is set,
+    is returned unchanged. Raises ValueError naming ``data.cohort`` when it has no readable
+    patient.
+    """
+    d = cfg.data
+    if d.geometry != "spacing" or (d.spacing_mm is not None and d.slice_mm is not None):
+        return cfg
+    from seqablate.data.dataset import split_patients
+    from seqablate.data.errors import DataError
+    from seqablate.data.geometry import plan_spacing
+    from seqablate.data.layouts import discover
+    from seqablate.data.volumes import header_spacing
+
+    if d.cohort is None or not Path(d.cohort).is_dir():
+        raise ValueError(f"data.cohort {d.cohort}: no cohort folder to plan data.spacing_mm / data.slice_mm from "
+                         "(set both, or data.geometry: resize)")
+    cohort = discover(d.cohort, d.layout, lesion_labels=d.lesion_labels, default_spacing=d.default_spacing,
+                      aliases=d.aliases)
+    lab = sorted(pf.patient_id for pf in cohort.patients if pf.mask is not None)
+    try:
+        test = set(split_patients(lab, val=0, test_fraction=d.test_fraction, seed=d.split_seed, folds=d.folds,
+                                  fold=d.fold).test) if lab else set()
+    except ValueError:
+        test = set()  # a split that cannot be made is reported by plan_split, with its reason
+    spacings = []
+    for pf in cohort.patients:
+        if pf.patient_id in test or not pf.files or pf.problems:
+            continue
+        try:
+            spacings.append(header_spacing(pf))
+        except DataError:
+            continue  # the patient's own error is reported when the cohort is preprocessed
+    if not spacings:
+        raise ValueError(f"data.cohort {d.cohort}: no readable training patient to plan data.spacing_mm from")
+    inplane, slice_mm = plan_spacing(spacings)
+    data = d.model_copy(update={"spacing_mm": d.spacing_mm or inplane, "slice_mm": d.slice_mm or slice_mm})
+    return cfg.model_copy(update={"data": data})
+
+
 def labelled(patients: list[Any]) -> list[Any]:
     """Patients with a lesion mask (unlabelled ones cannot be trained or scored on)."""
     return [p for p in patients if p.mask is not None]
@@ -135,6 +180,8 @@ def original_mask(patient: Any) -> np.ndarray:
 
     if patient.mask is None:
         raise ValueError(f"patient {patient.patient_id}: no lesion mask")
+    if getattr(patient, "truth", None) is not None:  # spacing geometry: the mask as it was drawn
+        return np.asarray(patient.truth, dtype=np.uint8)
     return (to_original_grid(np.asarray(patient.mask, dtype=np.float32), patient) >= 0.5).astype(np.uint8)
 
 

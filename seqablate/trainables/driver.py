@@ -371,7 +371,7 @@ def study_space(cfg: StudyConfig) -> Any:
 def prepare(cfg: StudyConfig) -> tuple[StudyConfig, TrialSplit, list[Any]]:
     """Validate the study before Ray starts: space, cohorts (cached once), split, externals.
     Returns the config (smoke applied), the base config's split and the cohort's patients."""
-    from seqablate.trainables.cohort import check_cohorts
+    from seqablate.trainables.cohort import check_cohorts, plan_geometry
 
     cfg = apply_smoke(cfg)
     space = study_space(cfg)  # unknown space or --trials pattern -> SpaceError listing the choices
@@ -382,6 +382,9 @@ def prepare(cfg: StudyConfig) -> tuple[StudyConfig, TrialSplit, list[Any]]:
 
         points = space.grid(seeds=1) if space.kind == "grid" else []
         check_study_memory(cfg.base, points, gpu=cfg.gpus_per_worker > 0)  # before minutes of preprocessing
+    # The target spacing is planned once, from the base cohort, so every trial (and the study's
+    # record) carries the same concrete numbers.
+    cfg = cfg.model_copy(update={"base": plan_geometry(cfg.base)})
     patients, split = check_cohorts(cfg.base, progress=True)
     return cfg, split, patients
 

@@ -41,6 +41,7 @@ from seqablate.trainables.cohort import (
     TrialSplit,
     load_cached,
     original_mask,
+    plan_geometry,
     plan_split,
     select,
     split_record,
@@ -211,7 +212,8 @@ def make_batches(cfg: TrialConfig, train: list[Any], session: Session, start: in
     # applied per sample: by SequenceDropout, or with p = 0 only to sequences missing on disk.
     seed = int(np.random.SeedSequence([t.seed, rank, start, 1]).generate_state(1)[0])
     transform = SequenceDropout(p=t.dropout_p, mode=t.dropout_mode if t.dropout_p > 0 else "bernoulli", seed=seed)
-    base = SliceDataset(train, slices=cfg.data.slices, transform=transform)
+    patch_seed = int(np.random.SeedSequence([t.seed, rank, start, 2]).generate_state(1)[0])
+    base = SliceDataset(train, slices=cfg.data.slices, transform=transform, patch=patch_size(cfg), seed=patch_seed)
     sampler = DistributedWeightedSampler(slice_weights(base, oversample=cfg.data.oversample),
                                          rank=rank, seed=t.seed, start=start)
     loader = torch.utils.data.DataLoader(
@@ -346,7 +348,7 @@ def checkpoint(session: Session, trainer: Trainer, progress: Progress, cfg: Tria
 def train_loop_per_worker(config: dict[str, Any], session: Session | None = None) -> None:
     """Train one trial on this worker (Ray Train V2 entry point; see the module docstring)."""
     session = session if session is not None else RaySession()  # [ray] rank, device
-    cfg = parse(TrialConfig, config["trial"], source="trial config")
+    cfg = plan_geometry(parse(TrialConfig, config["trial"], source="trial config"))
     run = WorkerRun.from_dict(config["run"])
     t, rank = cfg.train, session.world_rank
     _set_threads(run.cpus_per_worker)
@@ -466,12 +468,23 @@ def _set_threads(cpus: int | None) -> None:
     os.environ["OMP_NUM_THREADS"] = str(n)
 
 
+def patch_size(cfg: TrialConfig) -> int | None:
+    """The training patch size (``spacing`` geometry: ``data.image_size``), or None for whole
+    resized slices (``resize``)."""
+    return cfg.data.image_size if cfg.data.geometry == "spacing" else None
+
+
 def _reseed_worker(worker_id: int) -> None:
-    """DataLoader workers get distinct dropout streams (they start as copies of the parent)."""
+    """DataLoader workers get distinct dropout and patch streams (they start as copies of the
+    parent)."""
     info = torch.utils.data.get_worker_info()
-    tf = getattr(info.dataset, "transform", None) if info is not None else None
-    if info is not None and hasattr(tf, "rng"):
+    if info is None:
+        return
+    tf = getattr(info.dataset, "transform", None)
+    if hasattr(tf, "rng"):
         tf.rng = np.random.default_rng([info.seed % 2**32, worker_id])
+    if hasattr(info.dataset, "rng"):
+        info.dataset.rng = np.random.default_rng([info.seed % 2**32, worker_id, 2])
 
 
 def _collate(samples: list[dict[str, Any]]) -> dict[str, Any]:
@@ -545,7 +558,7 @@ def fit_trial(
     ``storage`` holds the checkpoints; if it already holds some, training resumes from the
     newest (at its saved step). ``split`` defaults to :func:`plan_split` of the cohort.
     """
-    cfg = parse(TrialConfig, trial_cfg, source="trial config")
+    cfg = plan_geometry(parse(TrialConfig, trial_cfg, source="trial config"))
     if split is None:
         split = plan_split(cfg, load_cached(cfg.data, progress=True))
     session = LocalSession(storage, use_gpu=use_gpu)

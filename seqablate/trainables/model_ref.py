@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 from typing import Any
 
-from seqablate.config import TrialConfig, parse
+from seqablate.config import TrialConfig, stored_trial
 
 
 def load_model(ref: str | Path, *, tracking_uri: str | None = None, device: Any = "cpu") -> tuple[Any, TrialConfig]:
@@ -23,7 +24,8 @@ def load_model(ref: str | Path, *, tracking_uri: str | None = None, device: Any 
     folder = tracking.download_model(ref, tracking_uri=tracking_uri)
     if (folder / "MLmodel").is_file():
         deployed = tracking.load_deployed(folder)
-        cfg = parse(TrialConfig, deployed.config, source=f"{folder} (model config)")
+        cfg = stored_trial(deployed.config, source=f"{folder} (model config)")
+        deployed.config = cfg.model_dump(mode="json")  # a pre-geometry config says so from now on
     elif (folder / "model.pt").is_file() and (folder / "config.yaml").is_file():
         model, cfg = load_best_model(folder)
         deployed = DeployedModel(model, norm_stats=read_norm_stats(folder), policy=cfg.eval.norm_stats,
@@ -33,4 +35,7 @@ def load_model(ref: str | Path, *, tracking_uri: str | None = None, device: Any 
             f"--model {ref}: {folder} is neither an MLflow model folder (MLmodel) nor a seqablate "
             "checkpoint folder (config.yaml + model.pt)"
         )
+    # Whatever the cohort's voxel size or field of view, inputs are brought to the model's own
+    # geometry: say which, so a user handing it another hospital's scans sees it.
+    print(f"model geometry: {deployed.describe_geometry()}", file=sys.stderr)
     return deployed.to(device), cfg

@@ -50,9 +50,11 @@ def subset_batches(
     eligible = [p for p in patients if bool(np.all(np.asarray(p.present, dtype=bool)[flags]))]
     if not eligible:
         return None
-    ds = SliceDataset(eligible, slices=cfg.data.slices)
+    state = np.random.SeedSequence([seed, *flags.astype(int)]).generate_state(2)
+    patch = cfg.data.image_size if cfg.data.geometry == "spacing" else None  # the training patches
+    ds = SliceDataset(eligible, slices=cfg.data.slices, patch=patch, seed=int(state[1]))
     weights = torch.as_tensor(slice_weights(ds, oversample=cfg.data.oversample))
-    gen = torch.Generator().manual_seed(int(np.random.SeedSequence([seed, *flags.astype(int)]).generate_state(1)[0]))
+    gen = torch.Generator().manual_seed(int(state[0]))
     keep = torch.as_tensor(flags)
 
     def draw() -> Iterator[tuple[torch.Tensor, torch.Tensor]]:

@@ -152,14 +152,12 @@ def predict_patient(
             "Use a model trained with sequence dropout, or pass --force to predict anyway"
         )
     vol = load_patient(pf, list(available))
-    params = PreprocessParams(image_size=cfg.data.image_size, intensity=cfg.data.intensity)
-    image, present, _ = preprocess_volume(vol, known, params)
+    pre = preprocess_volume(vol, known, PreprocessParams.from_data(cfg.data))
     # The model was trained and is evaluated on the float16 preprocessing cache: the same
     # rounding here makes predict's probabilities evaluate's, voxel for voxel.
-    image = image.astype(np.float16)
-    patient = CachedPatient(patient_id=pf.patient_id, image=image, present=present, mask=None,
-                            spacing=tuple(vol.spacing), orig_shape=tuple(vol.shape), affine=vol.affine,
-                            sequences=known)
+    patient = CachedPatient(patient_id=pf.patient_id, image=pre.image.astype(np.float16), present=pre.present,
+                            mask=None, spacing=tuple(vol.spacing), orig_shape=tuple(vol.shape), affine=vol.affine,
+                            sequences=known, grid=pre.grid, head_box=pre.head_box)
     predictor = Predictor(deployed, device=dev, batch_size=cfg.eval.batch_size, amp=cfg.train.amp)
     probs_ras = predictor.predict_volume(patient)
     probs = _to_input_grid(probs_ras, vol.orig_affine).astype(np.float32)

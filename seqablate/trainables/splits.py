@@ -131,7 +131,7 @@ def _trial_config(run_id: str, tracking_uri: str) -> TrialConfig:
 
     with tempfile.TemporaryDirectory(prefix="seqablate-config-") as tmp:
         path = tracking.download_artifact(run_id, tracking.CONFIG_ARTIFACT, tmp, tracking_uri=tracking_uri)
-        return load_yaml(path, TrialConfig)
+        return load_yaml(path, TrialConfig, stored=True)
 
 
 def study_source(study: str | Path, *, tracking_uri: str | None = None) -> StudySource:

@@ -23,7 +23,7 @@ def cohort(make_nifti_cohort):
 
 
 def _cfg(**kw):
-    return {"image_size": 16, **kw}
+    return {"image_size": 16, "geometry": "resize", **kw}  # the pixel-count pipeline these tests check by hand
 
 
 def test_rescale01_by_hand():

@@ -160,7 +160,15 @@ def test_cropped_grid_and_lesion_counts(tmp_path):
     np.testing.assert_allclose(centre, [0.0, -18.0, 12.0], atol=1e-6)
     # 1 + Geometric(0.35) lesions drawn (capped at 10): mostly few, sometimes many
     counts = [len(p["lesions"]) for p in meta["patients_info"]]
-    assert min(counts) >= 0 and max(counts) <= 10
+    assert min(counts) >= 0 and max(counts) <= 10 and sum(counts) >= 1
+    # lesions are placed wholly inside the grid's FOV (36 x 36 x 24 mm around the mid-brain)
+    lo, hi = centre - [18.0, 18.0, 12.0], centre + [18.0, 18.0, 12.0]
+    np.testing.assert_allclose(meta["region_mm"], [lo, hi])
+    for p in meta["patients_info"]:
+        assert p["voxel_mm"] == [1.5, 1.5, 1.5] and p["shape"] == [24, 24, 16] and p["fov_mm"] == [36.0, 36.0, 24.0]
+        for les in p["lesions"]:
+            reach = les["diameter_mm"] / 2 * 1.15 / 0.85  # longest semi-axis
+            assert np.all(np.asarray(les["center_mm"]) - reach >= lo) and np.all(np.asarray(les["center_mm"]) + reach <= hi)
     # rendering in 2 processes gives the same cohort as in one
     one = make_phantom_cohort(tmp_path / "one", site="stanford", patients=2, seed=1, shape=(24, 24, 16),
                               voxel_mm=(1.5, 1.5, 1.5))

@@ -28,7 +28,7 @@ VOXEL = (1.5, 1.5, 1.5)  # the demo's grid
 def patient() -> tuple[dict, np.ndarray, dict, dict]:
     affine = _grid(SHAPE, VOXEL)
     debug: dict[str, np.ndarray] = {}
-    images, mask, info = _render_patient(np.random.default_rng([2, 0, 0]), _SITES["stanford"], SHAPE, affine,
+    images, mask, info = _render_patient(np.random.default_rng([7, 0, 0]), _SITES["stanford"], SHAPE, affine,
                                          PAPER_SEQUENCES, debug)
     return images, mask, info, debug
 
@@ -59,17 +59,20 @@ def test_lesion_cnr_per_sequence(patient) -> None:
         sigma = float(residual[flat].std())
         cnr[seq] = float((img[solid].mean() - img[around].mean()) / sigma)
     # Both post-contrast scans show the lesion; FSE's the most (section I); pre-contrast not.
-    assert cnr["t1_fse_post"] > cnr["t1_gre_post"] > 5, cnr  # measured: 21.6 vs 13.5 (seed 2)
+    assert cnr["t1_fse_post"] > cnr["t1_gre_post"] > 5, cnr  # measured: 20.1 vs 14.0 (seed 7)
     assert abs(cnr["t1_fse_pre"]) < 0.5 * cnr["t1_gre_post"], cnr
 
 
 def test_annotation_lies_on_the_reference_grid(patient) -> None:
     images, mask, info, dbg = patient
     # The mask is the reference scan's own lesion: its enhancement edge coincides with the
-    # mask border on t1_gre_post (no resampling, no registration error).
+    # mask border on t1_gre_post (no resampling, no registration error). Measured on the
+    # largest solid lesion (a ring lesion's interior is its dark necrotic core).
     gre = images["t1_gre_post"]
-    labels, n = ndimage.label(mask)
-    big = labels == (1 + int(np.argmax(ndimage.sum(mask, labels, range(1, n + 1)))))
+    solid = _solid(mask, info, _grid(SHAPE, VOXEL))
+    labels, n = ndimage.label(solid)
+    assert n >= 1
+    big = labels == (1 + int(np.argmax(ndimage.sum(solid, labels, range(1, n + 1)))))
     inside = big & ndimage.binary_erosion(big)
     ring = ndimage.binary_dilation(big, iterations=2) & ~big
     assert gre[inside].mean() > gre[ring].mean()

@@ -1,0 +1,147 @@
+"""Physical-space geometry: resampling a RAS volume to a target voxel size and back.
+
+A :class:`GridMap` relates a volume's own RAS voxel grid (``src``: shape [X, Y, Z], spacing
+(sx, sy, sz) mm) to a resampled grid of the same physical extent at the target spacing
+(tx, ty, tz) mm. Both grids share their centre: target voxel ``i`` sits at source voxel
+coordinate ``c_src + (i - c_dst) * t / s`` per axis (``c = (n - 1) / 2``), so the mapping is
+a diagonal scale plus an offset and both directions are one ``scipy.ndimage.affine_transform``.
+The target shape is ``max(1, round(n * s / t))`` per axis (the same field of view, to within
+half a target voxel at each edge).
+
+Images are resampled linearly after a Gaussian prefilter where the target is coarser than
+the source (sigma = (t/s - 1) / 2 voxels, scikit-image's anti-aliasing rule), so a
+downsampled image does not alias; masks are resampled linearly and thresholded at 0.5 (what
+nnU-Net does for segmentations); probabilities go back to the source grid linearly, without a
+prefilter (nnU-Net's export does the same).
+
+Planning (:func:`plan_spacing`) takes the median in-plane and the median slice spacing of a
+cohort, as nnU-Net's experiment planner takes the median spacing of its training cases.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+#: Inference pads every slice to a multiple of this (the networks' output stride), so a full
+#: slice and a training patch meet the same grid alignment of the strided layers.
+PAD_MULTIPLE = 8
+
+
+@dataclass(frozen=True)
+class GridMap:
+    """Source RAS grid <-> resampled grid (see the module docstring).
+
+    ``src_shape``: (X, Y, Z) voxels; ``src_spacing``: their size in mm; ``spacing``: the
+    target voxel size in mm; ``shape``: the resampled (X', Y', Z').
+    """
+
+    src_shape: tuple[int, int, int]
+    src_spacing: tuple[float, float, float]
+    spacing: tuple[float, float, float]
+    shape: tuple[int, int, int]
+
+    @classmethod
+    def plan(cls, src_shape: Sequence[int], src_spacing: Sequence[float], spacing: Sequence[float]) -> GridMap:
+        """The grid of the same extent as ``src_shape`` voxels of ``src_spacing`` at ``spacing``.
+
+        Raises ValueError for a non-positive spacing or an empty source.
+        """
+        src = tuple(int(n) for n in src_shape)
+        s = tuple(float(v) for v in src_spacing)
+        t = tuple(float(v) for v in spacing)
+        if len(src) != 3 or len(s) != 3 or len(t) != 3:
+            raise ValueError(f"need three sizes, got shape {src_shape}, spacing {src_spacing} -> {spacing}")
+        if min(src) < 1 or min(s) <= 0 or min(t) <= 0:
+            raise ValueError(f"bad grid: shape {src}, spacing {s} mm -> target {t} mm")
+        shape = tuple(max(1, int(np.floor(n * a / b + 0.5))) for n, a, b in zip(src, s, t, strict=True))
+        return cls(src, s, t, shape)  # type: ignore[arg-type]
+
+    @property
+    def scale(self) -> np.ndarray:
+        """float64[3]: source voxels per target voxel (> 1 where the target is coarser)."""
+        return np.asarray(self.spacing) / np.asarray(self.src_spacing)
+
+    @property
+    def offset(self) -> np.ndarray:
+        """float64[3]: source voxel coordinate of target voxel 0."""
+        c_src = (np.asarray(self.src_shape) - 1) / 2.0
+        c_dst = (np.asarray(self.shape) - 1) / 2.0
+        return c_src - self.scale * c_dst
+
+    @property
+    def identity(self) -> bool:
+        return self.src_shape == self.shape and np.allclose(self.scale, 1.0)
+
+    def to_target(self, volume: np.ndarray, *, order: int = 1, antialias: bool = True) -> np.ndarray:
+        """float32[X', Y', Z'] of ``volume`` float[X, Y, Z] on the resampled grid.
+
+        ``antialias``: Gaussian prefilter along axes the target is coarser on (images; not
+        for masks). Outside the source (at most half a target voxel at the edges) the edge
+        value is repeated.
+        """
+        from scipy import ndimage
+
+        v = np.asarray(volume, dtype=np.float32)
+        if tuple(v.shape) != self.src_shape:
+            raise ValueError(f"volume of shape {v.shape} does not match the grid's source {self.src_shape}")
+        if self.identity:
+            return v.copy()
+        if antialias:
+            sigma = np.maximum(0.0, (self.scale - 1.0) / 2.0)
+            if sigma.any():
+                v = ndimage.gaussian_filter(v, sigma=sigma, mode="nearest")
+        return ndimage.affine_transform(v, self.scale, offset=self.offset, output_shape=self.shape,
+                                        order=order, mode="nearest").astype(np.float32, copy=False)
+
+    def to_source(self, volume: np.ndarray, *, order: int = 1) -> np.ndarray:
+        """float32[X, Y, Z]: ``volume`` float[X', Y', Z'] (e.g. probabilities) back on the
+        source grid, linearly, edge values repeated outside."""
+        from scipy import ndimage
+
+        v = np.asarray(volume, dtype=np.float32)
+        if tuple(v.shape) != self.shape:
+            raise ValueError(f"volume of shape {v.shape} does not match the resampled grid {self.shape}")
+        if self.identity:
+            return v.copy()
+        inv = 1.0 / self.scale
+        return ndimage.affine_transform(v, inv, offset=-self.offset * inv, output_shape=self.src_shape,
+                                        order=order, mode="nearest").astype(np.float32, copy=False)
+
+    def mask_to_target(self, mask: np.ndarray) -> np.ndarray:
+        """uint8[X', Y', Z']: a binary mask resampled linearly and thresholded at 0.5."""
+        return (self.to_target(np.asarray(mask, dtype=np.float32), antialias=False) >= 0.5).astype(np.uint8)
+
+    def to_dict(self) -> dict[str, list[float] | list[int]]:
+        return {"src_shape": list(self.src_shape), "src_spacing": list(self.src_spacing),
+                "spacing": list(self.spacing), "shape": list(self.shape)}
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Sequence[float]]) -> GridMap:
+        return cls(tuple(int(v) for v in d["src_shape"]), tuple(float(v) for v in d["src_spacing"]),  # type: ignore[arg-type]
+                   tuple(float(v) for v in d["spacing"]), tuple(int(v) for v in d["shape"]))
+
+
+def plan_spacing(spacings: Iterable[Sequence[float]]) -> tuple[float, float]:
+    """(in-plane mm, slice mm): the medians of a cohort's voxel sizes (X, Y, Z) in RAS.
+
+    The in-plane value is the median over both in-plane axes of every volume. Rounded to
+    0.01 mm, so a planned value reads as it is logged. Raises ValueError on no volumes.
+    """
+    arr = np.asarray([tuple(float(v) for v in s) for s in spacings], dtype=np.float64)
+    if arr.size == 0:
+        raise ValueError("no volumes to plan a target spacing from")
+    inplane = float(np.median(arr[:, :2].ravel()))
+    slice_mm = float(np.median(arr[:, 2]))
+    return round(inplane, 2), round(slice_mm, 2)
+
+
+def pad_amounts(size: int, multiple: int = PAD_MULTIPLE, minimum: int = 0) -> tuple[int, int]:
+    """(before, after) padding that brings ``size`` to a multiple of ``multiple`` that is at
+    least ``minimum``, split evenly (the odd pixel after)."""
+    target = max(int(minimum), int(size))
+    target = -(-target // multiple) * multiple
+    extra = target - int(size)
+    return extra // 2, extra - extra // 2
