@@ -11,10 +11,11 @@ closest valid name, e.g. ``model.fusoin: unknown field (did you mean 'fusion'?)`
 from __future__ import annotations
 
 import difflib
+import math
 import os
 import types
 import typing
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, Literal, TypeVar
 
@@ -29,7 +30,10 @@ from pydantic import (
     model_validator,
 )
 
+from seqablate import metric_names as mn
+from seqablate import objectives
 from seqablate import vocabulary as V
+from seqablate.naming import mapping_text, parse_mapping_text
 from seqablate.sequences import PAPER_SEQUENCES, canonical, validate_sequences
 
 # The choices come from seqablate.vocabulary (declared once); Literal[tuple] expands to them.
@@ -90,6 +94,68 @@ class _Strict(BaseModel):
         if any(isinstance(x, bool) for x in values):
             raise ValueError("expected a number, not a boolean (YAML reads true/false, yes/no, on/off as booleans)")
         return v
+
+
+# ------------------------------------------------------------------ sequence dropout settings
+
+#: A ``train.dropout_p`` value: one probability for every sequence, or one per named sequence.
+DropoutP = float | dict[str, float]
+
+
+def _probability(v: Any, what: str) -> float:
+    if isinstance(v, bool) or not isinstance(v, int | float | str):
+        raise ValueError(f"{what} must be a number in [0, 1], got {v!r}")
+    try:
+        f = float(v)
+    except ValueError:
+        raise ValueError(f"{what} must be a number in [0, 1] or a mapping {{sequence: p}} "
+                         f"(written 't1_gre_post=0.4,flair=0.1'), got {v!r}") from None
+    if not math.isfinite(f) or not 0.0 <= f <= 1.0:
+        raise ValueError(f"{what} must be in [0, 1], got {v!r}")
+    return f
+
+
+def parse_dropout_p(value: Any) -> DropoutP:
+    """A ``train.dropout_p`` value: a number in [0, 1] (every sequence), or a mapping
+    ``{sequence: p}`` (also written ``t1_gre_post=0.4,flair=0.1``, its MLflow param) with
+    canonical names (aliases accepted, each name once) and each p in [0, 1], kept to 12
+    significant digits so its one-string form reads back to the same numbers.
+
+    Checked without the study's sequences (that the names are among ``data.sequences``, and
+    their order, is :class:`TrialConfig`'s). Raises ValueError naming the value; an empty
+    mapping is refused (say 0 for no dropout).
+    """
+    if isinstance(value, str) and "=" in value:
+        value = parse_mapping_text(value)
+    if not isinstance(value, Mapping):
+        return _probability(value, "dropout p")
+    if not value:
+        raise ValueError("an empty mapping: name at least one sequence and its p, or give 0 for no dropout")
+    out: dict[str, float] = {}
+    for name, p in value.items():
+        seq = canonical(str(name))
+        if seq in out:
+            raise ValueError(f"{name!r} names {seq!r} again in {dict(value)}")
+        out[seq] = float(f"{_probability(p, f'the dropout p of {name!r}'):.12g}")
+    return out
+
+
+def dropout_probabilities(p: DropoutP, sequences: Sequence[str]) -> tuple[float, ...]:
+    """Each sequence's dropout probability, in study order (unnamed sequences 0)."""
+    if isinstance(p, Mapping):
+        return tuple(float(p.get(s, 0.0)) for s in sequences)
+    return tuple(float(p) for _ in sequences)
+
+
+def dropout_active(p: DropoutP) -> bool:
+    """Whether a ``train.dropout_p`` drops anything: a number > 0, or a mapping with a p > 0
+    (a mapping of zeros is "no dropout", the no-dropout twin of the analysis)."""
+    return any(v > 0 for v in p.values()) if isinstance(p, Mapping) else p > 0
+
+
+def dropout_text(p: DropoutP) -> str:
+    """The one-string form (MLflow param and tag): ``0.25`` or ``t1_gre_post=0.4,flair=0.1``."""
+    return mapping_text(p) if isinstance(p, Mapping) else str(p)
 
 
 class DataConfig(_Strict):
@@ -178,21 +244,64 @@ class TrainConfig(_Strict):
     warmup_steps: int = Field(0, ge=0)
     dice_weight: float = Field(0.0, ge=0)  # loss = BCE + dice_weight * soft Dice
     tie_lambda: float = Field(0.0, ge=0)  # strength of the L2 tie penalty ('l2_tied' only)
-    dropout_p: float = Field(0.0, ge=0, le=1)  # sequence-dropout probability; 0 = off
+    # sequence-dropout probability: one number for every sequence (0 = off), or one per sequence
+    # {t1_gre_post: 0.4, flair: 0.1} (unnamed sequences 0); with 'uniform' only a number (on/off)
+    dropout_p: DropoutP = 0.0
     dropout_mode: DropoutMode = "bernoulli"
     val_every: int = Field(200, ge=1)  # steps between validations
-    val_censor: list[str] = Field(default_factory=list)  # sequences censored in validation (e.g. ['t1_gre_post'])
+    # conditions every validation scores ('full', 'censor_<seq>', 'subset_<a>-<b>'), each logged as
+    # val.<condition>.mAP; the objective below reduces them to the number the trial selects by
+    val_conditions: list[str] = Field(default_factory=lambda: [mn.FULL])
+    # what the trial selects its checkpoint by (and Tune / Optuna optimise): None = the first
+    # validation condition's mAP; a condition; 'worst' or 'mean' over val_conditions; or a
+    # deployment profile {condition: share of patients}, shares summing to 1 (seqablate/objectives.py)
+    objective: str | dict[str, float] | None = None
+    # the older spelling of val_conditions: [censor_<these>] (sequences censored in validation);
+    # kept as written, val_conditions follows it
+    val_censor: list[str] = Field(default_factory=list)
     saliency_every: int = Field(50, ge=0)  # steps between saliency aggregates; 0 = off
     seed: int = 0  # training seed (init, sampling, dropout)
     amp: Literal["auto", "bf16", "off"] = "auto"  # bf16 autocast on GPU with 'auto'
     channels_last: bool = True  # on GPU
     checkpoint_every: int | None = None  # steps between checkpoints; None = at each validation
-    select: Literal["best", "last"] = "best"  # evaluated weights: best validation mAP, or the final ones
+    select: Literal["best", "last"] = "best"  # evaluated weights: best validation objective (train.objective), or the final ones
 
     @field_validator("val_censor")
     @classmethod
     def _canonical_censor(cls, v: list[str]) -> list[str]:
         return list(validate_sequences(v)) if v else []
+
+    @field_validator("dropout_p", mode="before")
+    @classmethod
+    def _dropout_p(cls, v: Any) -> DropoutP:
+        return parse_dropout_p(v)
+
+    @field_validator("objective", mode="before")
+    @classmethod
+    def _objective(cls, v: Any) -> objectives.Objective:
+        try:
+            return objectives.parse_objective(v)
+        except ValueError as err:  # the error's location names the field already
+            raise ValueError(str(err).removeprefix("train.objective: ")) from None
+
+    @field_validator("val_conditions")
+    @classmethod
+    def _val_conditions(cls, v: list[str]) -> list[str]:
+        if not v:
+            raise ValueError("empty; name at least one condition (e.g. [full])")
+        return [str(c).strip() for c in v]
+
+    @model_validator(mode="after")
+    def _uniform_takes_a_number(self) -> TrainConfig:
+        # 'uniform' draws a subset ignoring p (p only switches it on): per-sequence rates given
+        # with it would be silently unused.
+        if self.dropout_mode == "uniform" and isinstance(self.dropout_p, Mapping):
+            raise ValueError(
+                f"train.dropout_p {dropout_text(self.dropout_p)!r} gives per-sequence probabilities, which "
+                "train.dropout_mode: uniform ignores (it keeps a uniformly drawn subset); use "
+                "dropout_mode: bernoulli with the mapping, or a number p > 0 with uniform"
+            )
+        return self
 
 
 class EvalConfig(_Strict):
@@ -244,6 +353,7 @@ class TrialConfig(_Strict):
             raise ValueError(
                 f"model.slices {self.model.slices} differs from data.slices {self.data.slices}"
             )
+        self._resolve_sequence_settings()
         d = self.data
         no_val = d.val_patients == 0 or (d.val_patients is None and d.val_fraction == 0 and d.val_min_lesions == 0)
         if no_val and self.train.select == "best":
@@ -255,6 +365,44 @@ class TrialConfig(_Strict):
                 "patients (data.val_patients > 0, or val_fraction / val_min_lesions > 0)"
             )
         return self
+
+    def _resolve_sequence_settings(self) -> None:
+        """The train settings that name sequences, checked against ``data.sequences`` and put
+        in canonical form: dropout mapping in study order, validation conditions and objective
+        (:func:`seqablate.objectives.resolve`), ``val_censor`` as ``val_conditions``."""
+        t, seqs = self.train, tuple(self.data.sequences)
+        if isinstance(t.dropout_p, Mapping):
+            unknown = [s for s in t.dropout_p if s not in seqs]
+            if unknown:
+                raise ValueError(f"train.dropout_p names {unknown}, not among the study's sequences "
+                                 f"data.sequences {list(seqs)}")
+            ordered = {s: t.dropout_p[s] for s in seqs if s in t.dropout_p}
+            if list(ordered) != list(t.dropout_p):
+                t.dropout_p = ordered
+        conditions = list(t.val_conditions)
+        if t.val_censor:
+            # val_censor is the first spelling of one censored validation condition: it sets
+            # val_conditions when those are the default, and must agree with them otherwise.
+            unknown = [s for s in t.val_censor if s not in seqs]
+            if unknown:
+                raise ValueError(f"train.val_censor names {unknown}, not among data.sequences {list(seqs)}")
+            kept = [s for s in seqs if s not in t.val_censor]
+            if not kept:
+                raise ValueError(f"train.val_censor {t.val_censor} censors every sequence: nothing left to validate on")
+            censored = objectives.canonical_condition(mn.subset_condition(kept), seqs, field="train.val_censor")
+            if conditions == [mn.FULL]:
+                conditions = [censored]
+            elif [objectives.canonical_condition(c, seqs) for c in conditions] != [censored]:
+                raise ValueError(
+                    f"train.val_censor {t.val_censor} and train.val_conditions {conditions} both say what "
+                    f"validation scores; val_censor is the older spelling of val_conditions: [{censored}]: "
+                    "set only train.val_conditions"
+                )
+        objective, conditions = objectives.resolve(t.objective, conditions, seqs)
+        if conditions != list(t.val_conditions):
+            t.val_conditions = conditions
+        if objective != t.objective:
+            t.objective = objective
 
 
 class StudyConfig(_Strict):
@@ -393,7 +541,8 @@ def stored_trial(data: Mapping[str, Any], *, source: str = "") -> TrialConfig:
 def load_yaml(path: str | Path, cls: type[C] = TrialConfig, *, stored: bool = False) -> C:  # type: ignore[assignment]
     """Read a YAML file and validate it as ``cls``; errors name the file and the field.
 
-    ``stored``: the file is a config a run wrote (a TrialConfig read by :func:`stored_trial`).
+    ``stored``: the file is a config a run or a study wrote (a TrialConfig, or a StudyConfig's
+    ``base``, read as :func:`stored_trial` does).
     """
     p = Path(path)
     if not p.is_file():
@@ -404,6 +553,11 @@ def load_yaml(path: str | Path, cls: type[C] = TrialConfig, *, stored: bool = Fa
         raise ConfigError(f"{p}: not valid YAML: {err}") from None
     if stored and cls is TrialConfig and isinstance(raw, Mapping):
         return stored_trial(raw, source=str(p))  # type: ignore[return-value]
+    if stored and isinstance(raw, Mapping) and isinstance(raw.get("base"), Mapping):
+        # A study's record: its base trial config is a stored one (see stored_trial).
+        base = dict(raw["base"])
+        base["data"] = {**(base.get("data") or {}), "geometry": (base.get("data") or {}).get("geometry", V.LEGACY_GEOMETRY)}
+        raw = {**raw, "base": base}
     return parse(cls, raw, source=str(p))
 
 
@@ -434,16 +588,27 @@ def to_yaml(cfg: BaseModel) -> str:
     return yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False)
 
 
+#: Mapping-valued settings that are ONE param (``name=value`` pairs, :func:`naming.mapping_text`),
+#: not one param per entry: a per-sequence dropout is one setting, and its run is found, compared
+#: and grouped by one value.
+ONE_PARAM_MAPPINGS: tuple[str, ...] = ("train.dropout_p", "train.objective")
+
+
 def flatten(cfg: BaseModel | Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
     """Dotted-key view of a config, e.g. ``{'model.fusion': 'concat', ...}`` (MLflow params).
 
-    Lists and tuples are rendered as comma-joined strings; None as the string 'None'.
+    Lists and tuples are rendered as comma-joined strings; None as the string 'None'; the
+    mappings of :data:`ONE_PARAM_MAPPINGS` (also under a study's ``base.``) as one
+    ``name=value,...`` string (``train.dropout_p: t1_gre_post=0.4,flair=0.1``), which the
+    config reads back; other mappings as one key per entry.
     """
     raw = cfg.model_dump(mode="json") if isinstance(cfg, BaseModel) else dict(cfg)
     out: dict[str, Any] = {}
     for k, v in raw.items():
         key = f"{prefix}{k}"
-        if isinstance(v, Mapping):
+        if isinstance(v, Mapping) and any(key == m or key.endswith(f".{m}") for m in ONE_PARAM_MAPPINGS):
+            out[key] = mapping_text(v)
+        elif isinstance(v, Mapping):
             out.update(flatten(v, prefix=f"{key}."))
         elif isinstance(v, list | tuple):
             out[key] = ",".join(str(x) for x in v)

@@ -12,6 +12,18 @@ model also logs the other policy under ``test_<policy>.`` / ``external_<policy>.
 two sit side by side. Conditions: ``full``, ``censor_<seq>``, ``subset_<a>-<b>`` (the
 sequences kept, in study order; :func:`condition_subset` reads them back).
 
+Validation, at every validation of a trial::
+
+    val.<condition>.<metric>    each condition of ``train.val_conditions`` (mAP, max_sensitivity,
+                                tp_dice), under the run's statistics policy
+    val.objective               the trial's objective (``train.objective``) at this validation
+    val.best_objective          the best ``val.objective`` so far: what checkpoint selection,
+                                Tune's schedulers and Optuna use, and the report picks seeds by
+    val.mAP, val.best_mAP       the same two numbers under their first names (reports and tools
+                                that read them keep working); ``val.max_sensitivity`` and
+                                ``val.tp_dice`` are the selection condition's when the objective
+                                is one condition
+
 Saliency traces (per step and cumulative)::
 
     saliency.sequence.<name>      saliency.cumulative.sequence.<name>
@@ -34,8 +46,16 @@ POLICIES = ("stored", "per_subset")
 #: Lesion-level metrics an evaluation logs per condition (CI bounds: ``mAP_lo``/``mAP_hi``).
 EVAL_METRICS = ("mAP", "max_sensitivity", "tp_dice", "froc_mean", "n_truth", "n_pred", "n_tp", "n_patients")
 
-#: The validation score a trial selects its checkpoint by (and the report picks a seed by).
+#: Validation metrics logged per condition (``val.<condition>.<metric>``).
+VAL_METRICS = ("mAP", "max_sensitivity", "tp_dice")
+#: The trial's objective at one validation, and the best of it so far: the score a trial selects
+#: its checkpoint by, Tune's metric, and what the report picks a seed by.
+VAL_OBJECTIVE = "val.objective"
+VAL_BEST_OBJECTIVE = "val.best_objective"
+#: Their first names, kept for the readers of older runs (equal to the two above).
+VAL_MAP = "val.mAP"
 VAL_BEST = "val.best_mAP"
+VAL_BEST_STEP = "val.best_step"
 
 EVAL_DIR = "eval"
 LESIONS_CSV = "lesions.csv"
@@ -101,6 +121,39 @@ def parse_metric(key: str) -> MetricName | None:
         return MetricName(split, rest, None, metric, bound, policy)
     cohort, _, cond = rest.partition(".")
     return MetricName(split, cond or "full", cohort, metric, bound, policy)
+
+
+@dataclass(frozen=True)
+class ValMetricName:
+    """A parsed per-condition validation metric name (``val.<condition>.<metric>``)."""
+
+    condition: str  # 'full', 'censor_t1_gre_post', 'subset_flair-t1_fse_post', ...
+    metric: str  # 'mAP', 'max_sensitivity', 'tp_dice'
+
+    @property
+    def key(self) -> str:
+        return val_key(self.condition, self.metric)
+
+
+_VAL_RE = re.compile(r"^val\.(?P<condition>full|(?:censor|subset)_[A-Za-z0-9_\-]+)\.(?P<metric>[A-Za-z_]+)$")
+
+
+def val_key(condition: str, metric: str = "mAP") -> str:
+    """``val.<condition>.<metric>``, e.g. ``val.censor_t1_gre_post.mAP``; inverse of
+    :func:`parse_val_metric`. Raises ValueError for a condition that is not ``full``,
+    ``censor_<...>`` or ``subset_<...>`` (the names :mod:`seqablate.objectives` writes)."""
+    key = f"val.{condition}.{metric}"
+    if not _VAL_RE.match(key):
+        raise ValueError(f"not a validation condition and metric: {condition!r}, {metric!r} "
+                         "(conditions are 'full', 'censor_<seq>' or 'subset_<a>-<b>')")
+    return key
+
+
+def parse_val_metric(key: str) -> ValMetricName | None:
+    """Parse ``val.<condition>.<metric>`` (None for any other name, ``val.mAP`` and
+    ``val.objective`` included)."""
+    m = _VAL_RE.match(key)
+    return ValMetricName(m["condition"], m["metric"]) if m else None
 
 
 def saliency_key(kind: str, name: str | int, *, cumulative: bool = False) -> str:

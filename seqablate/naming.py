@@ -61,6 +61,63 @@ def _num(x: Any) -> str:
     return f"{mantissa.rstrip('0').rstrip('.')}e{int(exponent)}"
 
 
+def mapping_text(values: Mapping[str, Any]) -> str:
+    """``name=value`` pairs joined by ``,`` in the mapping's order, e.g. ``t1_gre_post=0.4,flair=0.1``.
+
+    The one-string form of a mapping-valued setting (a per-sequence dropout probability, a
+    deployment profile): one MLflow param, one table cell. Numbers are written with up to 12
+    significant digits (``0.1 + 0.2`` -> ``0.3``), as :func:`trial_key` compares them; an empty
+    mapping gives ``""``. Inverse: :func:`parse_mapping_text`.
+    """
+    parts = []
+    for k, v in values.items():
+        f = _float(v)
+        parts.append(f"{k}={f:.12g}" if f is not None else f"{k}={v}")
+    return ",".join(parts)
+
+
+def parse_mapping_text(text: str) -> dict[str, float]:
+    """The mapping of a :func:`mapping_text` string: ``"a=0.4, b=0.1"`` -> ``{"a": 0.4, "b": 0.1}``.
+
+    Spaces around names and values are ignored. Raises ValueError, quoting the text, for a
+    part that is not ``NAME=NUMBER``, an empty name, a value that is not a number, or a name
+    given twice. Range checks belong to the caller (a probability, a share).
+    """
+    out: dict[str, float] = {}
+    for part in str(text).split(","):
+        name, sep, value = part.partition("=")
+        name, value = name.strip(), value.strip()
+        f = _float(value) if sep and value else None
+        if not name or f is None:
+            raise ValueError(f"expected NAME=NUMBER pairs separated by ',' (e.g. 't1_gre_post=0.4,flair=0.1'), "
+                             f"got {text!r}")
+        if name in out:
+            raise ValueError(f"{name!r} is given twice in {text!r}")
+        out[name] = f
+    return out
+
+
+def _dropout_part(p: Any) -> str | None:
+    """The run-name part of a ``train.dropout_p`` override: ``p0.25`` for a number,
+    ``p_t1_gre_post=0.4+flair=0.1`` for a per-sequence mapping (entries as given, zeros left
+    out), None when dropout is off (0, or a mapping of zeros). A value that is neither (a bad
+    space point, named before it is refused) is shown as it is."""
+    if p is None:
+        return None
+    if isinstance(p, str) and "=" in p:
+        try:
+            p = parse_mapping_text(p)
+        except ValueError:
+            return f"p{p}"
+    if isinstance(p, Mapping):
+        on = [(str(k), v) for k, v in p.items() if _float(v) is None or _float(v) != 0]
+        return "p_" + "+".join(f"{k}={_num(v)}" for k, v in on) if on else None
+    f = _float(p)
+    if f is not None and f <= 0:
+        return None
+    return f"p{_num(p)}"
+
+
 def _value(v: Any) -> str:
     if isinstance(v, bool):
         return str(v).lower()
@@ -75,7 +132,8 @@ def run_name(overrides: Mapping[str, Any]) -> str:
     """A readable run name from an override dict, naming only what the overrides set.
 
     Examples: ``input-seed0``, ``input-p0.25-seed1``, ``mid@layer4-l2_tied-p0.25-seed1``,
-    ``mid@layer4-shared-subtract-seed0``, ``end-independent-p0.4-uniform-seed2``.
+    ``mid@layer4-shared-subtract-seed0``, ``end-independent-p0.4-uniform-seed2``,
+    ``input-p_t1_gre_post=0.4+flair=0.1-seed0`` (per-sequence dropout probabilities).
     Integration and its point come first, then sharing (mid/end), fusion (when not concat),
     lambda (when not the paper-grid default), dropout p (when > 0) and its mode (when not
     bernoulli), learning rate, then any other overridden key as ``<leaf><value>``, then seed.
@@ -97,9 +155,9 @@ def run_name(overrides: Mapping[str, Any]) -> str:
     lam = o.get("train.tie_lambda")
     if lam is not None and sharing == "l2_tied" and not math.isclose(_float(lam) or math.nan, DEFAULT_TIE_LAMBDA):
         parts.append(f"lam{_num(lam)}")
-    p = o.get("train.dropout_p")
-    if p is not None and (_float(p) is None or _float(p) > 0):  # type: ignore[operator]
-        parts.append(f"p{_num(p)}")
+    drop = _dropout_part(o.get("train.dropout_p"))
+    if drop is not None:
+        parts.append(drop)
         mode = o.get("train.dropout_mode")
         if mode is not None and mode != "bernoulli":
             parts.append(str(mode))

@@ -14,7 +14,7 @@ ROOT = Path(__file__).resolve().parents[1] / "seqablate"
 #: Lowest first. A module may import its own layer and those below it.
 LAYERS: tuple[tuple[str, ...], ...] = (
     ("seqablate", "seqablate.sequences", "seqablate.config", "seqablate.folders", "seqablate.metric_names",
-     "seqablate.naming", "seqablate.provenance", "seqablate.vocabulary"),
+     "seqablate.naming", "seqablate.objectives", "seqablate.provenance", "seqablate.vocabulary"),
     ("seqablate.data",),
     ("seqablate.models",),
     ("seqablate.metrics", "seqablate.saliency"),

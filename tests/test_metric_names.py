@@ -84,3 +84,17 @@ def test_written_names_survive_mlflow_and_parse_back(tmp_path: Path):
     assert run.metrics[mn.saliency_key("sequence", "flair", cumulative=True)] == 4.0
     logged = logged_conditions([run])
     assert logged[0] == "full" and sorted(logged) == sorted(c for c, _ in evaluation_conditions(cfg))
+
+
+def test_validation_names_parse_back():
+    for cond in ("full", "censor_t1_gre_post", "subset_t1_fse_pre-flair"):
+        for metric in mn.VAL_METRICS:
+            key = mn.val_key(cond, metric)
+            assert key == f"val.{cond}.{metric}"
+            parsed = mn.parse_val_metric(key)
+            assert (parsed.condition, parsed.metric) == (cond, metric) and parsed.key == key
+            assert mn.parse_metric(key) is None  # not an evaluation name
+    for other in (mn.VAL_OBJECTIVE, mn.VAL_BEST_OBJECTIVE, mn.VAL_MAP, mn.VAL_BEST, mn.VAL_BEST_STEP, "test.full.mAP"):
+        assert mn.parse_val_metric(other) is None, other
+    with pytest.raises(ValueError, match="not a validation condition"):
+        mn.val_key("censor t1_gre_post")

@@ -28,6 +28,7 @@ ELSEWHERE: dict[str, str] = {
     r"^make test$": "tests/test_readme.py::test_ci_runs_the_readme_test_command",
     r"^mlflow ui --backend-store-uri ": "tests/ecosystem/test_ecosystem_mlflow_ui.py::test_runs_page_shows_trials_and_metric_columns",
     r"ray job submit ": "tests/trainables/test_trainables_study.py::test_ray_job_submit",
+    r"^seqablate study run .*--objective ": "tests/trainables/test_trainables_objective.py::test_readme_robustness_study",
 }
 
 
@@ -129,7 +130,7 @@ SUBSTITUTIONS: list[tuple[str, str]] = [
     (r"\bSTUDY\b", "runs/table2"),
     (r"\bDIR\b", "{tmp}/report"),
 ]
-SMOKE_STUDIES = ("paper-table1", "paper-table2", "hpo")
+SMOKE_STUDIES = ("paper-table1", "paper-table2", "hpo", "dropout-sweep", "hpo-per-sequence")
 
 
 def _prepare(cmd: str, ctx: dict[str, str]) -> str:

@@ -19,19 +19,29 @@ from seqablate.analysis.document import Figure
 from seqablate.analysis.runs import Run, study_sequences
 from seqablate.analysis.study import StudyRuns
 
+#: Validation scores a seed is picked by, first found first: the objective the trial selected
+#: its checkpoint by, then its first name (runs logged before it had its own).
+SELECTION_KEYS: tuple[str, ...] = (mn.VAL_BEST_OBJECTIVE, mn.VAL_BEST)
 
-def best_runs(runs: Sequence[Run], key: str = mn.VAL_BEST) -> dict[str, Run]:
+
+def best_runs(runs: Sequence[Run], key: str | None = None) -> dict[str, Run]:
     """The finished full-protocol run without and with dropout whose *validation* score
-    ``key`` is best (a seed picked on test would flatter every figure drawn from it); runs
-    that logged no ``key`` fall back to the lowest seed."""
+    ``key`` (default: the first of :data:`SELECTION_KEYS` the candidates logged) is best (a
+    seed picked on test would flatter every figure drawn from it); runs that logged no such
+    score fall back to the lowest seed."""
     seqs = study_sequences(runs)
     out: dict[str, Run] = {}
     for label, want_dropout in (("no dropout", False), ("dropout", True)):
-        cands = [r for r in runs if r.usable and r.sequences == seqs and (r.dropout_p > 0) == want_dropout]
+        cands = [r for r in runs if r.usable and r.sequences == seqs and r.has_dropout == want_dropout]
         if not cands:
             continue
-        scored = [r for r in cands if key in r.metrics and not math.isnan(r.metrics[key])]
-        out[label] = max(scored, key=lambda r: r.metrics[key]) if scored else min(cands, key=lambda r: str(r.seed))
+        for k in (key,) if key else SELECTION_KEYS:
+            scored = [r for r in cands if k in r.metrics and not math.isnan(r.metrics[k])]
+            if scored:
+                out[label] = max(scored, key=lambda r, k=k: r.metrics[k])
+                break
+        else:
+            out[label] = min(cands, key=lambda r: str(r.seed))
     return out
 
 

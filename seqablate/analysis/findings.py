@@ -100,10 +100,10 @@ class _Pair:
 def _pairs(runs: Sequence[Run]) -> list[_Pair]:
     seqs = study_sequences(runs)
     groups = [g for g in group_by_config(runs) if g.sequences == seqs and g.usable]
-    base = {twin_key(g): g for g in groups if g.dropout_p == 0}
+    base = {twin_key(g): g for g in groups if not g.has_dropout}
     out = []
     for g in groups:
-        if g.dropout_p > 0 and twin_key(g) in base:
+        if g.has_dropout and twin_key(g) in base:
             out.append(_Pair(base[twin_key(g)], g))
     return out
 

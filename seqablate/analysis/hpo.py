@@ -15,10 +15,15 @@ from typing import Any
 
 import pandas as pd
 
+from seqablate import metric_names as mn
 from seqablate.analysis.runs import IGNORED_PREFIXES, SEED_KEYS, Run
+from seqablate.config import dropout_probabilities
 
-#: Objective metrics, in order of preference: what the Tune search maximised first.
-OBJECTIVES: tuple[str, ...] = ("val.best_mAP", "val.mAP", "test.full.mAP")
+#: Objective metrics, in order of preference: what the Tune search maximised first (the best
+#: validation objective; ``val.best_mAP`` is its first name, older runs log only that).
+OBJECTIVES: tuple[str, ...] = (mn.VAL_BEST_OBJECTIVE, mn.VAL_BEST, mn.VAL_MAP, "test.full.mAP")
+#: The param a per-sequence dropout mapping is spread over (``train.dropout_p.<sequence>``).
+DROPOUT_PARAM = "train.dropout_p"
 
 #: Params that never count as searched even when they vary (bookkeeping / paths).
 NOT_SEARCHED: frozenset[str] = frozenset({"data.cache_dir", "data.cohort", "eval.external"})
@@ -34,15 +39,35 @@ def pick_objective(runs: Sequence[Run], preferred: str | None = None) -> str | N
     return None
 
 
-def searched_params(runs: Sequence[Run]) -> list[str]:
-    """Params whose value differs between the finished runs (seed and bookkeeping excluded)."""
+def searchable(runs: Sequence[Run]) -> dict[str, dict[str, str]]:
+    """run id -> the params the analysis compares: the logged ones, except that when any
+    usable run has per-sequence dropout probabilities, ``train.dropout_p`` is spread into one
+    numeric param per sequence (``train.dropout_p.<sequence>``; a single p counts for every
+    sequence, an unnamed sequence as 0), so importance is attributed per sequence, not to
+    each distinct mapping as a category."""
     usable = [r for r in runs if r.usable]
-    keys = sorted({k for r in usable for k in r.params})
+    per_sequence = any(isinstance(r.dropout_p, dict) for r in usable if DROPOUT_PARAM in r.params)
+    out: dict[str, dict[str, str]] = {}
+    for r in usable:
+        params = dict(r.params)
+        if per_sequence and DROPOUT_PARAM in params:
+            del params[DROPOUT_PARAM]
+            for s, p in zip(r.sequences, dropout_probabilities(r.dropout_p, r.sequences), strict=True):
+                params[f"{DROPOUT_PARAM}.{s}"] = f"{p:g}"
+        out[r.run_id] = params
+    return out
+
+
+def searched_params(runs: Sequence[Run]) -> list[str]:
+    """Params whose value differs between the finished runs (seed and bookkeeping excluded;
+    per-sequence dropout as one param per sequence, :func:`searchable`)."""
+    views = searchable(runs)
+    keys = sorted({k for v in views.values() for k in v})
     out = []
     for k in keys:
         if k in SEED_KEYS or k in NOT_SEARCHED or k.startswith(IGNORED_PREFIXES):
             continue
-        if len({r.params.get(k) for r in usable}) > 1:
+        if len({v.get(k) for v in views.values()}) > 1:
             out.append(k)
     return out
 
@@ -90,6 +115,7 @@ class HpoSummary:
 
 def trial_frame(runs: Sequence[Run], objective: str, params: Sequence[str]) -> pd.DataFrame:
     """One row per finished run with the objective: ``run``, ``run_id``, objective, params."""
+    views = searchable(runs)
     rows = []
     for r in runs:
         v = r.metrics.get(objective)
@@ -97,7 +123,7 @@ def trial_frame(runs: Sequence[Run], objective: str, params: Sequence[str]) -> p
             continue
         row: dict[str, Any] = {"run": r.name, "run_id": r.run_id, objective: float(v)}
         for p in params:
-            row[p] = _parse(r.params[p]) if p in r.params else None
+            row[p] = _parse(views[r.run_id][p]) if p in views[r.run_id] else None
         rows.append(row)
     return pd.DataFrame(rows, columns=["run", "run_id", objective, *params])
 

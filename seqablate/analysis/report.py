@@ -20,11 +20,12 @@ import pandas as pd
 from seqablate.analysis.document import Document, Figure, Frame, Heading, PaperTable, Paragraph
 from seqablate.analysis.figures import best_runs, evaluation_figures
 from seqablate.analysis.findings import RULES, build_findings
-from seqablate.analysis.hpo import summarize_hpo
+from seqablate.analysis.hpo import OBJECTIVES, summarize_hpo
 from seqablate.analysis.runs import Run, group_by_config, study_sequences
 from seqablate.analysis.study import StudyRuns, load_study
 from seqablate.analysis.tables import CENSORED, build_tables, row_order
 from seqablate.analysis.traces import collect_traces, consistency_comparisons, consistency_frame
+from seqablate.tracking.names import TAG_OBJECTIVE
 
 FORMATS = ("html", "md")
 #: The forest plot of the findings, under the report's figures/ folder.
@@ -117,9 +118,12 @@ def _document(
         doc.add(Heading("Hyperparameter search"))
         summary = summarize_hpo(runs)
         if summary is None:
-            doc.add(Paragraph("No finished trial logged an objective (val.best_mAP, val.mAP or test.full.mAP)."))
+            doc.add(Paragraph("No finished trial logged an objective (" + ", ".join(OBJECTIVES) + ")."))
         else:
-            doc.add(Frame(summary.best, f"Best trials by {summary.objective} (of {len(summary.frame)} finished)."))
+            # What the trials selected by, in words, when they agree (the objective.definition tag).
+            defs = sorted({r.tags[TAG_OBJECTIVE] for r in runs if r.usable and r.tags.get(TAG_OBJECTIVE)})
+            what = f": {defs[0]}" if len(defs) == 1 and summary.objective in OBJECTIVES[:2] else ""
+            doc.add(Frame(summary.best, f"Best trials by {summary.objective}{what} (of {len(summary.frame)} finished)."))
             if summary.importances:
                 imp = pd.DataFrame({"parameter": list(summary.importances), "importance": list(summary.importances.values())})
                 doc.add(Frame(imp, "Optuna fANOVA parameter importances for the objective (sum to 1)."))

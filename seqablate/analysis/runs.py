@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from seqablate import vocabulary as V
+from seqablate.config import DropoutP, dropout_active, parse_dropout_p
 from seqablate.metric_names import parse_metric
 from seqablate.sequences import PAPER_SEQUENCES
 
@@ -84,14 +85,42 @@ class Run:
         return self.param("model.sharing", "sharing", "independent") or "independent"
 
     @property
-    def dropout_p(self) -> float:
+    def dropout_p(self) -> DropoutP:
+        """The run's ``train.dropout_p``: a number, or ``{sequence: p}`` for per-sequence
+        probabilities (logged as ``t1_gre_post=0.4,flair=0.1``). Use :attr:`has_dropout` to
+        ask whether it was trained with dropout. Raises ValueError naming the run and the value
+        when the param is neither."""
         raw = self.param("train.dropout_p", "dropout", "0")
+        if raw in (None, "None", ""):
+            return 0.0
         try:
-            return float(raw) if raw not in (None, "None", "") else 0.0
-        except ValueError:
+            return parse_dropout_p(raw)
+        except ValueError as err:
             raise ValueError(
-                f"run {self.run_id} ({self.name}): train.dropout_p is not a number: {raw!r}"
+                f"run {self.run_id} ({self.name}): train.dropout_p is not a number in [0, 1] or a "
+                f"mapping sequence=p: {raw!r} ({err})"
             ) from None
+
+    @property
+    def has_dropout(self) -> bool:
+        """Trained with sequence dropout: p > 0, or a mapping with some p > 0 (a mapping of
+        zeros is no dropout, so its run is a no-dropout twin)."""
+        return dropout_active(self.dropout_p)
+
+    @property
+    def dropout_label(self) -> str:
+        """``p=0.25`` or ``p t1_gre_post=0.4, flair=0.1`` (zeros left out); ``""`` without dropout."""
+        return dropout_label(self.dropout_p)
+
+    @property
+    def dropout_order(self) -> tuple:
+        """A sort key: no dropout first, then one p for all by p, then per-sequence mappings."""
+        p = self.dropout_p
+        if not dropout_active(p):
+            return (0, 0.0, ())
+        if isinstance(p, Mapping):
+            return (2, max(p.values()), tuple(p.items()))
+        return (1, float(p), ())
 
     @property
     def seed(self) -> str:
@@ -104,6 +133,16 @@ class Run:
         if not raw:
             return PAPER_SEQUENCES
         return tuple(s.strip() for s in re.split(r"[,+ ]+", raw.strip("[]")) if s.strip())
+
+
+def dropout_label(p: DropoutP) -> str:
+    """How a dropout setting reads in a table: ``p=0.25``, ``p t1_gre_post=0.4, flair=0.1``
+    (sequences with p = 0 left out), ``""`` without dropout."""
+    if not dropout_active(p):
+        return ""
+    if isinstance(p, Mapping):
+        return "p " + ", ".join(f"{s}={v:g}" for s, v in p.items() if v > 0)
+    return f"p={float(p):g}"
 
 
 def _is_missing(v: Any) -> bool:
@@ -219,8 +258,16 @@ class ConfigGroup:
         return [r for r in self.runs if r.usable]
 
     @property
-    def dropout_p(self) -> float:
+    def dropout_p(self) -> DropoutP:
         return self.first.dropout_p
+
+    @property
+    def has_dropout(self) -> bool:
+        return self.first.has_dropout
+
+    @property
+    def dropout_label(self) -> str:
+        return self.first.dropout_label
 
     @property
     def sequences(self) -> tuple[str, ...]:
@@ -233,8 +280,8 @@ class ConfigGroup:
         if self.sharing_label != "-":
             parts.append(self.sharing_label)
         text = " / ".join(parts)
-        if self.dropout_p > 0:
-            text += f", dropout p={self.dropout_p:g}"
+        if self.has_dropout:
+            text += f", dropout {self.dropout_label}"
         if self.extra:
             text += f" [{self.extra}]"
         return text

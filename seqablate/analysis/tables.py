@@ -271,9 +271,24 @@ def row_order(g: ConfigGroup) -> tuple:
         _INTEG_ORDER.get(r.integration, 9),
         _POINT_ORDER.get(r.integration_point, 9) if r.integration == "mid" else 0,
         _SHARING_ORDER.get(r.sharing, 9) if r.integration != "input" else 0,
-        r.dropout_p,
+        r.dropout_order,
         g.extra,
     )
+
+
+def _sharing_cells(groups: Sequence[ConfigGroup]) -> dict[int, str]:
+    """The weight-sharing cell of each group's row, by ``id(group)``: its label, what else
+    distinguishes it (``extra``), and its dropout setting when another row of the table has
+    the same label but other dropout (a sweep over p, or one p for all beside per-sequence p)."""
+    def base(g: ConfigGroup) -> str:
+        return g.sharing_label + (f" [{g.extra}]" if g.extra else "")
+
+    seen: dict[tuple[str, str], set[str]] = {}
+    for g in groups:
+        seen.setdefault((g.integration_label, base(g)), set()).add(g.dropout_label)
+    return {id(g): base(g) + (f" [{g.dropout_label or 'no dropout'}]"
+                              if len(seen[(g.integration_label, base(g))]) > 1 else "")
+            for g in groups}
 
 
 def _matches_paper_row(g: ConfigGroup, integ: str, sharing: str, fusion: str) -> bool:
@@ -384,14 +399,14 @@ def table_integration(runs: Sequence[Run], *, dropout: bool) -> Table:
     groups = [
         g
         for g in group_by_config(runs)
-        if g.sequences == seqs and ((g.dropout_p > 0) == dropout)
+        if g.sequences == seqs and g.has_dropout == dropout
     ]
     pol = has_policies(groups)
     table = Table(tid, title, ["Integration Level", "Weight Sharing", "Seeds"], _value_columns(pol))
     if not groups:
         table.reason = (
             f"needs runs trained on all of {list(seqs)} "
-            + ("with sequence dropout (train.dropout_p > 0)" if dropout else "without sequence dropout")
+            + ("with sequence dropout (train.dropout_p > 0 for some sequence)" if dropout else "without sequence dropout")
             + "; the study has none"
         )
         return table
@@ -401,16 +416,17 @@ def table_integration(runs: Sequence[Run], *, dropout: bool) -> Table:
         twins = {
             twin_key(g): g
             for g in group_by_config(runs)
-            if g.sequences == seqs and g.dropout_p == 0
+            if g.sequences == seqs and not g.has_dropout
         }
     section_done = False
+    sharing = _sharing_cells(groups)
     for g in groups:
         section = None
         if g.first.fusion == "subtract" and not section_done:
             section = "Pre- and post-contrast subtraction"
             section_done = True
         row = _metric_row(
-            g, lambda m: metric_key("test", "full", m), [g.integration_label, g.sharing_label + (f" [{g.extra}]" if g.extra else "")],
+            g, lambda m: metric_key("test", "full", m), [g.integration_label, sharing[id(g)]],
             table.missing, section=section, policies=pol,
         )
         if dropout:
@@ -461,7 +477,7 @@ def table_censored(runs: Sequence[Run], *, dropout: bool, censored: str = CENSOR
     seqs = study_sequences(runs)
     all_groups = group_by_config(runs)
     groups = sorted(
-        (g for g in all_groups if g.sequences == seqs and (g.dropout_p > 0) == dropout), key=row_order
+        (g for g in all_groups if g.sequences == seqs and g.has_dropout == dropout), key=row_order
     )
     pol = has_policies(groups)
     table = Table(
@@ -476,7 +492,7 @@ def table_censored(runs: Sequence[Run], *, dropout: bool, censored: str = CENSOR
     kept = tuple(s for s in seqs if s != censored)
     cond = _condition_for(runs, kept, seqs)
     exact = sorted(
-        (g for g in all_groups if g.sequences == kept and g.dropout_p == 0), key=row_order
+        (g for g in all_groups if g.sequences == kept and not g.has_dropout), key=row_order
     ) if not dropout else []
     if groups and cond is None:
         table.missing.append(
@@ -484,11 +500,12 @@ def table_censored(runs: Sequence[Run], *, dropout: bool, censored: str = CENSOR
             f"(e.g. test.censor_{censored}.mAP)"
         )
     if cond is not None:
+        sharing = _sharing_cells(groups)
         for g in groups:
             table.rows.append(
                 _metric_row(
                     g, lambda m, c=cond: metric_key("test", c, m),
-                    [g.integration_label, g.sharing_label + (f" [{g.extra}]" if g.extra else "")],
+                    [g.integration_label, sharing[id(g)]],
                     table.missing, policies=pol,
                 )
             )
@@ -534,7 +551,7 @@ def table_subsets(runs: Sequence[Run]) -> list[Table]:
         if sub is not None:
             conds.setdefault(sub, c)
     full_groups = [g for g in group_by_config(runs) if g.sequences == seqs]
-    candidates = sorted((g for g in full_groups if g.dropout_p > 0), key=row_order)
+    candidates = sorted((g for g in full_groups if g.has_dropout), key=row_order)
     fallback = not candidates
     if fallback:
         candidates = sorted(full_groups, key=row_order)
@@ -585,7 +602,7 @@ def _training_label(g: ConfigGroup, seqs: tuple[str, ...]) -> str:
     if g.sequences != seqs:
         left = [s for s in seqs if s not in g.sequences]
         return "without " + "+".join(left) if left else subset_label(g.sequences, g.sequences)
-    return f"dropout p={g.dropout_p:g}" if g.dropout_p > 0 else "all sequences"
+    return f"dropout {g.dropout_label}" if g.has_dropout else "all sequences"
 
 
 def table_external(runs: Sequence[Run]) -> list[Table]:
@@ -603,7 +620,7 @@ def table_external(runs: Sequence[Run]) -> list[Table]:
     tables = []
     groups = sorted(
         group_by_config(runs),
-        key=lambda g: (g.sequences != seqs, g.dropout_p == 0, row_order(g)),
+        key=lambda g: (g.sequences != seqs, not g.has_dropout, row_order(g)),
     )
     pol = has_policies(groups)
     for cohort in cohorts:

@@ -100,12 +100,12 @@ def consistency_comparisons(traces: Sequence[SeedTraces]) -> list[str]:
             by_twin.setdefault(twin_key(st.group), []).append(st)
     lines = []
     for same in by_twin.values():
-        base = [s for s in same if s.group.dropout_p == 0]
+        base = [s for s in same if not s.group.has_dropout]
         if not base:
             continue
         b = base[0].consistency
         for s in same:
-            if s.group.dropout_p == 0:
+            if not s.group.has_dropout:
                 continue
             d = s.consistency
             verdict = "more" if d.spread < b.spread else "less" if d.spread > b.spread else "equally"

@@ -59,6 +59,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     run.add_argument("--storage", default=None, help="study folder or URI (default ./seqablate-runs/<name>)")
     run.add_argument("--tracking-uri", default=None, help="MLflow URI (default: SQLite in the study folder)")
     run.add_argument("--smoke", action="store_true", help="tiny, fast trials (CI, job-submission checks)")
+    run.add_argument("--objective", default=None, metavar="OBJ",
+                     help="what every trial selects its checkpoint by and Tune/Optuna maximise (train.objective): "
+                     "full (the default), a condition such as censor_t1_gre_post, worst or mean over the validation "
+                     "conditions (without train.val_conditions in --base: the full protocol and each sequence "
+                     "censored alone), or a deployment profile full=0.7,censor_t1_gre_post=0.3 (the share of "
+                     "patients arriving with each condition's sequences, summing to 1)")
     run.add_argument("--trials", action="append", metavar="GLOB",
                      help="grids: run only the points whose name matches (e.g. 'mid@*'; repeatable)")
     run.add_argument("--overwrite", action="store_true",
@@ -191,8 +197,10 @@ def _train(args: argparse.Namespace) -> int:
             if not resume and not (out / "checkpoints").exists():
                 _discard_new_run(out, existed)  # nothing trained: leave no half-made run folder
             raise
-    print(f"trained {cfg.name}: {result.state.step} steps, best val mAP {result.state.best_metric:.3f} "
-          f"at step {result.state.best_step}")
+    from seqablate.objectives import definition
+
+    print(f"trained {cfg.name}: {result.state.step} steps, best validation objective {result.state.best_metric:.3f} "
+          f"at step {result.state.best_step} ({definition(cfg.train.objective, cfg.train.val_conditions)})")
     _print_metrics(result.metrics)
     print(f"MLflow run {tlog.run_id} in {study.ref.tracking_uri}")
     return 0
@@ -231,7 +239,14 @@ def _spaces(args: argparse.Namespace) -> int:
 
 def study_config_from_args(args: argparse.Namespace) -> Any:
     """The StudyConfig of ``study run`` flags (flags override the --base config)."""
-    from seqablate.config import StudyConfig, TrialConfig, absolute_paths, load_yaml, parse
+    from seqablate.config import (
+        ConfigError,
+        StudyConfig,
+        TrialConfig,
+        absolute_paths,
+        load_yaml,
+        parse,
+    )
     from seqablate.search_spaces import get_space
 
     get_space(args.space)  # unknown space: error listing the spaces, before anything else
@@ -260,7 +275,37 @@ def study_config_from_args(args: argparse.Namespace) -> Any:
     for key in ("storage", "tracking_uri"):
         if isinstance(raw.get(key), str) and "://" not in raw[key]:
             raw[key] = os.path.abspath(Path(raw[key]).expanduser())
-    return parse(StudyConfig, raw, source="study run")
+    objective = getattr(args, "objective", None)
+    if objective is None:
+        return parse(StudyConfig, raw, source="study run")
+    raw["base"] = with_objective(raw.get("base"), objective)
+    try:
+        return parse(StudyConfig, raw, source="study run")
+    except ConfigError as err:
+        if "train.objective" in str(err) or "train.val_conditions" in str(err):
+            raise ConfigError(f"--objective {objective!r}: {err}") from None
+        raise
+
+
+def with_objective(base: dict[str, Any] | None, objective: str) -> dict[str, Any]:
+    """A base config mapping with ``train.objective`` set to ``objective`` (``--objective``).
+
+    ``worst`` / ``mean`` over the base's validation conditions need several: a base that
+    names none beyond the default ``[full]`` (and no ``train.val_censor``) validates under the
+    full protocol and each of its sequences censored alone. A condition or a profile adds the
+    conditions it names (:func:`seqablate.objectives.resolve`).
+    """
+    from seqablate.objectives import AGGREGATES, robustness_conditions
+    from seqablate.sequences import PAPER_SEQUENCES
+
+    out = dict(base or {})
+    train = dict(out.get("train") or {})
+    train["objective"] = objective
+    if (objective.strip() in AGGREGATES and list(train.get("val_conditions") or ["full"]) == ["full"]
+            and not train.get("val_censor")):
+        train["val_conditions"] = robustness_conditions((out.get("data") or {}).get("sequences") or PAPER_SEQUENCES)
+    out["train"] = train
+    return out
 
 
 def _study_run(args: argparse.Namespace) -> int:

@@ -15,7 +15,7 @@ acquired. With p = 0.25 and S = 4 the number dropped is 0/1/2/3/4 with 32/42/21/
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -81,24 +81,50 @@ def _apply_sample(sample: dict[str, Any], keep: np.ndarray) -> dict[str, Any]:
 class SequenceDropout:
     """Drop whole sequences of a sample at random (training augmentation).
 
-    ``mode="bernoulli"``: each present sequence is dropped with probability ``p``; if every
-    present sequence would be dropped, none is. ``mode="uniform"``: a non-empty subset of the
-    present sequences is kept, every subset equally likely (RFNet / mmFormer protocol; ``p``
-    is unused). Own ``numpy.random.Generator`` from ``seed`` (never the global RNG).
-    Sequences missing on disk are never "kept" and count in S_total for the scaling.
+    ``mode="bernoulli"``: each present sequence s is dropped with probability ``p`` (one
+    number for every sequence) or ``p[s]`` (one per sequence: a float[S] vector in study
+    order, or a mapping ``{sequence: p}`` with ``sequences`` given, unnamed sequences 0);
+    if every present sequence would be dropped, none is. So a sequence's drop rate is its p
+    times the chance that some other present sequence survives (exactly p when another
+    present sequence has p = 0). ``mode="uniform"``: a non-empty subset of the present
+    sequences is kept, every subset equally likely (RFNet / mmFormer protocol; ``p`` is unused
+    and must be one number). Own ``numpy.random.Generator`` from ``seed`` (never the global
+    RNG); all p = 0 draws nothing from it, so it is exactly no dropout. Sequences missing on
+    disk are never "kept" and count in S_total for the scaling.
     """
 
-    def __init__(self, p: float = 0.25, mode: str = "bernoulli", seed: int | None = None) -> None:
-        if not 0.0 <= p <= 1.0:
-            raise ValueError(f"dropout p must be in [0, 1], got {p}")
+    def __init__(self, p: float | Sequence[float] | Mapping[str, float] = 0.25, mode: str = "bernoulli",
+                 seed: int | None = None, *, sequences: Sequence[str] | None = None) -> None:
         if mode not in MODES:
             raise ValueError(f"dropout mode must be one of {list(MODES)}, got {mode!r}")
-        self.p = float(p)
+        if isinstance(p, Mapping):
+            if sequences is None:
+                raise ValueError("per-sequence dropout probabilities by name need the study's sequences (sequences=)")
+            named = {canonical(k): float(v) for k, v in p.items()}
+            unknown = [k for k in p if canonical(k) not in sequences]
+            if unknown:
+                raise ValueError(f"dropout p names {unknown}, not among the sequences {list(sequences)}")
+            p = [named.get(s, 0.0) for s in sequences]
+        per = np.atleast_1d(np.asarray(p, dtype=float))
+        if per.ndim != 1 or not np.all((per >= 0.0) & (per <= 1.0)):
+            raise ValueError(f"dropout p must be in [0, 1] (one number, or one per sequence), got {p}")
+        if mode == "uniform" and np.ndim(p) != 0:
+            raise ValueError("dropout mode 'uniform' ignores p: give one number, not one per sequence")
+        self.p: float | tuple[float, ...] = float(per[0]) if np.ndim(p) == 0 else tuple(float(x) for x in per)
+        self._per = per if np.ndim(p) != 0 else None  # float[S], or None for one shared p
         self.mode = mode
         self.rng = np.random.default_rng(seed)
 
     def __repr__(self) -> str:
         return f"SequenceDropout(p={self.p}, mode={self.mode!r})"
+
+    def _probabilities(self, idx: np.ndarray, s: int) -> np.ndarray | float:
+        """The drop probabilities of the present sequences ``idx`` of an [S] sample."""
+        if self._per is None:
+            return float(self.p)  # type: ignore[arg-type]
+        if len(self._per) != s:
+            raise ValueError(f"{len(self._per)} per-sequence dropout probabilities for a sample of {s} sequences")
+        return self._per[idx]
 
     def draw(self, present: np.ndarray | torch.Tensor) -> np.ndarray:
         """keep bool[S] for one sample whose on-disk presence is ``present`` bool[S]."""
@@ -108,9 +134,10 @@ class SequenceDropout:
         if idx.size == 0:
             return keep
         if self.mode == "bernoulli":
-            if self.p == 0.0:
+            p = self._probabilities(idx, pres.size)
+            if not np.any(p):  # nothing can drop: no draw, the stream of p = 0
                 return keep
-            dropped = self.rng.random(idx.size) < self.p
+            dropped = self.rng.random(idx.size) < p
             if dropped.all():  # never drop everything: an all-zero input is not a sample
                 return keep
             keep[idx[dropped]] = False

@@ -18,7 +18,12 @@ from seqablate.naming import (
     run_name,
     trial_key,
 )
-from seqablate.search_spaces.hpo import hpo_for, make_hpo
+from seqablate.search_spaces.hpo import (
+    hpo_for,
+    hpo_per_sequence_for,
+    make_hpo,
+    make_hpo_per_sequence,
+)
 from seqablate.search_spaces.paper import dropout_sweep_points, table1_points, table2_points
 from seqablate.search_spaces.registry import (
     Space,
@@ -72,5 +77,13 @@ register_space(
         "Optuna define-by-run: integration, point, fusion, sharing, tie lambda (l2_tied), dropout p/mode, lr",
         search=make_hpo(),
         search_factory=hpo_for,
+    )
+)
+register_space(
+    Space(
+        "hpo-per-sequence",
+        "hpo with one dropout p per sequence (0-0.6 each, bernoulli); pair with --objective worst or a profile",
+        search=make_hpo_per_sequence(),
+        search_factory=hpo_per_sequence_for,
     )
 )

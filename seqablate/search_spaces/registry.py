@@ -5,7 +5,10 @@ A :class:`Space` is either a *grid* (a list of override dicts, dotted keys for
 ``(trial: optuna.Trial) -> dict`` returning the trial's override dict). Named spaces are
 registered once at import (duplicates are refused, like torchvision's model registry); a user
 can also pass the path of a Python file that defines ``SPACE`` (and optionally a one-line
-``DESCRIPTION``).
+``DESCRIPTION``). A search's Optuna parameters named with a '.' are config keys; a name
+without one is a helper the function folds into a returned override (``hpo-per-sequence``
+samples ``dropout_p_<sequence>`` and returns ``train.dropout_p`` as their mapping), never a
+config key itself.
 """
 
 from __future__ import annotations
@@ -265,8 +268,11 @@ def validate_space(
                 f"space {space.name!r} sample {i}: the define-by-run function failed: "
                 f"{type(err).__name__}: {err}"
             ) from err
-        # As Ray's OptunaSearch does: suggested values, updated by the returned constants.
-        point = {**trial.params, **(returned or {})}
+        # As Ray's OptunaSearch does: suggested values, updated by the returned constants;
+        # then, as the trial driver reads a trial's config, only dotted keys are overrides
+        # (a name without '.' is a helper the function folds into one, e.g. one dropout p per
+        # sequence into train.dropout_p).
+        point = {k: v for k, v in {**trial.params, **(returned or {})}.items() if "." in k}
         _check_point(space, f"sample {i}", point, base)
         study.tell(trial, 0.0)
         out.append(dict(point))

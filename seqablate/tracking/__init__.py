@@ -39,6 +39,7 @@ from seqablate.tracking.names import (  # noqa: E402
     TAG_ERROR,
     TAG_GIT,
     TAG_KIND,
+    TAG_OBJECTIVE,
     TAG_PARENT,
     TAG_STUDY,
     TAG_TRIAL_KEY,
@@ -96,7 +97,7 @@ from seqablate.tracking.writing import RunLogger  # noqa: E402
 
 __all__ = [
     "ARTIFACTS_NAME", "CONFIG_ARTIFACT", "DB_NAME", "DEFAULT_DIR", "EXPERIMENT_KIND", "KIND_BASELINE", "MODEL_DIR", "RETRY",
-    "SPLIT_ARTIFACT", "STUDY_FILE", "TAG_BASELINE", "TAG_ERROR", "TAG_GIT", "TAG_KIND", "TAG_PARENT", "TAG_STUDY", "TAG_TRIAL_KEY", "TAG_VERSION",
+    "SPLIT_ARTIFACT", "STUDY_FILE", "TAG_BASELINE", "TAG_ERROR", "TAG_GIT", "TAG_KIND", "TAG_OBJECTIVE", "TAG_PARENT", "TAG_STUDY", "TAG_TRIAL_KEY", "TAG_VERSION",
     "VIEW_KEY", "RetryPolicy", "RunLogger", "StudyHandle", "StudyRef", "TrackingStoreError", "TrialAlreadyFinished",
     "TrialLogger", "check_reachable", "check_store", "client", "close_dangling_trials", "create_run", "db_state",
     "default_artifact_location", "default_tracking_uri", "download_artifact", "download_model", "find_trial_run",

@@ -19,6 +19,9 @@ TAG_TRIAL_KEY = "seqablate.trial_key"  # stable key of a trial's overrides (resu
 TAG_PARENT = "mlflow.parentRunId"  # MLflow's own parent link (nests runs in the UI)
 TAG_ERROR = "error"  # on FAILED runs: '<ExceptionType>: <message>'
 TAG_GIT = "git_commit"
+#: On trial runs: the objective the run selected its checkpoint by, in words
+#: (:func:`seqablate.objectives.definition`; the param ``train.objective`` holds its value).
+TAG_OBJECTIVE = "objective.definition"
 TAG_VERSION = "seqablate.version"
 MODEL_DIR = mn.MODEL_DIR  # artifact folder of the trained model (an MLflow PyTorch model)
 CONFIG_ARTIFACT = "config.yaml"

@@ -18,14 +18,15 @@ from mlflow.entities import RunStatus, ViewType
 from mlflow.exceptions import MlflowException
 
 from seqablate import __version__ as _VERSION
-from seqablate import naming
-from seqablate.config import TrialConfig, flatten, to_yaml
+from seqablate import naming, objectives
+from seqablate.config import TrialConfig, dropout_text, flatten, to_yaml
 from seqablate.provenance import git_commit
 from seqablate.tracking.names import (
     CONFIG_ARTIFACT,
     TAG_ERROR,
     TAG_GIT,
     TAG_KIND,
+    TAG_OBJECTIVE,
     TAG_PARENT,
     TAG_STUDY,
     TAG_TRIAL_KEY,
@@ -268,9 +269,11 @@ def _trial_tags(cfg: TrialConfig) -> dict[str, str]:
         "integration_point": m.integration_point if m.integration == "mid" else "-",
         "fusion": m.fusion if m.integration == "mid" else "-",
         "sharing": m.sharing if m.integration != "input" else "-",
-        "dropout": _str(t.dropout_p),
+        "dropout": dropout_text(t.dropout_p),
         "dropout_mode": t.dropout_mode,
         "seed": _str(t.seed),
+        # What the run selected its checkpoint by, in words (the param train.objective is terse).
+        TAG_OBJECTIVE: objectives.definition(t.objective, t.val_conditions),
     }
 
 
@@ -389,7 +392,7 @@ def trial_run(
     config's flattened params) or created, named ``run_name`` (default:
     ``seqablate.naming.run_name(overrides)``, else ``config.name``); params = the flattened
     config; tags = integration, integration_point, fusion, sharing, dropout, dropout_mode,
-    seed, git_commit, seqablate.version, study; artifact ``config.yaml``. Raises :class:`TrialAlreadyFinished` if
+    seed, objective.definition, git_commit, seqablate.version, study; artifact ``config.yaml``. Raises :class:`TrialAlreadyFinished` if
     that run already FINISHED. On exit: FINISHED; on any exception (KeyboardInterrupt
     included) FAILED with the ``error`` tag and ``error.txt`` traceback, then re-raised.
     """

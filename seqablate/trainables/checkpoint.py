@@ -3,7 +3,7 @@
 A checkpoint folder holds:
 
 - ``model.pt``: the current weights (what training resumes from);
-- ``best_model.pt``: the weights with the best validation mAP so far, only when they differ
+- ``best_model.pt``: the weights with the best validation objective so far, only when they differ
   from the current ones (``state.best_step != state.step``): best weights are stored once;
 - ``optimizer.pt``: optimiser + LR-scheduler state (only the latest checkpoint is kept, so
   there is one copy of it per trial);
@@ -31,7 +31,7 @@ class TrainState:
     """Scalar bookkeeping saved with every checkpoint."""
 
     step: int = 0  # optimiser steps completed
-    best_metric: float = float("-inf")  # best validation mAP so far
+    best_metric: float = float("-inf")  # best validation objective (train.objective) so far
     best_step: int = -1  # step at which best_metric was reached (-1: none yet)
 
 

@@ -17,11 +17,12 @@ from typing import Any
 import ray.tune
 from tqdm.auto import tqdm
 
+from seqablate import metric_names as mn
 from seqablate.trainables.trial_names import config_name
 
 #: The numbers a finished trial's line shows, if it reported them.
 KEYS = (
-    ("val.best_mAP", "val mAP"),
+    (mn.VAL_BEST_OBJECTIVE, "val objective"),
     ("test.full.mAP", "test mAP"),
     ("test.censor_t1_gre_post.mAP", "t1_gre_post censored"),
 )
@@ -32,7 +33,8 @@ def _name(trial: Any) -> str:
 
 
 def result_line(result: dict[str, Any]) -> str:
-    """``val mAP 0.61 | test mAP 0.58 | ... | external oslo 0.55`` from a trial's last result."""
+    """``val objective 0.61 | test mAP 0.58 | ... | external oslo 0.55`` from a trial's last result
+    (the validation objective is the validation mAP unless ``train.objective`` says otherwise)."""
     parts = []
     for key, label in KEYS:
         v = result.get(key)

@@ -5,8 +5,8 @@ config + the trial's overrides), opens the trial's MLflow child run (found again
 stable trial key on resume, so no duplicates), and builds and fits a Ray Train V2
 ``TorchTrainer`` running :func:`~seqablate.trainables.loop.train_loop_per_worker` on
 ``workers_per_trial`` workers. ``TuneReportCallback`` forwards the workers' reports to Tune
-(so ASHA and Optuna see validation mAP); the trainer's ``FailureConfig`` restarts failed
-workers from the last checkpoint. A trial that still fails has its run marked FAILED by
+(so ASHA and Optuna see the best validation objective, ``train.objective``); the trainer's
+``FailureConfig`` restarts failed workers from the last checkpoint. A trial that still fails has its run marked FAILED by
 ``tracking.trial_run`` and Tune records the error; the study carries on.
 
 :func:`run_study` prepares everything once on the driver (cohort cache, patient split, GPU
@@ -24,14 +24,16 @@ from dataclasses import asdict, dataclass, field, is_dataclass
 from pathlib import Path
 from typing import Any
 
+from seqablate import metric_names as mn
 from seqablate.config import StudyConfig, TrialConfig, parse, to_yaml, with_overrides
 from seqablate.naming import run_name
 from seqablate.tracking.names import STUDY_FILE
 from seqablate.trainables.cohort import TrialSplit
 from seqablate.trainables.trial_names import config_name, trial_overrides
 
-#: Metric Tune/Optuna/ASHA optimise (best validation mAP so far, reported at each validation).
-OBJECTIVE = "val.best_mAP"
+#: Metric Tune/Optuna/ASHA optimise: the best validation objective so far (``train.objective``;
+#: the validation mAP by default), reported at each validation; checkpoint selection uses it too.
+OBJECTIVE = mn.VAL_BEST_OBJECTIVE
 SPLIT_FILE = "split.json"
 #: Reported only by a trial driver that finished (trained and evaluated its config): a trial
 #: stopped before, by Ctrl-C, reports no such key.
@@ -184,7 +186,8 @@ def trial_driver(config: dict[str, Any], ctx: StudyContext) -> None:
     else:
         final = _fit_one(ctx, overrides)
     final = {k: v for k, v in final.items() if k != "checkpoint_path"}
-    final.setdefault(OBJECTIVE, final.get("val.mAP", 0.0))
+    # Runs logged before the objective had its name report their best validation mAP.
+    final.setdefault(OBJECTIVE, final.get(mn.VAL_BEST, final.get(mn.VAL_MAP, 0.0)))
     final[DONE] = 1.0
     ray.tune.report(final)
 
@@ -584,7 +587,7 @@ def _fit_noting_interrupt(tuner: Any) -> tuple[Any, bool]:
 
 #: Columns of the study's MLflow runs view, when the trials logged them.
 VIEW_METRICS = ("test.full.mAP", "test.full.mAP_lo", "test.full.mAP_hi", "test.censor_t1_gre_post.mAP",
-                "test.full.max_sensitivity", "test.full.tp_dice", "val.best_step")
+                "test.full.max_sensitivity", "test.full.tp_dice", mn.VAL_BEST_OBJECTIVE, mn.VAL_BEST_STEP)
 
 
 def _publish_view(ref: Any, rows: list[dict[str, Any]]) -> tuple[str, str]:
@@ -596,7 +599,7 @@ def _publish_view(ref: Any, rows: list[dict[str, Any]]) -> tuple[str, str]:
     metrics = [m for m in VIEW_METRICS if m in logged]
     metrics += sorted(k for k in logged if k.startswith("external.") and k.endswith(".mAP") and k.count(".") == 2)
     params = ["model.integration", "model.integration_point", "model.sharing", "model.fusion", "model.norm",
-              "train.dropout_p", "train.seed"]
+              "train.dropout_p", "train.objective", "train.seed"]
     try:
         return (tracking.publish_view(ref, metrics=metrics, params=params, order_by="test.full.mAP"),
                 tracking.publish_view(ref, metrics=metrics, params=[p for p in params if p != "train.seed"],
@@ -708,4 +711,4 @@ def load_study_config(path: str | Path) -> StudyConfig:
     f = p / STUDY_FILE if p.is_dir() else p
     if not f.is_file():
         raise StudySetupError(f"{path}: not a study folder (no {STUDY_FILE})")
-    return load_yaml(f, StudyConfig)
+    return load_yaml(f, StudyConfig, stored=True)

@@ -179,7 +179,7 @@ def score_condition(
     return ConditionResult(name, m, lesions, patients, pr, froc_curve)
 
 
-def _has_input(patient: Any, censored: tuple[str, ...]) -> bool:
+def has_input(patient: Any, censored: tuple[str, ...]) -> bool:
     """Whether ``patient`` keeps a sequence under ``censored`` (else it cannot be predicted)."""
     return any(bool(p) and s not in censored for s, p in zip(patient.sequences, np.asarray(patient.present), strict=True))
 
@@ -237,7 +237,7 @@ def evaluate_model(
         if test:
             for cname, censored in conds:
                 start = len(predictor.used)
-                keep = [i for i, p in enumerate(test) if _has_input(p, censored)]
+                keep = [i for i, p in enumerate(test) if has_input(p, censored)]
                 probs = []
                 for i in keep:
                     probs.append(predictor.predict_volume(test[i], censored))

@@ -204,6 +204,7 @@ def restore(session: Session, trainer: Trainer, cfg: TrialConfig) -> Progress:
 def make_batches(cfg: TrialConfig, train: list[Any], session: Session, start: int) -> Any:
     """An endless iterator of training batches: lesion oversampling, a per-rank stream that a
     resumed run continues from ``start``, sequence dropout in the data path."""
+    from seqablate.config import dropout_active
     from seqablate.data.dataset import SliceDataset, slice_weights
     from seqablate.data.dropout import SequenceDropout
 
@@ -211,7 +212,9 @@ def make_batches(cfg: TrialConfig, train: list[Any], session: Session, start: in
     # The presence rule (zero missing/dropped sequences, scale the rest by S/S_present) is
     # applied per sample: by SequenceDropout, or with p = 0 only to sequences missing on disk.
     seed = int(np.random.SeedSequence([t.seed, rank, start, 1]).generate_state(1)[0])
-    transform = SequenceDropout(p=t.dropout_p, mode=t.dropout_mode if t.dropout_p > 0 else "bernoulli", seed=seed)
+    on = dropout_active(t.dropout_p)  # p = 0 switches 'uniform' off too
+    transform = SequenceDropout(p=t.dropout_p if on else 0.0, mode=t.dropout_mode if on else "bernoulli",
+                                seed=seed, sequences=cfg.data.sequences)
     patch_seed = int(np.random.SeedSequence([t.seed, rank, start, 2]).generate_state(1)[0])
     base = SliceDataset(train, slices=cfg.data.slices, transform=transform, patch=patch_size(cfg), seed=patch_seed)
     sampler = DistributedWeightedSampler(slice_weights(base, oversample=cfg.data.oversample),
@@ -251,47 +254,94 @@ def train_step(trainer: Trainer, batch: dict[str, torch.Tensor], cfg: TrialConfi
     return float(loss.detach()), (image, present, target)
 
 
+def validation_conditions(cfg: TrialConfig) -> list[tuple[str, tuple[str, ...]]]:
+    """``(condition, censored sequences)`` of every ``train.val_conditions`` entry."""
+    from seqablate.objectives import condition_censored
+
+    return [(c, condition_censored(c, cfg.data.sequences)) for c in cfg.train.val_conditions]
+
+
+def check_validation(cfg: TrialConfig, data: TrialData) -> None:
+    """Refuse, before any training, a validation condition under which no validation patient
+    keeps a sequence (its mAP, hence the objective, would be undefined at every validation)."""
+    from seqablate.trainables.evaluate import has_input
+
+    if not data.val:
+        return
+    for name, censored in validation_conditions(cfg):
+        if not any(has_input(p, censored) for p in data.val):
+            raise ValueError(
+                f"train.val_conditions: under {name!r} no validation patient has a sequence left "
+                f"(validation patients: {[p.patient_id for p in data.val]}); drop the condition or change the split"
+            )
+
+
 def validate(trainer: Trainer, data: TrialData, cfg: TrialConfig) -> dict[str, float]:
-    """Lesion-level validation metrics (``val.mAP``, ...) of the current weights.
+    """Lesion-level validation metrics of the current weights under every validation
+    condition (``val.<condition>.mAP``, ``.max_sensitivity``, ``.tp_dice``) and the trial's
+    objective (``val.objective``; ``val.mAP`` is the same number under its first name).
 
     Uses the test's norm policy: with ``eval.norm_stats: per_subset`` a BatchNorm model is
-    validated with statistics re-estimated for the validation condition(s) on a copy.
+    validated with statistics re-estimated, on a copy, for every sequence subset the
+    validation patients have under the conditions (estimated once for all conditions). A
+    patient left without a sequence under a condition is not scored under it (as in
+    evaluation). Empty dict without validation patients.
     """
+    from seqablate import objectives
     from seqablate.metrics import detection_metrics
     from seqablate.models.deployed import DeployedModel
     from seqablate.models.inference import Predictor
+    from seqablate.trainables.evaluate import has_input
 
     if not data.val:
         return {}
-    censor = tuple(cfg.train.val_censor)
-    stats = _norm_stats_for(trainer.bare, data, cfg, censor) if cfg.eval.norm_stats == "per_subset" else None
+    conditions = validation_conditions(cfg)
+    stats = (_norm_stats_for(trainer.bare, data, cfg, [c for _, c in conditions])
+             if cfg.eval.norm_stats == "per_subset" else None)
     deployed = DeployedModel(trainer.bare, norm_stats=stats, policy=cfg.eval.norm_stats)
     predictor = Predictor(deployed, device=trainer.device, batch_size=cfg.eval.batch_size, amp=cfg.train.amp)
-    probs = [predictor.predict_volume(p, censor) for p in data.val]
-    res = detection_metrics(probs, data.val_truths, [tuple(p.spacing) for p in data.val],
-                            threshold=cfg.eval.threshold, max_distance_mm=cfg.eval.max_distance_mm,
-                            patient_ids=[p.patient_id for p in data.val])
-    out = {"val.mAP": float(res.mAP), "val.max_sensitivity": float(res.max_sensitivity)}
-    if res.tp_dice is not None and not math.isnan(float(res.tp_dice)):
-        out["val.tp_dice"] = float(res.tp_dice)
+    out: dict[str, float] = {}
+    maps: dict[str, float] = {}
+    for name, censored in conditions:
+        keep = [i for i, p in enumerate(data.val) if has_input(p, censored)]
+        probs = [predictor.predict_volume(data.val[i], censored) for i in keep]
+        res = detection_metrics(probs, [data.val_truths[i] for i in keep], [tuple(data.val[i].spacing) for i in keep],
+                                threshold=cfg.eval.threshold, max_distance_mm=cfg.eval.max_distance_mm,
+                                patient_ids=[data.val[i].patient_id for i in keep])
+        maps[name] = float(res.mAP)
+        out[mn.val_key(name, "mAP")] = float(res.mAP)
+        out[mn.val_key(name, "max_sensitivity")] = float(res.max_sensitivity)
+        if res.tp_dice is not None and not math.isnan(float(res.tp_dice)):
+            out[mn.val_key(name, "tp_dice")] = float(res.tp_dice)
+    t = cfg.train
+    objective = objectives.objective_value(t.objective, t.val_conditions, maps)
+    out[mn.VAL_OBJECTIVE] = out[mn.VAL_MAP] = objective
+    # The first names of the selection condition's other numbers, where there is one condition.
+    chosen = objectives.selection_condition(t.objective, t.val_conditions)
+    for metric in ("max_sensitivity", "tp_dice"):
+        if chosen is not None and mn.val_key(chosen, metric) in out:
+            out[f"val.{metric}"] = out[mn.val_key(chosen, metric)]
     return out
 
 
-def _norm_stats_for(model: torch.nn.Module, data: TrialData, cfg: TrialConfig, censor: tuple[str, ...]) -> Any:
+def _norm_stats_for(model: torch.nn.Module, data: TrialData, cfg: TrialConfig,
+                    censored: list[tuple[str, ...]]) -> Any:
     from seqablate.models.norm_stats import has_batchnorm
     from seqablate.trainables.norm import estimate_norm_stats, patient_subsets
 
     if not has_batchnorm(model):
         return None
-    keys = patient_subsets(data.val, cfg.data.sequences, censor)
-    stats, _ = estimate_norm_stats(model, data.train, cfg, keys, device=next(model.parameters()).device,
-                                   seed=cfg.train.seed)
+    keys = [k for c in censored for k in patient_subsets(data.val, cfg.data.sequences, c)]
+    stats, _ = estimate_norm_stats(model, data.train, cfg, list(dict.fromkeys(keys)),
+                                   device=next(model.parameters()).device, seed=cfg.train.seed)
     return stats
 
 
 def keep_best(progress: Progress, trainer: Trainer, metrics: dict[str, float], step: int, cfg: TrialConfig) -> None:
-    """Record a validation; keep a copy of the weights when they are the best so far."""
-    score = metrics.get("val.mAP", float("nan"))
+    """Record a validation; keep a copy of the weights when its objective (``val.objective``,
+    the number Tune and Optuna see too) is the best so far. A NaN objective is never a best
+    (but the first validation is recorded, so there is always a selected step)."""
+    score = metrics.get(mn.VAL_OBJECTIVE, float("nan"))
     st = progress.state
     # >= : on ties (e.g. mAP 0 early on) the later, longer-trained weights win.
     if st.best_step < 0 or (not math.isnan(score) and score >= st.best_metric):
@@ -354,6 +404,7 @@ def train_loop_per_worker(config: dict[str, Any], session: Session | None = None
     _set_threads(run.cpus_per_worker)
 
     data = load_trial_data(cfg, run.split)
+    check_validation(cfg, data)
     trainer = build_trainer(cfg, session)
     progress = restore(session, trainer, cfg)
     state = progress.state
@@ -399,12 +450,13 @@ def train_loop_per_worker(config: dict[str, Any], session: Session | None = None
             keep_best(progress, trainer, v, step, cfg)
             metrics.update(v)
             if logger is not None:
-                logger.log_metrics({**v, "val.best_step": float(state.best_step)}, step=step)
+                # The best so far too: the analysis picks a seed by it, as the trial selected.
+                logger.log_metrics({**v, mn.VAL_BEST_STEP: float(state.best_step), **_bests(state)}, step=step)
         if is_last and rank == 0 and run.evaluate:
             weights, _ = select_final(progress, trainer, cfg)
             progress.norm_stats = estimate_final_stats(weights, trainer, data, cfg)
         # Every report carries the objective, so Tune's schedulers/searchers always find it.
-        metrics["val.best_mAP"] = _best(state)
+        metrics.update(_bests(state))
         if progress.saliency is not None:
             metrics.update(progress.saliency.to_metrics())
         if is_ckpt:
@@ -413,7 +465,7 @@ def train_loop_per_worker(config: dict[str, Any], session: Session | None = None
             session.report(metrics, None)  # [ray]
     bar.close()
     if run.evaluate:
-        final: dict[str, float] = {"step": state.step, "evaluated": 1.0, "val.best_mAP": _best(state)}
+        final: dict[str, float] = {"step": state.step, "evaluated": 1.0, **_bests(state)}
         if rank == 0:
             final.update(evaluate_selected(trainer, progress, cfg, data, run.split, logger))
         session.report(final, None)  # [ray] every rank reports (it is a barrier)
@@ -508,8 +560,14 @@ def _open_logger(tracking: dict[str, Any] | None, rank: int) -> Any:
 
 
 def _best(state: TrainState) -> float:
-    """Best validation mAP so far (0 before any validation: Tune needs a number)."""
+    """Best validation objective so far (0 before any validation: Tune needs a number)."""
     return float(state.best_metric) if state.best_step >= 0 and math.isfinite(state.best_metric) else 0.0
+
+
+def _bests(state: TrainState) -> dict[str, float]:
+    """The best objective so far under its name (Tune's metric) and its first name."""
+    best = _best(state)
+    return {mn.VAL_BEST_OBJECTIVE: best, mn.VAL_BEST: best}
 
 
 def _progress(rank: int, start: int, total: int, name: str) -> Any:
@@ -536,7 +594,7 @@ class FitResult:
     """Outcome of one trial's training."""
 
     checkpoint: Path  # latest checkpoint folder
-    state: TrainState  # step / best validation mAP / best step
+    state: TrainState  # step / best validation objective (train.objective) / best step
     history: list[dict[str, Any]] = field(default_factory=list)  # reported metrics, in order
     split: TrialSplit | None = None
     metrics: dict[str, float] = field(default_factory=dict)  # test./external. metrics (if evaluated)

@@ -15,9 +15,10 @@ run is nested under the study's parent run, tagged ``seqablate.kind = baseline``
 A binary mask gives every predicted lesion the score 1, so its PR curve is a single point and
 its mAP is that point's precision x recall; the table says so.
 
-The truth is the mask as stored (reoriented to RAS); a trial scores against its cached mask
-resized back from ``data.image_size``, which is the same mask whenever the in-plane grid is
-``image_size`` square (and within a voxel's rim otherwise).
+The truth is the mask as stored (reoriented to RAS), as for a trial of the ``spacing``
+geometry; a trial of the ``resize`` geometry scores against its cached mask resized back from
+``data.image_size``, which is the same mask whenever the in-plane grid is ``image_size``
+square (and within a voxel's rim otherwise).
 """
 
 from __future__ import annotations

@@ -20,7 +20,8 @@ from seqablate.folders import temp_name
 
 
 class PredictRefused(ValueError):
-    """Missing sequences for a model trained without sequence dropout (use --force)."""
+    """Missing sequences the model never saw missing in training: trained without sequence
+    dropout, or with per-sequence probabilities that are 0 for them (use --force)."""
 
 
 @dataclass
@@ -30,6 +31,48 @@ class PredictOutput:
     used: tuple[str, ...] = ()  # sequences the prediction used
     missing: tuple[str, ...] = ()  # sequences the model knows that were missing
     norm_stats: str = "stored"  # the BatchNorm statistics used: "stored" or a subset key
+
+
+def never_absent(cfg: TrialConfig, missing: tuple[str, ...]) -> tuple[str, ...]:
+    """The ``missing`` sequences a model of ``cfg`` never saw absent in training by its
+    sequence dropout: all of them without dropout; with per-sequence probabilities those whose
+    p is 0; none with ``uniform`` dropout (every subset is drawn). Missing several sequences
+    that each had p > 0 is not counted as unseen: they were dropped together with the product
+    of their probabilities (rarely, but seen). Sequences missing on disk for some training
+    patients are not known here: the check is by the config."""
+    from seqablate.config import dropout_active, dropout_probabilities
+
+    t = cfg.train
+    if not dropout_active(t.dropout_p):
+        return missing
+    if t.dropout_mode == "uniform":
+        return ()
+    p = dict(zip(cfg.data.sequences, dropout_probabilities(t.dropout_p, cfg.data.sequences), strict=True))
+    return tuple(s for s in missing if p.get(s, 0.0) <= 0)
+
+
+def _refuse_unseen(cfg: TrialConfig, known: tuple[str, ...], missing: tuple[str, ...], input_dir: str | Path) -> None:
+    """Raise :class:`PredictRefused` when a missing sequence was never absent in training."""
+    from seqablate.config import dropout_active, dropout_text
+
+    unseen = never_absent(cfg, missing)
+    if not unseen:
+        return
+    verb = "is" if len(missing) == 1 else "are"
+    if not dropout_active(cfg.train.dropout_p):
+        raise PredictRefused(
+            f"the model was trained without sequence dropout (train.dropout_p = 0) on {list(known)}, "
+            f"but {list(missing)} {verb} missing for {input_dir}; "
+            "its predictions without them are unreliable (the paper's Table III: mAP 0). "
+            "Use a model trained with sequence dropout, or pass --force to predict anyway"
+        )
+    raise PredictRefused(
+        f"the model was trained with sequence dropout only for some sequences (train.dropout_p = "
+        f"{dropout_text(cfg.train.dropout_p)}): it never saw an input without {list(unseen)} (p = 0), "
+        f"and {list(missing)} {verb} missing for {input_dir}; its predictions without "
+        f"{'it' if len(unseen) == 1 else 'them'} are unreliable (the paper's Table III: mAP 0). Use a model trained "
+        f"with dropout on {list(unseen)}, or pass --force to predict anyway"
+    )
 
 
 def _patient_files(folder: Path, cfg: TrialConfig) -> object:
@@ -115,9 +158,10 @@ def predict_patient(
     tracking_uri: str | None = None,
     device: str | None = None,
 ) -> PredictOutput:
-    """Predict one patient; see the module docstring. Raises :class:`PredictRefused` when
-    the model was trained without sequence dropout and a sequence it knows is missing (unless
-    ``force``), ValueError for bad inputs."""
+    """Predict one patient; see the module docstring. Raises :class:`PredictRefused` when a
+    sequence the model knows is missing and the model never saw it absent in training
+    (:func:`never_absent`: no sequence dropout, or a per-sequence p of 0), unless ``force``;
+    ValueError for bad inputs."""
     import nibabel as nib
     import torch
 
@@ -144,13 +188,8 @@ def predict_patient(
     if not available:
         raise ValueError(f"--input {input_dir}: none of the model's sequences {list(known)} found "
                          f"(has {sorted(pf.files)})")
-    if missing and cfg.train.dropout_p <= 0 and not force:
-        raise PredictRefused(
-            f"the model was trained without sequence dropout (train.dropout_p = 0) on {list(known)}, "
-            f"but {list(missing)} {'is' if len(missing) == 1 else 'are'} missing for {input_dir}; "
-            "its predictions without them are unreliable (the paper's Table III: mAP 0). "
-            "Use a model trained with sequence dropout, or pass --force to predict anyway"
-        )
+    if missing and not force:
+        _refuse_unseen(cfg, known, missing, input_dir)
     vol = load_patient(pf, list(available))
     pre = preprocess_volume(vol, known, PreprocessParams.from_data(cfg.data))
     # The model was trained and is evaluated on the float16 preprocessing cache: the same

@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from seqablate import metric_names as mn
-from seqablate.config import TrialConfig, with_overrides
+from seqablate.config import TrialConfig, dropout_active, with_overrides
 
 
 @dataclass
@@ -179,7 +179,7 @@ def evaluate_cohort(
         print(warning, file=sys.stderr)
         table += f"\n\n{warning}"
     if partial:
-        trained = "without" if cfg.train.dropout_p <= 0 else "with"
+        trained = "with" if dropout_active(cfg.train.dropout_p) else "without"
         table += (f"\n\n{len(partial)} of {len(scored)} patients lack a sequence and were scored on the "
                   f"sequences they have; the model was trained {trained} sequence dropout"
                   + (" (it never saw an input without all of them)" if trained == "without" else "")

@@ -221,3 +221,21 @@ def test_cache_plans_and_keeps_the_truth(tmp_path: Path, capsys: pytest.CaptureF
                               progress=False, workers=1)
     assert {p.entry for p in other}.isdisjoint({p.entry for p in pats})
     assert other[1].image.shape[2:] == (64, 64)  # 32 voxels of 2 mm -> 64 of 1 mm
+
+
+def test_stored_configs_without_geometry_mean_resize(tmp_path: Path) -> None:
+    """A new config defaults to ``spacing``; a config a run or a study stored before the
+    geometry existed (no ``data.geometry``) reads as ``resize``, so the model it describes is
+    preprocessed as it was trained and a resumed study continues as it started."""
+    import yaml
+
+    from seqablate.config import StudyConfig, TrialConfig, load_yaml, parse, stored_trial
+
+    assert parse(TrialConfig, {}).data.geometry == "spacing"
+    assert stored_trial({"data": {"image_size": 36}}).data.geometry == "resize"
+    assert stored_trial({"data": {"geometry": "spacing", "spacing_mm": 1.5, "slice_mm": 2.0}}).data.spacing_mm == 1.5
+    (tmp_path / "config.yaml").write_text(yaml.safe_dump({"data": {"image_size": 36}}))
+    assert load_yaml(tmp_path / "config.yaml", TrialConfig, stored=True).data.geometry == "resize"
+    assert load_yaml(tmp_path / "config.yaml", TrialConfig).data.geometry == "spacing"
+    (tmp_path / "study.yaml").write_text(yaml.safe_dump({"name": "s", "space": "dropout-sweep", "base": {"data": {}}}))
+    assert load_yaml(tmp_path / "study.yaml", StudyConfig, stored=True).base.data.geometry == "resize"

@@ -75,3 +75,48 @@ def test_ray_optuna_search_passes_dotted_keys_through() -> None:
         assert "model.integration" in config and "train.lr" in config
         assert model_problems(with_overrides(TrialConfig(), config)) == []
         search.on_trial_complete(f"t{i}", {"val.mAP": 0.1 * i})
+
+
+def test_per_sequence_space_samples_one_p_per_sequence() -> None:
+    from seqablate.search_spaces.hpo import PER_SEQUENCE_P_RANGE
+
+    seqs = TrialConfig().data.sequences
+    samples = _sample(get_space("hpo-per-sequence").search_fn(), 120, optuna.samplers.RandomSampler(seed=4))
+    spread = set()
+    for overrides, params in samples:
+        cfg = with_overrides(TrialConfig(), overrides)
+        assert model_problems(cfg) == [], overrides
+        p = cfg.train.dropout_p
+        assert list(p) == list(seqs) and cfg.train.dropout_mode == "bernoulli"
+        for s, v in p.items():
+            assert PER_SEQUENCE_P_RANGE[0] <= v <= PER_SEQUENCE_P_RANGE[1]
+            assert math.isclose(round(v / 0.05) * 0.05, v) and v == pytest.approx(params[f"dropout_p_{s}"])
+        assert "train.dropout_p" not in params  # the helpers are sampled, the mapping is returned
+        spread.add(len(set(p.values())))
+    assert max(spread) > 1  # the sequences get different probabilities
+    # Adapted to the base's sequences, every sample a valid trial there.
+    base = with_overrides(TrialConfig(), {"data.sequences": ["t1_fse_post", "flair"]})
+    points = validate_space(get_space("hpo-per-sequence"), base, samples=20)
+    assert all(list(pt["train.dropout_p"]) == ["t1_fse_post", "flair"] for pt in points)
+    assert all("." in k for pt in points for k in pt)  # no helper reaches the overrides
+
+
+def test_ray_optuna_search_per_sequence_overrides() -> None:
+    pytest.importorskip("ray.tune.search.optuna")
+    from ray.tune.search.optuna import OptunaSearch
+
+    from seqablate.naming import run_name
+    from seqablate.trainables.trial_names import trial_overrides
+
+    search = OptunaSearch(space=get_space("hpo-per-sequence").search_fn(), metric="val.best_objective", mode="max",
+                          seed=5)
+    for i in range(3):
+        config = search.suggest(f"t{i}")
+        overrides = trial_overrides(config)
+        assert "dropout_p_flair" in config and "dropout_p_flair" not in overrides
+        cfg = with_overrides(TrialConfig(), overrides)
+        assert cfg.train.dropout_p["flair"] == pytest.approx(config["dropout_p_flair"])
+        p = cfg.train.dropout_p
+        if any(p.values()):
+            assert "-p_" in run_name(overrides)
+        search.on_trial_complete(f"t{i}", {"val.best_objective": 0.1 * i})
