@@ -15,7 +15,7 @@ lesion of 2 mm would exist on the 1 mm grid and not on a 3 mm one, and the compa
 measure the truths' difference, not the model's. Prints mAP per cohort
 and arm (mean and range over seeds) and the largest difference to ``demo`` per model.
 
-    python benchmarks/demo_geometry.py --demo demo-out --patients 20
+    python benchmarks/demo_geometry.py --demo demo-out --patients 20 [--per-arm 1]
 """
 
 from __future__ import annotations
@@ -49,6 +49,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--demo", required=True, help="a finished demo's --out folder")
     ap.add_argument("--patients", type=int, default=20)
+    ap.add_argument("--per-arm", type=int, default=None, help="models per arm (lowest seeds first; default: all)")
     ap.add_argument("--work", default=None, help="folder for the cohorts and evaluations (default: a temp folder)")
     args = ap.parse_args()
 
@@ -59,7 +60,10 @@ def main() -> None:
     study = Path(args.demo).resolve() / "study"
     uri = tracking.default_tracking_uri(str(study))
     trials = tracking.list_trials(str(study))
-    trials = trials[trials["status"] == "FINISHED"]
+    trials = trials[trials["status"] == "FINISHED"].sort_values("tags.mlflow.runName")
+    if args.per_arm:
+        arm = trials["params.train.dropout_p"].astype(float) > 0
+        trials = trials.groupby(arm, group_keys=False).head(args.per_arm)
     work = Path(args.work or tempfile.mkdtemp(prefix="seqablate-geometry-"))
     demo = make_phantom_cohort(work / "demo", site="stanford", patients=args.patients, seed=11,
                                scanners=SCANNERS["stanford"], lesion_diameter_mm=LESIONS_MM, progress=True, workers=2)

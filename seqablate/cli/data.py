@@ -96,8 +96,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     ph.add_argument("--mixed-scanner", action="store_true",
                     help="draw each patient's grid (around the mid-brain) uniformly from the site's scanner "
                     "range, instead of one grid for the cohort (stanford: 1.2-2 mm in-plane pixels, 1.5-3 mm "
-                    "slices, 90-140 mm square in-plane FOV, 72 mm through-plane FOV; oslo: 1.2-2 mm in-plane "
-                    "pixels, 1 mm slices, 90-140 mm square in-plane FOV, 72 mm through-plane FOV); lesions "
+                    "slices, 90-210 mm square in-plane FOV, 72-168 mm through-plane FOV; oslo: 1.2-2 mm in-plane "
+                    "pixels, 1 mm slices, 90-210 mm square in-plane FOV, 72-168 mm through-plane FOV); lesions "
                     "lie inside the smallest FOV, so every patient shows all of its lesions. Not with "
                     "--shape, --small, --voxel-mm or --fov-mm")
     ph.add_argument("--overwrite", action="store_true", help="replace a different cohort at OUT")

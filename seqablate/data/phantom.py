@@ -189,12 +189,18 @@ class ScannerRange:
         return {f.name: list(getattr(self, f.name)) for f in dataclasses.fields(self)}
 
 
-#: Each site's default scanner range (``--mixed-scanner``): CPU-sized grids of ~64-100 pixels
-#: in-plane. Oslo's scans (one 3T Skyra) were "taken at a lower slice thickness" (paper VI-D):
-#: 1 mm slices there, 1.5-3 mm at Stanford (several 1.5T and 3T scanners).
+#: Fields of view of the sites' scanner ranges: from a 90 mm crop around the mid-brain to the
+#: whole head (210 x 210 x 168 mm; clinical protocols use ~200-260 mm in-plane). A model that
+#: only ever saw mid-brain crops turns the skull base, orbits and scalp of a whole-head scan
+#: into false positives (``benchmarks/RESULTS.md``, "Geometry"): which anatomy a cohort covers is
+#: part of how scanners differ.
+_FOV = {"fov_inplane_mm": (90.0, 210.0), "fov_z_mm": (72.0, 168.0)}
+#: Each site's default scanner range (``--mixed-scanner``). Oslo's scans (one 3T Skyra) were
+#: "taken at a lower slice thickness" (paper VI-D): 1 mm slices there, 1.5-3 mm at Stanford
+#: (several 1.5T and 3T scanners).
 SCANNERS: dict[str, ScannerRange] = {
-    "stanford": ScannerRange(),
-    "oslo": ScannerRange(slice_mm=(1.0, 1.0)),
+    "stanford": ScannerRange(**_FOV),
+    "oslo": ScannerRange(slice_mm=(1.0, 1.0), **_FOV),
 }
 
 

@@ -3,7 +3,8 @@
 Writes synthetic ``stanford`` (4 sequences) and ``oslo`` (no ``t1_gre_post``; two patients
 also lack ``t1_fse_pre``) phantom cohorts whose scans differ the way hospitals' do: each stanford
 patient has its own voxel size (1.2-2.0 mm in-plane, 1.5-3.0 mm slices) and field of view
-(90-140 mm around the mid-brain), oslo has 1 mm slices (``seqablate.data.phantom.SCANNERS``);
+(from a 90 mm crop around the mid-brain to the whole head), oslo has 1 mm slices
+(``seqablate.data.phantom.SCANNERS``);
 the study resamples them to the spacing it plans from the training patients
 (``data.geometry: spacing``). It runs a study on local Ray (the
 input-level network, ``tiny`` backbone, without and with sequence dropout p = 0.25, 3 seeds

@@ -90,7 +90,7 @@ def test_one_model_three_geometries(tmp_path: Path) -> None:
                               cache_dir=tmp_path / "cache")
         maps[name] = res.metrics["test.full.mAP"]
         les = pd.read_csv(res.out / "lesions.csv")
-        les = les[(les["condition"] == "full") & les["is_tp"].astype(bool)]
+        les = les[(les["condition"] == "test.full") & les["is_tp"].astype(bool)]
         found[name] = {}
         for i in range(PATIENTS):
             pid = f"p{i:03d}"
