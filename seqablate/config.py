@@ -256,6 +256,9 @@ class TrainConfig(_Strict):
     # validation condition's mAP; a condition; 'worst' or 'mean' over val_conditions; or a
     # deployment profile {condition: share of patients}, shares summing to 1 (seqablate/objectives.py)
     objective: str | dict[str, float] | None = None
+    # multi-objective studies: every objective the trial reports (val.objective.<i>, i from 1), the
+    # first being the objective above, the one that selects the checkpoint; [] = that one alone
+    objectives: list[str | dict[str, float]] = Field(default_factory=list)
     # the older spelling of val_conditions: [censor_<these>] (sequences censored in validation);
     # kept as written, val_conditions follows it
     val_censor: list[str] = Field(default_factory=list)
@@ -283,6 +286,18 @@ class TrainConfig(_Strict):
             return objectives.parse_objective(v)
         except ValueError as err:  # the error's location names the field already
             raise ValueError(str(err).removeprefix("train.objective: ")) from None
+
+    @field_validator("objectives", mode="before")
+    @classmethod
+    def _objectives(cls, v: Any) -> list[objectives.Objective]:
+        try:
+            found = objectives.parse_objectives(v)
+        except ValueError as err:  # the error's location names the field already
+            raise ValueError(str(err).removeprefix("train.objectives: ")) from None
+        if len(found) == 1:
+            raise ValueError(f"one objective ({objectives.objective_text(found[0])}) is train.objective alone; "
+                             "give two or more, or leave train.objectives empty and set train.objective")
+        return found
 
     @field_validator("val_conditions")
     @classmethod
@@ -398,7 +413,21 @@ class TrialConfig(_Strict):
                     f"validation scores; val_censor is the older spelling of val_conditions: [{censored}]: "
                     "set only train.val_conditions"
                 )
-        objective, conditions = objectives.resolve(t.objective, conditions, seqs)
+        if t.objectives:
+            listed, conditions = objectives.resolve_all(t.objectives, conditions, seqs)
+            if t.objective is not None:
+                first, conditions = objectives.resolve(t.objective, conditions, seqs)
+                if first != listed[0]:
+                    raise ValueError(
+                        f"train.objective {objectives.objective_text(t.objective)!r} is not the first of "
+                        f"train.objectives ({objectives.objectives_text(t.objectives)}): the first objective is the "
+                        "one the checkpoint is selected by; put it first, or leave train.objective unset"
+                    )
+            objective = listed[0]
+            if listed != list(t.objectives):
+                t.objectives = listed
+        else:
+            objective, conditions = objectives.resolve(t.objective, conditions, seqs)
         if conditions != list(t.val_conditions):
             t.val_conditions = conditions
         if objective != t.objective:
@@ -439,6 +468,19 @@ class StudyConfig(_Strict):
         if bad:
             raise ValueError(f"external cohort names {bad} must use letters, digits, '_' or '-'")
         return v
+
+    @model_validator(mode="after")
+    def _one_metric_for_asha(self) -> StudyConfig:
+        # ASHA stops trials by one metric: it would cut the front short on the first objective's
+        # side, stopping early the trials that trade it for the others.
+        if self.scheduler == "asha" and self.base.train.objectives:
+            raise ValueError(
+                f"scheduler: asha with several objectives (--objectives / train.objectives "
+                f"{objectives.objectives_text(self.base.train.objectives)}): ASHA stops trials by one metric, so it "
+                "would stop early the trials that trade the first objective for the others and cut the Pareto "
+                "front short; use --scheduler none"
+            )
+        return self
 
     @model_validator(mode="before")
     @classmethod
@@ -592,6 +634,9 @@ def to_yaml(cfg: BaseModel) -> str:
 #: not one param per entry: a per-sequence dropout is one setting, and its run is found, compared
 #: and grouped by one value.
 ONE_PARAM_MAPPINGS: tuple[str, ...] = ("train.dropout_p", "train.objective")
+#: List-valued settings whose entries may be mappings: one param in their own one-string form
+#: (``train.objectives: full; worst; full=0.7,censor_t1_gre_post=0.3``), which the config reads back.
+ONE_PARAM_OBJECTIVE_LISTS: tuple[str, ...] = ("train.objectives",)
 
 
 def flatten(cfg: BaseModel | Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
@@ -600,7 +645,9 @@ def flatten(cfg: BaseModel | Mapping[str, Any], prefix: str = "") -> dict[str, A
     Lists and tuples are rendered as comma-joined strings; None as the string 'None'; the
     mappings of :data:`ONE_PARAM_MAPPINGS` (also under a study's ``base.``) as one
     ``name=value,...`` string (``train.dropout_p: t1_gre_post=0.4,flair=0.1``), which the
-    config reads back; other mappings as one key per entry.
+    config reads back; the objective lists of :data:`ONE_PARAM_OBJECTIVE_LISTS` as
+    ``full; worst`` (:func:`seqablate.objectives.objectives_text`); other mappings as one key
+    per entry.
     """
     raw = cfg.model_dump(mode="json") if isinstance(cfg, BaseModel) else dict(cfg)
     out: dict[str, Any] = {}
@@ -608,6 +655,8 @@ def flatten(cfg: BaseModel | Mapping[str, Any], prefix: str = "") -> dict[str, A
         key = f"{prefix}{k}"
         if isinstance(v, Mapping) and any(key == m or key.endswith(f".{m}") for m in ONE_PARAM_MAPPINGS):
             out[key] = mapping_text(v)
+        elif isinstance(v, list | tuple) and any(key == m or key.endswith(f".{m}") for m in ONE_PARAM_OBJECTIVE_LISTS):
+            out[key] = objectives.objectives_text(v)
         elif isinstance(v, Mapping):
             out.update(flatten(v, prefix=f"{key}."))
         elif isinstance(v, list | tuple):

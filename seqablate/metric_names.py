@@ -24,6 +24,20 @@ Validation, at every validation of a trial::
                                 ``val.tp_dice`` are the selection condition's when the objective
                                 is one condition
 
+A multi-objective trial (``train.objectives``, objective ``i`` counted from 1, objective 1 being
+``train.objective``) also logs, at every validation::
+
+    val.objective.<i>           objective i at this validation
+    val.best_objective.<i>      the best objective i so far, on its own: the bests of different
+                                objectives may come from different validations, so no one model
+                                need reach them all (it says what selecting by i would give)
+    val.selected_objective.<i>  objective i at the selected checkpoint (the validation where
+                                objective 1 was best, ``val.best_step``; the latest with
+                                ``train.select: last``): what the evaluated model does. Optuna's
+                                objectives and the Pareto front's coordinates; with
+                                ``select: best`` ``val.selected_objective.1`` equals
+                                ``val.best_objective``
+
 Saliency traces (per step and cumulative)::
 
     saliency.sequence.<name>      saliency.cumulative.sequence.<name>
@@ -56,6 +70,8 @@ VAL_BEST_OBJECTIVE = "val.best_objective"
 VAL_MAP = "val.mAP"
 VAL_BEST = "val.best_mAP"
 VAL_BEST_STEP = "val.best_step"
+#: The per-objective validation metrics of a multi-objective trial (:func:`objective_key`).
+OBJECTIVE_KINDS: tuple[str, ...] = ("objective", "best_objective", "selected_objective")
 
 EVAL_DIR = "eval"
 LESIONS_CSV = "lesions.csv"
@@ -154,6 +170,27 @@ def parse_val_metric(key: str) -> ValMetricName | None:
     ``val.objective`` included)."""
     m = _VAL_RE.match(key)
     return ValMetricName(m["condition"], m["metric"]) if m else None
+
+
+def objective_key(i: int, kind: str = "objective") -> str:
+    """``val.<kind>.<i>`` of objective ``i`` (counted from 1) of a multi-objective trial:
+    ``kind`` one of :data:`OBJECTIVE_KINDS` (module docstring); inverse of
+    :func:`parse_objective_key`. Raises ValueError for another kind or ``i`` < 1."""
+    if kind not in OBJECTIVE_KINDS:
+        raise ValueError(f"objective metric kind must be one of {list(OBJECTIVE_KINDS)}, got {kind!r}")
+    if isinstance(i, bool) or not isinstance(i, int) or i < 1:
+        raise ValueError(f"objectives are counted from 1, got {i!r}")
+    return f"val.{kind}.{i}"
+
+
+_OBJECTIVE_RE = re.compile(r"^val\.(?P<kind>objective|best_objective|selected_objective)\.(?P<i>[1-9][0-9]*)$")
+
+
+def parse_objective_key(key: str) -> tuple[str, int] | None:
+    """``(kind, i)`` of an :func:`objective_key` name, None for any other name (``val.objective``
+    itself included)."""
+    m = _OBJECTIVE_RE.match(key)
+    return (m["kind"], int(m["i"])) if m else None
 
 
 def saliency_key(kind: str, name: str | int, *, cumulative: bool = False) -> str:

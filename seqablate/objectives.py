@@ -251,3 +251,79 @@ def definition(objective: Objective, conditions: Sequence[str]) -> str:
     terms = " + ".join(f"{share:g} x mAP({c})" for c, share in objective.items())
     return (f"deployment profile: {terms} (the share-weighted mean of the conditions' validation mAPs, "
             "not the mAP of one pooled cohort mixing them)")
+
+
+# ------------------------------------------------------------------------------------------
+# several objectives (multi-objective studies)
+# ------------------------------------------------------------------------------------------
+
+#: How the objectives of ``train.objectives`` are joined in their one-string form (a profile's
+#: own text uses ',' and '=').
+OBJECTIVES_SEPARATOR = "; "
+
+
+def parse_objectives(value: Any) -> list[Objective]:
+    """The structure of a ``train.objectives`` value: a list of objectives (each as
+    :func:`parse_objective` reads one; None is not an objective), or their one-string form
+    ``full; worst; full=0.7,censor_t1_gre_post=0.3`` (:func:`objectives_text`, the MLflow
+    param). ``None`` or an empty list: no objectives (a single-objective trial). Names are
+    checked by :func:`resolve_all`. Raises ValueError naming ``train.objectives`` and the value.
+    """
+    if value is None:
+        return []
+    if isinstance(value, str):
+        value = [part for part in value.split(OBJECTIVES_SEPARATOR.strip()) if part.strip()]
+    if isinstance(value, Mapping) or not isinstance(value, Sequence):
+        raise ValueError(f"train.objectives: expected a list of objectives (e.g. [full, worst]), got {value!r}")
+    out: list[Objective] = []
+    for i, item in enumerate(value):
+        if item is None:
+            raise ValueError(f"train.objectives[{i}]: empty; each entry is a condition, 'worst', 'mean' or a "
+                             "deployment profile")
+        try:
+            out.append(parse_objective(item))
+        except ValueError as err:
+            raise ValueError(f"train.objectives[{i}]: {str(err).removeprefix('train.objective: ')}") from None
+    return out
+
+
+def objectives_text(objs: Sequence[Objective]) -> str:
+    """The one-string form of several objectives (their MLflow param): ``full; worst``;
+    :func:`parse_objectives` reads it back."""
+    return OBJECTIVES_SEPARATOR.join(objective_text(o) for o in objs)
+
+
+def resolve_all(objs: Sequence[Objective], conditions: Sequence[str],
+                sequences: Sequence[str]) -> tuple[list[Objective], list[str]]:
+    """``(objectives, validation conditions)`` in canonical form, for several objectives.
+
+    Every condition an objective names (alone or in a profile) is added to ``conditions``
+    first, in the order named, so ``worst`` / ``mean`` reduce over ALL the validation
+    conditions whatever the objectives' order (``[censor_flair, worst]`` and ``[worst,
+    censor_flair]`` mean the same). Two objectives that are the same once canonical
+    (``censor_bravo`` and ``censor_t1_gre_post``) are an error, as is None. Raises ValueError
+    naming ``train.objectives`` (or ``train.val_conditions``) and the value.
+    """
+    _, canon = resolve(None, conditions, sequences)
+    named: list[Objective] = [None] * len(objs)
+    for i, obj in enumerate(objs):
+        if obj is None:
+            raise ValueError(f"train.objectives[{i}]: empty; name a condition, 'worst', 'mean' or a profile")
+        if isinstance(obj, str) and obj in AGGREGATES:
+            continue
+        try:
+            named[i], canon = resolve(obj, canon, sequences)
+        except ValueError as err:
+            raise ValueError(f"train.objectives[{i}]: {str(err).removeprefix('train.objective: ')}") from None
+    out: list[Objective] = []
+    for i, obj in enumerate(objs):
+        if isinstance(obj, str) and obj in AGGREGATES:
+            try:
+                named[i], canon = resolve(obj, canon, sequences)
+            except ValueError as err:
+                raise ValueError(f"train.objectives[{i}]: {str(err).removeprefix('train.objective: ')}") from None
+        if named[i] in out:
+            raise ValueError(f"train.objectives: {objective_text(obj)!r} repeats {objective_text(named[i])!r}; "
+                             f"got {objectives_text(objs)}")
+        out.append(named[i])
+    return out, canon

@@ -62,6 +62,7 @@ def test_dropout_p_is_a_number_or_a_mapping_in_study_order():
     {"dropout_p": {"flair": 0.1, "t1_gre_post": 0.4}, "objective": "full=0.7,censor_t1_gre_post=0.3"},
     {"dropout_p": {"t1_fse_pre": 0.0}, "objective": "worst", "val_conditions": ["full", "censor_flair"]},
     {"val_censor": ["t1_gre_post"]},
+    {"objectives": ["full", "full=0.7,censor_flair=0.3", "mean"]},
 ])
 def test_flatten_round_trip_scalar_and_mapping(train):
     cfg = _train(**train)
@@ -153,6 +154,15 @@ def test_definitions_in_words():
     ({"val_censor": ["flair"], "val_conditions": [FULL, "censor_flair"]}, "train.val_censor", "set only train.val_conditions"),
     ({"val_censor": ["t1_gre_post", "t1_fse_pre", "t1_fse_post", "flair"]}, "train.val_censor",
      "censors every sequence"),
+    ({"objectives": ["full"]}, "train.objectives", r"one objective \(full\) is train.objective alone; give two or more"),
+    ({"objectives": ["full", "censor_bravo", "censor_t1_gre_post"]}, "train.objectives",
+     "'censor_t1_gre_post' repeats 'censor_t1_gre_post'"),
+    ({"objectives": ["full", "censor_t2"]}, "train.objectives", r"train.objectives\[1\]: 'censor_t2' is not a validation"),
+    ({"objectives": ["full", None]}, "train.objectives", r"train.objectives\[1\]: empty"),
+    ({"objectives": ["full", "worst"]}, "train.objectives", r"\[1\]: 'worst' over one validation condition"),
+    ({"objectives": {"full": 1.0}}, "train.objectives", "expected a list of objectives"),
+    ({"objective": "worst", "objectives": ["full", "worst"], "val_conditions": [FULL, CENSOR_BRAVO]},
+     "train.objectives", "'worst' is not the first of train.objectives"),
 ])
 def test_bad_inputs_name_the_field(train, field, message):
     with pytest.raises(ConfigError) as info:
@@ -160,6 +170,23 @@ def test_bad_inputs_name_the_field(train, field, message):
     text = str(info.value)
     assert field in text, text
     assert re.search(message, text), text
+
+
+def test_several_objectives_add_their_conditions_whatever_their_order():
+    first = _train(objectives=["censor_bravo", "worst"])
+    assert first.train.objectives == [CENSOR_BRAVO, "worst"]
+    assert first.train.objective == CENSOR_BRAVO  # the first: the one the checkpoint is selected by
+    assert first.train.val_conditions == [FULL, CENSOR_BRAVO]  # 'worst' reduces over both
+    later = _train(objectives=["worst", "censor_bravo"])
+    assert later.train.val_conditions == [FULL, CENSOR_BRAVO] and later.train.objective == "worst"
+    profile = _train(objectives=["full", {"full": 0.7, "censor_flair": 0.3}, "mean"])
+    assert profile.train.val_conditions == [FULL, "censor_flair"]
+    assert flatten(profile)["train.objectives"] == "full; full=0.7,censor_flair=0.3; mean"
+    assert ob.parse_objectives("full; full=0.7,censor_flair=0.3; mean") == profile.train.objectives
+    assert ob.objectives_text(profile.train.objectives) == "full; full=0.7,censor_flair=0.3; mean"
+    # train.objective may be given too, as the first objective (in any spelling of it)
+    assert _train(objective="censor_bravo", objectives=["censor_t1_gre_post", "worst"]).train.objective == CENSOR_BRAVO
+    assert _train().train.objectives == [] and flatten(_train())["train.objectives"] == ""
 
 
 def test_a_dropout_mapping_outside_a_smaller_study():
@@ -182,7 +209,7 @@ def _args(**kw: object) -> argparse.Namespace:
     base = {"space": "dropout-sweep", "cohort": ".", "name": None, "external": None, "smoke": True, "trials": None,
             "base": None, "num_samples": None, "seeds": None, "scheduler": None, "max_concurrent": None,
             "workers_per_trial": None, "gpus_per_worker": None, "cpus_per_worker": None, "storage": None,
-            "tracking_uri": None, "objective": None}
+            "tracking_uri": None, "objective": None, "objectives": None}
     return argparse.Namespace(**{**base, **kw})
 
 
@@ -206,3 +233,32 @@ def test_study_objective_flag(tmp_path):
     one.write_text("train: {val_censor: [t1_gre_post]}\n")
     with pytest.raises(ConfigError, match=r"(?s)--objective 'worst': .*train.val_conditions"):
         study_config_from_args(_args(objective="worst", base=str(one)))
+
+
+def test_study_objectives_flag():
+    from seqablate.cli.train import study_config_from_args
+    from seqablate.trainables.driver import search_metrics
+
+    train = study_config_from_args(_args(objectives=["full", "worst"])).base.train
+    assert train.objective == FULL and train.objectives == [FULL, "worst"]
+    assert train.val_conditions == [FULL] + [f"censor_{s}" for s in TrialConfig().data.sequences]
+    # Optuna's objectives: each objective at the selected checkpoint, all maximised.
+    base = study_config_from_args(_args(objectives=["full", "worst"], space="hpo-per-sequence")).base
+    assert search_metrics(base) == (["val.selected_objective.1", "val.selected_objective.2"], ["max", "max"])
+    assert search_metrics(TrialConfig()) == (["val.best_objective"], ["max"])
+    # A grid with several objectives runs as a grid: no searcher (the front is computed afterwards).
+    from seqablate.trainables.driver import _tuner_args, study_space
+
+    grid = study_config_from_args(_args(objectives=["full", "worst"]))
+    args = _tuner_args(grid, study_space(grid), "/tmp", "grid", False)
+    assert args["tune_config"].search_alg is None and "overrides" in args["param_space"]
+    profile = study_config_from_args(_args(objectives=["censor_bravo", "full=0.5,censor_flair=0.5"])).base.train
+    assert profile.val_conditions == [FULL, CENSOR_BRAVO, "censor_flair"]  # no aggregate: only what they name
+    with pytest.raises(ValueError, match=r"--objective 'full' and --objectives full worst: give one of them"):
+        study_config_from_args(_args(objective="full", objectives=["full", "worst"]))
+    with pytest.raises(ValueError, match=r"--objectives worst: give two or more objectives"):
+        study_config_from_args(_args(objectives=["worst"]))
+    with pytest.raises(ConfigError, match=r"(?s)--objectives full worst: .*asha.*ASHA stops trials by one metric"):
+        study_config_from_args(_args(objectives=["full", "worst"], scheduler="asha"))
+    with pytest.raises(ConfigError, match=r"(?s)--objectives full censor_t2: .*train.objectives\[1\]: 'censor_t2'"):
+        study_config_from_args(_args(objectives=["full", "censor_t2"]))

@@ -29,6 +29,8 @@ ELSEWHERE: dict[str, str] = {
     r"^mlflow ui --backend-store-uri ": "tests/ecosystem/test_ecosystem_mlflow_ui.py::test_runs_page_shows_trials_and_metric_columns",
     r"ray job submit ": "tests/trainables/test_trainables_study.py::test_ray_job_submit",
     r"^seqablate study run .*--objective ": "tests/trainables/test_trainables_objective.py::test_readme_robustness_study",
+    r"^seqablate study run .*--objectives ": "tests/trainables/test_trainables_objective.py::test_readme_multi_objective_study",
+    r"^seqablate report runs/pareto$": "tests/trainables/test_trainables_objective.py::test_readme_multi_objective_study",
 }
 
 
@@ -134,6 +136,8 @@ SMOKE_STUDIES = ("paper-table1", "paper-table2", "hpo", "dropout-sweep", "hpo-pe
 
 
 def _prepare(cmd: str, ctx: dict[str, str]) -> str:
+    from seqablate.search_spaces import get_space
+
     for pat, rep in SUBSTITUTIONS:
         cmd = re.sub(pat, rep, cmd)
     for key, value in ctx.items():
@@ -141,7 +145,7 @@ def _prepare(cmd: str, ctx: dict[str, str]) -> str:
     cmd = cmd.replace("3f2a...c1", ctx.get("run_id", "3f2a...c1"))
     if cmd.startswith("seqablate study run ") and cmd.split()[3] in SMOKE_STUDIES:
         cmd += " --smoke"
-        if cmd.split()[3] != "hpo" and "--trials" not in cmd:
+        if get_space(cmd.split()[3]).kind != "search" and "--trials" not in cmd:
             cmd += " --trials 'input*'"  # one point of the grid
     return cmd
 

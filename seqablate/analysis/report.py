@@ -1,4 +1,5 @@
-"""A study's report: findings, tables, consistency, HPO and figures -> report.md + report.html.
+"""A study's report: findings, tables, HPO, a multi-objective study's Pareto front, consistency and
+figures -> report.md + report.html.
 
 :func:`build_document` assembles the report from a :class:`~seqablate.analysis.study.StudyRuns`
 (pure apart from reading metric histories and artifacts); :func:`write_report` writes
@@ -21,6 +22,7 @@ from seqablate.analysis.document import Document, Figure, Frame, Heading, PaperT
 from seqablate.analysis.figures import best_runs, evaluation_figures
 from seqablate.analysis.findings import RULES, build_findings
 from seqablate.analysis.hpo import OBJECTIVES, summarize_hpo
+from seqablate.analysis.pareto import PARETO_PNG, compute_front, pareto_blocks, tag_front
 from seqablate.analysis.runs import Run, group_by_config, study_sequences
 from seqablate.analysis.study import StudyRuns, load_study
 from seqablate.analysis.tables import CENSORED, build_tables, row_order
@@ -131,6 +133,12 @@ def _document(
                 doc.add(Paragraph("Parameter importances need two or more finished trials with a varying parameter."))
             path = plot_objective_vs_params(summary.frame, summary.objective, summary.params, figdir / "hpo_objective.png")
             doc.add(Figure(path, f"{summary.objective} against each searched parameter"))
+    # 2b. Several objectives: the Pareto front (validation), with the test numbers beside it
+    front = compute_front(runs)
+    data.pareto = front
+    if front is not None:
+        doc.add(Heading("Multi-objective search: the Pareto front"))
+        doc.add(*pareto_blocks(front, figdir, detections))
     steps.update(1)
 
     # 3. Saliency and consistency
@@ -219,6 +227,7 @@ class ReportResult:
     logged: bool
     summary: str = ""  # the console's view: the paper's tables I-IV and VI, then the findings
     forest: Path | None = None  # the findings' forest plot (also under report/ in MLflow)
+    pareto: Path | None = None  # a multi-objective study's Pareto front (also under report/ in MLflow)
 
 
 #: Paper tables shown in the console summary.
@@ -279,8 +288,9 @@ def write_report(
         if "md" in formats:
             (tmp / "report.md").write_text(doc.markdown(tmp), encoding="utf-8")
             written.append("report.md")
-        if (tmp / "figures" / FOREST_PNG).is_file():  # beside the report too: the study's one-look summary
-            shutil.copyfile(tmp / "figures" / FOREST_PNG, tmp / FOREST_PNG)
+        for png in (FOREST_PNG, PARETO_PNG):  # beside the report too: the study's one-look summaries
+            if (tmp / "figures" / png).is_file():
+                shutil.copyfile(tmp / "figures" / png, tmp / png)
         if "md" not in formats:  # figures are embedded in the HTML; keep the folder lean
             shutil.rmtree(tmp / "figures", ignore_errors=True)
         folders.replace_own_dir(tmp, target, "report", flag=flag)
@@ -292,7 +302,11 @@ def write_report(
         from seqablate import tracking
 
         tracking.log_report(data.parent_run_id, target, tracking_uri=data.tracking_uri)
+        if data.pareto is not None and data.pareto.points:
+            # The runs' pareto tags follow the front the report shows (as `study run` left them,
+            # or anew for runs a resumed study added since).
+            tag_front(data.pareto, data.tracking_uri)
         logged = True
-    forest = target / FOREST_PNG
+    forest, pareto = target / FOREST_PNG, target / PARETO_PNG
     return ReportResult(target, [target / f for f in written], logged, summary_text(data),
-                        forest if forest.is_file() else None)
+                        forest if forest.is_file() else None, pareto if pareto.is_file() else None)

@@ -32,6 +32,7 @@ class StudyRuns:
     baselines: list[Run] = field(default_factory=list)  # outside tools' scored predictions (finished)
     findings: list[Any] = field(default_factory=list)  # filled by build_document
     tables: list[Any] = field(default_factory=list)  # filled by build_document
+    pareto: Any = None  # a multi-objective study's ParetoFront (analysis.pareto), filled by build_document
 
     def history(self, run_id: str, key: str) -> list[tuple[int, float]]:
         return tracking.metric_history(run_id, key, tracking_uri=self.tracking_uri)

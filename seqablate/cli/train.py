@@ -65,6 +65,15 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                      "conditions (without train.val_conditions in --base: the full protocol and each sequence "
                      "censored alone), or a deployment profile full=0.7,censor_t1_gre_post=0.3 (the share of "
                      "patients arriving with each condition's sequences, summing to 1)")
+    run.add_argument("--objectives", nargs="+", default=None, metavar="OBJ",
+                     help="a multi-objective study: two or more objectives, each as --objective takes them (e.g. "
+                     "--objectives full worst). Every trial reports each one's validation value at its selected "
+                     "checkpoint; searches run Optuna's multi-objective TPE on them, and the study tags the Pareto "
+                     "front of the finished trials (tag pareto=true/false; the report draws it with test numbers). "
+                     "Each trial's checkpoint is selected on the FIRST objective (it is train.objective). worst/mean "
+                     "reduce over every validation condition (without train.val_conditions in --base: the full "
+                     "protocol, each sequence censored alone, and those the other objectives name). Not with "
+                     "--objective, nor with --scheduler asha (ASHA stops trials by one metric)")
     run.add_argument("--trials", action="append", metavar="GLOB",
                      help="grids: run only the points whose name matches (e.g. 'mid@*'; repeatable)")
     run.add_argument("--overwrite", action="store_true",
@@ -276,14 +285,26 @@ def study_config_from_args(args: argparse.Namespace) -> Any:
         if isinstance(raw.get(key), str) and "://" not in raw[key]:
             raw[key] = os.path.abspath(Path(raw[key]).expanduser())
     objective = getattr(args, "objective", None)
-    if objective is None:
+    several = getattr(args, "objectives", None)
+    if objective is not None and several is not None:
+        raise ValueError(f"--objective {objective!r} and --objectives {' '.join(several)}: give one of them "
+                         "(--objectives' first objective is the one each checkpoint is selected by)")
+    if several is not None:
+        if len(several) < 2:
+            raise ValueError(f"--objectives {' '.join(several)}: give two or more objectives (one objective is "
+                             "--objective)")
+        raw["base"] = with_objectives(raw.get("base"), list(several))
+        flag = f"--objectives {' '.join(several)}"
+    elif objective is not None:
+        raw["base"] = with_objective(raw.get("base"), objective)
+        flag = f"--objective {objective!r}"
+    else:
         return parse(StudyConfig, raw, source="study run")
-    raw["base"] = with_objective(raw.get("base"), objective)
     try:
         return parse(StudyConfig, raw, source="study run")
     except ConfigError as err:
-        if "train.objective" in str(err) or "train.val_conditions" in str(err):
-            raise ConfigError(f"--objective {objective!r}: {err}") from None
+        if any(k in str(err) for k in ("train.objective", "train.val_conditions", "scheduler")):
+            raise ConfigError(f"{flag}: {err}") from None
         raise
 
 
@@ -308,11 +329,34 @@ def with_objective(base: dict[str, Any] | None, objective: str) -> dict[str, Any
     return out
 
 
+def with_objectives(base: dict[str, Any] | None, objectives: list[str]) -> dict[str, Any]:
+    """A base config mapping with ``train.objectives`` set (``--objectives``) and
+    ``train.objective`` their first, the one each checkpoint is selected by.
+
+    As for ``--objective``: with a ``worst`` or ``mean`` among them and a base that names no
+    validation conditions beyond the default ``[full]`` (and no ``train.val_censor``), the
+    trials validate under the full protocol and each sequence censored alone; the other
+    objectives add the conditions they name (:func:`seqablate.objectives.resolve_all`).
+    """
+    from seqablate.objectives import AGGREGATES, robustness_conditions
+    from seqablate.sequences import PAPER_SEQUENCES
+
+    out = dict(base or {})
+    train = dict(out.get("train") or {})
+    train["objective"], train["objectives"] = objectives[0], list(objectives)
+    if (any(o.strip() in AGGREGATES for o in objectives)
+            and list(train.get("val_conditions") or ["full"]) == ["full"] and not train.get("val_censor")):
+        train["val_conditions"] = robustness_conditions((out.get("data") or {}).get("sequences") or PAPER_SEQUENCES)
+    out["train"] = train
+    return out
+
+
 def _study_run(args: argparse.Namespace) -> int:
     from seqablate.trainables.driver import run_study
 
     cfg = study_config_from_args(args)
     result = run_study(cfg, overwrite=args.overwrite, verbose=args.verbose)
+    _tag_pareto(cfg, result)
     return _report_study(result)
 
 
@@ -325,7 +369,32 @@ def _study_resume(args: argparse.Namespace) -> int:
         # (older studies stored a relative --storage, or none: ./seqablate-runs/<name>).
         cfg = cfg.model_copy(update={"storage": str(Path(args.path).resolve())})
     result = run_study(cfg, resume=True, verbose=args.verbose)
+    _tag_pareto(cfg, result)
     return _report_study(result)
+
+
+def _tag_pareto(cfg: Any, result: Any) -> None:
+    """A multi-objective study's trials done (not interrupted): tag each finished trial run
+    ``pareto`` = true / false by the front of the validation objectives, and say how many
+    configurations are on it. A failure to tag does not fail the study (its runs are logged):
+    it is reported with the command that tags them again."""
+    if not cfg.base.train.objectives or getattr(result, "interrupted", False):
+        return
+    from seqablate.analysis.pareto import tag_study
+
+    try:
+        front = tag_study(result.parent_run_id, tracking_uri=result.tracking_uri)
+    except Exception as err:  # noqa: BLE001 - the study's results are logged; tagging can be redone
+        print(f"could not tag the Pareto front ({type(err).__name__}: {err}); `seqablate report "
+              f"{result.storage}` computes and tags it", file=sys.stderr)
+        return
+    if front is None or not front.points:
+        print("no finished trial logged every objective: no Pareto front", file=sys.stderr)
+        return
+    names = ", ".join(p.label for p in front.front)
+    print(f"\nPareto front on the validation objectives ({'; '.join(front.labels)}; each trial's checkpoint "
+          f"selected on objective 1): {len(front.front)} of {len(front.points)} configuration(s): {names}; "
+          "their runs are tagged pareto=true (`seqablate report` shows the front with test numbers)")
 
 
 def _report_study(result: Any) -> int:

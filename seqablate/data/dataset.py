@@ -101,13 +101,16 @@ class SliceDataset(Dataset):
         z = int(self._z[i])
         zs = stack_indices(z, p.n_slices, self.slices)
         # np.take on the memmap copies only the S*K needed slices (faster than fancy indexing).
-        image = np.take(p.image, zs, axis=1).astype(np.float32, copy=False)
         if p.mask is not None:
             mask = np.array(p.mask[z], dtype=np.uint8)
         else:
             mask = np.zeros(p.image.shape[2:], dtype=np.uint8)
         if self.patch is not None:
-            image, mask = crop_patch(image, mask, self.patch, p.head_box, self.rng)
+            # The window first, so only the patch's pixels are read from the memmap.
+            top, left = patch_window(mask, self.patch, p.head_box, self.rng)
+            image, mask = cut_window(p.image, mask, zs, top, left, self.patch)
+        else:
+            image = np.take(p.image, zs, axis=1).astype(np.float32, copy=False)
         sample = {
             "image": torch.from_numpy(image),
             "present": torch.from_numpy(np.array(p.present, dtype=bool)),
@@ -129,6 +132,35 @@ def _start(n: int, size: int, lo: int, hi: int, focus: int | None, rng: np.rando
     return int(np.clip(centre - size // 2, 0, n - size))
 
 
+def patch_window(mask: np.ndarray, size: int, box: Sequence[int] | None, rng: np.random.Generator) -> tuple[int, int]:
+    """(top, left) of a ``size`` x ``size`` window on a slice whose lesion mask is ``mask``
+    uint8[H, W] (negative where the window starts before the slice); see :func:`crop_patch`."""
+    h, w = mask.shape
+    h0, h1, w0, w1 = box if box is not None else (0, h, 0, w)
+    focus_h = focus_w = None
+    lesion = np.flatnonzero(mask)
+    if lesion.size:
+        focus_h, focus_w = divmod(int(lesion[rng.integers(lesion.size)]), w)
+    return _start(h, size, h0, h1, focus_h, rng), _start(w, size, w0, w1, focus_w, rng)
+
+
+def cut_window(
+    image: np.ndarray, mask: np.ndarray, zs: np.ndarray, top: int, left: int, size: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """The window at (``top``, ``left``) of slices ``zs`` of ``image`` [S, Z, H, W] (a memmap:
+    only the window's pixels are read) and of ``mask`` [H, W]: (float32[S, K, P, P],
+    uint8[P, P]), zeros where the window lies outside the slice."""
+    h, w = mask.shape
+    out_img = np.zeros((image.shape[0], len(zs), size, size), dtype=np.float32)
+    out_mask = np.zeros((size, size), dtype=np.uint8)
+    # The window [top, top + size) meets the slice in [a, b); it lands at [a - top, b - top).
+    a_h, b_h = max(top, 0), min(top + size, h)
+    a_w, b_w = max(left, 0), min(left + size, w)
+    out_img[..., a_h - top : b_h - top, a_w - left : b_w - left] = np.take(image[..., a_h:b_h, a_w:b_w], zs, axis=1)
+    out_mask[a_h - top : b_h - top, a_w - left : b_w - left] = mask[a_h:b_h, a_w:b_w]
+    return out_img, out_mask
+
+
 def crop_patch(
     image: np.ndarray, mask: np.ndarray, size: int, box: Sequence[int] | None, rng: np.random.Generator
 ) -> tuple[np.ndarray, np.ndarray]:
@@ -141,22 +173,8 @@ def crop_patch(
     sits at a uniform offset and the rest is zeros (the background, and the value of an absent
     sequence).
     """
-    h, w = mask.shape
-    h0, h1, w0, w1 = box if box is not None else (0, h, 0, w)
-    focus_h = focus_w = None
-    lesion = np.flatnonzero(mask)
-    if lesion.size:
-        focus_h, focus_w = divmod(int(lesion[rng.integers(lesion.size)]), w)
-    top = _start(h, size, h0, h1, focus_h, rng)
-    left = _start(w, size, w0, w1, focus_w, rng)
-    out_img = np.zeros((*image.shape[:2], size, size), dtype=np.float32)
-    out_mask = np.zeros((size, size), dtype=np.uint8)
-    # The window [top, top + size) meets the slice in [a, b); it lands at [a - top, b - top).
-    a_h, b_h = max(top, 0), min(top + size, h)
-    a_w, b_w = max(left, 0), min(left + size, w)
-    out_img[..., a_h - top : b_h - top, a_w - left : b_w - left] = image[..., a_h:b_h, a_w:b_w]
-    out_mask[a_h - top : b_h - top, a_w - left : b_w - left] = mask[a_h:b_h, a_w:b_w]
-    return out_img, out_mask
+    top, left = patch_window(mask, size, box, rng)
+    return cut_window(image, mask, np.arange(image.shape[1]), top, left, size)
 
 
 def slice_weights(dataset: SliceDataset, oversample: float = 10.0) -> np.ndarray:

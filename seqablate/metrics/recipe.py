@@ -243,6 +243,36 @@ class RecipeData:
         """Arm ``index``'s mean over its seeds, with both intervals."""
         return self.contrast([1.0 if i == index else 0.0 for i in range(len(self.values))], level)
 
+    def minimum(self, indices: Sequence[int], level: float = 0.95) -> RecipeEstimate:
+        """The mean over seeds of each seed's smallest value among arms ``indices``, with
+        both intervals: the test value of a ``worst`` objective (each network's weakest
+        condition, averaged over the networks).
+
+        The arms must be one group (the same networks under several conditions, same seed
+        order). Each seed's minimum is taken on the observed patients and on every resample
+        alike, then treated as that seed's value, as :meth:`contrast` treats a linear one; the
+        minimum is not linear, so the interval is the same construction, but its coverage is
+        not the one ``tests/metrics/test_metrics_recipe_calibration.py`` measures for
+        contrasts. A NaN among a seed's values (a condition without a truth lesion in a
+        resample) makes that seed's minimum NaN there, as it makes the objective undefined.
+        Raises ValueError for no indices or arms of several groups.
+        """
+        if not indices:
+            raise ValueError("minimum: no arms")
+        arms = [self.values[i] for i in indices]
+        groups = {a.group for a in arms}
+        if len(groups) != 1:
+            raise ValueError(f"minimum: the arms must be one group (the same networks), got {sorted(map(str, groups))}")
+        if len({a.observed.size for a in arms}) != 1:
+            raise ValueError("minimum: arms of one group with different numbers of seeds cannot be paired")
+        obs = np.min(np.stack([a.observed for a in arms]), axis=0)
+        res = np.min(np.stack([a.resampled for a in arms]), axis=0)
+        (group,) = groups
+        fixed = {group} if all(a.fixed for a in arms) else set()
+        if not 0.0 < float(level) < 1.0:
+            raise ValueError(f"level must be in (0, 1), got {level!r}")
+        return _estimate(self.metric, {group: (obs, res)}, float(level), self.n_patients, fixed)
+
     def ratio(self, numerator: int, denominator: int, level: float = 0.95,
               ) -> tuple[float, tuple[float, float] | None]:
         """``(mean_num / mean_den, Fieller recipe interval)`` of arms ``numerator`` and

@@ -26,26 +26,32 @@ from seqablate.search_spaces.hpo import (
 )
 from seqablate.search_spaces.paper import dropout_sweep_points, table1_points, table2_points
 from seqablate.search_spaces.registry import (
+    BUILTIN_HELPERS,
     Space,
     SpaceError,
     get_space,
+    helper_params,
     list_spaces,
     register_space,
+    search_overrides,
     validate_space,
 )
 from seqablate.search_spaces.rules import RULES, model_problems
 
 __all__ = [
+    "BUILTIN_HELPERS",
     "DEFAULT_TIE_LAMBDA",
     "RULES",
     "Space",
     "SpaceError",
     "expand_seeds",
     "get_space",
+    "helper_params",
     "list_spaces",
     "model_problems",
     "register_space",
     "run_name",
+    "search_overrides",
     "trial_key",
     "validate_space",
 ]

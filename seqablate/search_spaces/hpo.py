@@ -81,8 +81,8 @@ class HpoPerSequenceSearch(HpoSearch):
     Each sequence's p is sampled on its own (uniform on :data:`PER_SEQUENCE_P_RANGE`, step
     0.05) as the Optuna parameter ``dropout_p_<sequence>``, and the trial's
     ``train.dropout_p`` is the mapping of them, in study order (bernoulli: ``uniform`` would
-    ignore them). The Optuna names hold no '.', so they are never read as config keys:
-    Tune's config carries them beside the dotted overrides, and the overrides carry the
+    ignore them). The Optuna names are declared helpers (:attr:`helper_params`), never config
+    keys: Tune's config carries them beside the dotted overrides, and the overrides carry the
     mapping. A search over how much each sequence may be missing pays off with an objective
     that rewards surviving it (``--objective worst``, or a deployment profile): under the full
     protocol alone dropout can only cost, and the search would drive every p to 0.
@@ -90,6 +90,11 @@ class HpoPerSequenceSearch(HpoSearch):
 
     def __repr__(self) -> str:
         return f"HpoPerSequenceSearch(sequences={list(self.sequences)})"
+
+    @property
+    def helper_params(self) -> tuple[str, ...]:
+        """The Optuna parameters this function samples and folds into ``train.dropout_p``."""
+        return tuple(f"dropout_p_{s}" for s in self.sequences)
 
     def dropout(self, trial: optuna.Trial) -> dict[str, Any]:
         p = {s: round(trial.suggest_float(f"dropout_p_{s}", *PER_SEQUENCE_P_RANGE, step=0.05), 2)

@@ -5,10 +5,12 @@ A :class:`Space` is either a *grid* (a list of override dicts, dotted keys for
 ``(trial: optuna.Trial) -> dict`` returning the trial's override dict). Named spaces are
 registered once at import (duplicates are refused, like torchvision's model registry); a user
 can also pass the path of a Python file that defines ``SPACE`` (and optionally a one-line
-``DESCRIPTION``). A search's Optuna parameters named with a '.' are config keys; a name
-without one is a helper the function folds into a returned override (``hpo-per-sequence``
-samples ``dropout_p_<sequence>`` and returns ``train.dropout_p`` as their mapping), never a
-config key itself.
+``DESCRIPTION``). A search's Optuna parameters named with a '.' are config keys. A name
+without one is a *helper* only when it is registered as one (:func:`helper_params`): the
+function folds it into a returned override and it is never a config key (``hpo-per-sequence``
+samples ``dropout_p_<sequence>`` and returns ``train.dropout_p`` as their mapping). Any other
+name without a '.' (``lr`` for ``train.lr``) stays in the trial's overrides, so it is refused
+as an unknown field, never silently ignored.
 """
 
 from __future__ import annotations
@@ -24,12 +26,45 @@ from typing import TYPE_CHECKING, Any
 from seqablate.config import ConfigError, TrialConfig, with_overrides
 from seqablate.naming import expand_seeds, run_name, trial_key
 from seqablate.search_spaces.rules import model_problems
+from seqablate.sequences import CANONICAL
 
 if TYPE_CHECKING:  # optuna is only needed when a search is actually sampled
     import optuna
 
 Overrides = dict[str, Any]
 DefineByRun = Callable[["optuna.Trial"], Overrides]
+
+
+#: Helper names every study accepts without a declaration: one dropout probability per known
+#: sequence (``dropout_p_<canonical sequence>``, what ``hpo-per-sequence`` samples), so trial
+#: names and overrides read the same wherever a Tune config is seen without its space.
+BUILTIN_HELPERS: frozenset[str] = frozenset(f"dropout_p_{s}" for s in CANONICAL)
+
+
+def helper_params(fn: Any = None) -> frozenset[str]:
+    """The Optuna parameter names that are helpers for the define-by-run function ``fn``.
+
+    :data:`BUILTIN_HELPERS` plus the names ``fn`` declares in an attribute ``helper_params``
+    (a collection of strings: parameters it samples and folds into a returned override). A
+    declared name holding a '.' would be a config key, so it is refused. ``fn`` None: the
+    built-in ones. Raises :class:`SpaceError` naming a declared name that is not a string or
+    holds a '.'.
+    """
+    declared = getattr(fn, "helper_params", None) or ()
+    if isinstance(declared, str):
+        declared = (declared,)
+    bad = [n for n in declared if not isinstance(n, str) or not n or "." in n]
+    if bad:
+        raise SpaceError(f"helper_params of {fn!r}: {bad} are not helper names (a non-empty name without '.': "
+                         "names with a '.' are config keys)")
+    return BUILTIN_HELPERS | frozenset(declared)
+
+
+def search_overrides(params: Mapping[str, Any], helpers: frozenset[str] = BUILTIN_HELPERS) -> Overrides:
+    """A search trial's overrides from its sampled and returned values (Ray's ``OptunaSearch``
+    puts both in the trial config): every key but the ``helpers``. A name without a '.' that
+    is no helper is kept, so that applying the overrides refuses it as an unknown field."""
+    return {k: v for k, v in params.items() if k not in helpers}
 
 
 class SpaceError(ValueError):
@@ -151,10 +186,19 @@ class FileSearch:
     def __repr__(self) -> str:
         return f"FileSearch({self.path!r})"
 
-    def __call__(self, trial: optuna.Trial) -> Overrides:
+    def _function(self) -> DefineByRun:
         if self._fn is None:
             self._fn = _import_file(Path(self.path)).SPACE
-        return self._fn(trial)
+        return self._fn
+
+    def __call__(self, trial: optuna.Trial) -> Overrides:
+        return self._function()(trial)
+
+    @property
+    def helper_params(self) -> tuple[str, ...]:
+        """The helper names the file's function declares (its ``helper_params``), if any."""
+        declared = getattr(self._function(), "helper_params", None) or ()
+        return (declared,) if isinstance(declared, str) else tuple(declared)
 
     def __getstate__(self) -> dict[str, Any]:
         return {"path": self.path}
@@ -258,6 +302,7 @@ def validate_space(
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))
     fn = space.search_fn(base)
+    helpers = helper_params(fn)
     out: list[Overrides] = []
     for i in range(samples):
         trial = study.ask()
@@ -269,10 +314,18 @@ def validate_space(
                 f"{type(err).__name__}: {err}"
             ) from err
         # As Ray's OptunaSearch does: suggested values, updated by the returned constants;
-        # then, as the trial driver reads a trial's config, only dotted keys are overrides
-        # (a name without '.' is a helper the function folds into one, e.g. one dropout p per
-        # sequence into train.dropout_p).
-        point = {k: v for k, v in {**trial.params, **(returned or {})}.items() if "." in k}
+        # then, as the trial driver reads a trial's config, every key but the registered
+        # helpers is an override (a helper is folded into one by the function, e.g. one
+        # dropout p per sequence into train.dropout_p).
+        point = search_overrides({**trial.params, **(returned or {})}, helpers)
+        stray = sorted(k for k in point if "." not in k)
+        if stray:
+            raise SpaceError(
+                f"space {space.name!r} sample {i}: Optuna parameter(s) {stray} are neither config keys (dotted, "
+                f"e.g. 'train.lr') nor helpers of the space (helper names: the define-by-run function's "
+                f"helper_params, or dropout_p_<sequence>); rename them to the config key they set, or declare "
+                f"them in helper_params and fold them into a returned override"
+            )
         _check_point(space, f"sample {i}", point, base)
         study.tell(trial, 0.0)
         out.append(dict(point))

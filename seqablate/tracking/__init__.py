@@ -40,7 +40,9 @@ from seqablate.tracking.names import (  # noqa: E402
     TAG_GIT,
     TAG_KIND,
     TAG_OBJECTIVE,
+    TAG_OBJECTIVES,
     TAG_PARENT,
+    TAG_PARETO,
     TAG_STUDY,
     TAG_TRIAL_KEY,
     TAG_VERSION,
@@ -73,6 +75,7 @@ from seqablate.tracking.runs import (  # noqa: E402
     get_or_create_trial_run,
     publish_view,
     study_run,
+    tag_runs,
     trial_run,
 )
 from seqablate.tracking.store import (  # noqa: E402
@@ -97,11 +100,11 @@ from seqablate.tracking.writing import RunLogger  # noqa: E402
 
 __all__ = [
     "ARTIFACTS_NAME", "CONFIG_ARTIFACT", "DB_NAME", "DEFAULT_DIR", "EXPERIMENT_KIND", "KIND_BASELINE", "MODEL_DIR", "RETRY",
-    "SPLIT_ARTIFACT", "STUDY_FILE", "TAG_BASELINE", "TAG_ERROR", "TAG_GIT", "TAG_KIND", "TAG_OBJECTIVE", "TAG_PARENT", "TAG_STUDY", "TAG_TRIAL_KEY", "TAG_VERSION",
+    "SPLIT_ARTIFACT", "STUDY_FILE", "TAG_BASELINE", "TAG_ERROR", "TAG_GIT", "TAG_KIND", "TAG_OBJECTIVE", "TAG_OBJECTIVES", "TAG_PARENT", "TAG_PARETO", "TAG_STUDY", "TAG_TRIAL_KEY", "TAG_VERSION",
     "VIEW_KEY", "RetryPolicy", "RunLogger", "StudyHandle", "StudyRef", "TrackingStoreError", "TrialAlreadyFinished",
     "TrialLogger", "check_reachable", "check_store", "client", "close_dangling_trials", "create_run", "db_state",
     "default_artifact_location", "default_tracking_uri", "download_artifact", "download_model", "find_trial_run",
     "get_or_create_experiment", "get_or_create_trial_run", "git_commit", "is_locked_error", "list_artifacts",
     "list_baselines", "list_trials", "load_deployed", "log_report", "metric_history", "model_version_run", "publish_view", "register_model",
-    "resolve_study", "run_info", "sqlite_db_path", "study_run", "trial_run",
+    "resolve_study", "run_info", "sqlite_db_path", "study_run", "tag_runs", "trial_run",
 ]

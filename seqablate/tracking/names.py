@@ -22,6 +22,13 @@ TAG_GIT = "git_commit"
 #: On trial runs: the objective the run selected its checkpoint by, in words
 #: (:func:`seqablate.objectives.definition`; the param ``train.objective`` holds its value).
 TAG_OBJECTIVE = "objective.definition"
+#: On trial runs of a multi-objective study (``train.objectives``): every objective in words,
+#: numbered as the metrics ``val.<kind>.<i>`` are (``1: validation mAP under full; 2: worst ...``).
+TAG_OBJECTIVES = "objectives.definition"
+#: On trial runs of a multi-objective study: ``true`` when the run's configuration is on the
+#: Pareto front of the study's finished trials on their validation objectives, else ``false``
+#: (``seqablate.analysis.pareto``); finished runs without the objectives get none.
+TAG_PARETO = "pareto"
 TAG_VERSION = "seqablate.version"
 MODEL_DIR = mn.MODEL_DIR  # artifact folder of the trained model (an MLflow PyTorch model)
 CONFIG_ARTIFACT = "config.yaml"

@@ -27,6 +27,7 @@ from seqablate.tracking.names import (
     TAG_GIT,
     TAG_KIND,
     TAG_OBJECTIVE,
+    TAG_OBJECTIVES,
     TAG_PARENT,
     TAG_STUDY,
     TAG_TRIAL_KEY,
@@ -274,6 +275,9 @@ def _trial_tags(cfg: TrialConfig) -> dict[str, str]:
         "seed": _str(t.seed),
         # What the run selected its checkpoint by, in words (the param train.objective is terse).
         TAG_OBJECTIVE: objectives.definition(t.objective, t.val_conditions),
+        # A multi-objective trial: every objective it reports, numbered as its metrics are.
+        **({TAG_OBJECTIVES: "; ".join(f"{i}: {objectives.definition(o, t.val_conditions)}"
+                                       for i, o in enumerate(t.objectives, start=1))} if t.objectives else {}),
     }
 
 
@@ -363,6 +367,19 @@ def close_dangling_trials(study: StudyRef) -> list[str]:
         _retry(c.set_terminated, run_id, RunStatus.to_string(RunStatus.KILLED))
         closed.append(run_id)
     return closed
+
+
+def tag_runs(tracking_uri: str, tags: Mapping[str, Mapping[str, Any]]) -> None:
+    """Set tags on existing runs: ``tags`` maps a run id to its ``{tag: value}`` (values as
+    strings). Used for what is known only once a study's trials are done (the Pareto front);
+    setting a tag again replaces its value, so a resumed study's tags follow its runs."""
+    c = client(tracking_uri)
+    for run_id, run_tags in tags.items():
+        for key in run_tags:
+            if not isinstance(key, str) or not _VALID_KEY.match(key):
+                raise ValueError(f"tag name {key!r} is not valid for MLflow")
+        if run_tags:
+            _retry(c.log_batch, run_id, tags=[mlflow.entities.RunTag(k, _str(v)) for k, v in run_tags.items()])
 
 
 class TrialAlreadyFinished(RuntimeError):

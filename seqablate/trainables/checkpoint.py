@@ -7,7 +7,8 @@ A checkpoint folder holds:
   from the current ones (``state.best_step != state.step``): best weights are stored once;
 - ``optimizer.pt``: optimiser + LR-scheduler state (only the latest checkpoint is kept, so
   there is one copy of it per trial);
-- ``state.json``: ``step`` (optimiser steps done), ``best_metric``, ``best_step``;
+- ``state.json``: ``step`` (optimiser steps done), ``best_metric``, ``best_step``, and for a
+  multi-objective trial ``selected`` / ``bests`` (each objective at the best step / its own best);
 - ``saliency.pt``: the cumulative saliency accumulator (so traces continue on resume);
 - ``norm_stats.pt``: per-subset BatchNorm statistics of the selected weights (written with
   the final checkpoint of a BatchNorm model, see :mod:`seqablate.models.norm_stats`);
@@ -17,7 +18,7 @@ A checkpoint folder holds:
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -33,6 +34,11 @@ class TrainState:
     step: int = 0  # optimiser steps completed
     best_metric: float = float("-inf")  # best validation objective (train.objective) so far
     best_step: int = -1  # step at which best_metric was reached (-1: none yet)
+    # multi-objective trials (train.objectives), one entry per objective, empty before a validation:
+    # each objective's value at best_step (what the selected model does) ...
+    selected: list[float] = field(default_factory=list)
+    # ... and each objective's own best so far (NaN while it was never defined)
+    bests: list[float] = field(default_factory=list)
 
 
 @dataclass

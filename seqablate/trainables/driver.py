@@ -27,12 +27,15 @@ from typing import Any
 from seqablate import metric_names as mn
 from seqablate.config import StudyConfig, TrialConfig, parse, to_yaml, with_overrides
 from seqablate.naming import run_name
+from seqablate.search_spaces.registry import BUILTIN_HELPERS
 from seqablate.tracking.names import STUDY_FILE
 from seqablate.trainables.cohort import TrialSplit
 from seqablate.trainables.trial_names import config_name, trial_overrides
 
 #: Metric Tune/Optuna/ASHA optimise: the best validation objective so far (``train.objective``;
 #: the validation mAP by default), reported at each validation; checkpoint selection uses it too.
+#: A multi-objective search (``train.objectives``) gives Optuna :func:`search_metrics` instead;
+#: Tune's own metric stays this one, the first objective's, which selects each checkpoint.
 OBJECTIVE = mn.VAL_BEST_OBJECTIVE
 SPLIT_FILE = "split.json"
 #: Reported only by a trial driver that finished (trained and evaluated its config): a trial
@@ -61,6 +64,8 @@ class StudyContext:
     faults: dict[str, dict[str, Any]] = field(default_factory=dict)  # run name -> FaultPlan fields (tests)
     # split_key(config) -> split, for grid points whose split settings differ from the base's
     splits: dict[str, dict[str, list[str]]] = field(default_factory=dict)
+    # searches: the Optuna parameters the space folds into overrides (never config keys)
+    helpers: tuple[str, ...] = ()
 
     def split_for(self, cfg: TrialConfig) -> dict[str, list[str]]:
         """The patient split planned for ``cfg``'s split settings (the base's when they match)."""
@@ -176,7 +181,7 @@ def trial_driver(config: dict[str, Any], ctx: StudyContext) -> None:
     import numpy as np
     import ray.tune
 
-    overrides = trial_overrides(config)
+    overrides = trial_overrides(config, BUILTIN_HELPERS | frozenset(ctx.helpers))
     if ctx.seeds > 1 and "train.seed" not in overrides:
         # Searches: the sampled config is trained once per seed; Optuna sees the mean.
         finals = [_fit_one(ctx, {**overrides, "train.seed": s}) for s in range(ctx.seeds)]
@@ -519,6 +524,8 @@ def _run_study(cfg: StudyConfig, held: contextlib.ExitStack, *, resume: bool, ov
             cpus_per_worker=cfg.cpus_per_worker, seeds=cfg.seeds if space.kind == "search" else 1,
             faults={k: (asdict(v) if is_dataclass(v) else dict(v)) for k, v in (faults or {}).items()},
             splits=splits,
+            helpers=tuple(sorted(search_spaces.helper_params(space.search_fn(cfg.base)))) if space.kind == "search"
+            else (),
         )
         # The driver itself only waits on its trainer: no CPU, never a GPU, and it runs
         # on the head node. Ray Train V2 attaches each trial's controller to its driver's node,
@@ -598,8 +605,10 @@ def _publish_view(ref: Any, rows: list[dict[str, Any]]) -> tuple[str, str]:
     logged = {k for r in rows for k in r}
     metrics = [m for m in VIEW_METRICS if m in logged]
     metrics += sorted(k for k in logged if k.startswith("external.") and k.endswith(".mAP") and k.count(".") == 2)
+    # A multi-objective study: each objective at the selected checkpoint (the front's coordinates).
+    metrics += sorted(k for k in logged if (mn.parse_objective_key(k) or ("",))[0] == "selected_objective")
     params = ["model.integration", "model.integration_point", "model.sharing", "model.fusion", "model.norm",
-              "train.dropout_p", "train.objective", "train.seed"]
+              "train.dropout_p", "train.objective", "train.objectives", "train.seed"]
     try:
         return (tracking.publish_view(ref, metrics=metrics, params=params, order_by="test.full.mAP"),
                 tracking.publish_view(ref, metrics=metrics, params=[p for p in params if p != "train.seed"],
@@ -627,7 +636,17 @@ def _tuner_args(cfg: StudyConfig, space: Any, parent: str, leaf: str, verbose: b
         from ray.tune.search.optuna import OptunaSearch
 
         param_space = {}
-        search_alg = OptunaSearch(space=space.search_fn(cfg.base), metric=OBJECTIVE, mode="max")
+        metrics, modes = search_metrics(cfg.base)
+        if len(metrics) > 1:
+            import optuna
+
+            # Multi-objective TPE, not NSGA-II (docs/design.md, "Multi-objective search"): it is
+            # model-based after 10 random trials where NSGA-II's first generation (50) is random,
+            # and it samples define-by-run (conditional) parameters NSGA-II draws at random.
+            search_alg = OptunaSearch(space=space.search_fn(cfg.base), metric=metrics, mode=modes,
+                                      sampler=optuna.samplers.TPESampler())
+        else:
+            search_alg = OptunaSearch(space=space.search_fn(cfg.base), metric=OBJECTIVE, mode="max")
         num_samples = total = cfg.num_samples
     return {
         "param_space": param_space,
@@ -642,6 +661,18 @@ def _tuner_args(cfg: StudyConfig, space: Any, parent: str, leaf: str, verbose: b
             failure_config=ray.tune.FailureConfig(max_failures=0),
         ),
     }
+
+
+def search_metrics(base: TrialConfig) -> tuple[list[str], list[str]]:
+    """``(metrics, modes)`` the Optuna searcher optimises for trials of ``base``: the best
+    validation objective alone (``[OBJECTIVE]``), or for ``train.objectives`` each objective's
+    value at the selected checkpoint (``val.selected_objective.<i>``: what the model a trial
+    keeps does, not each objective's own best, which no one checkpoint need reach); all
+    maximised (they are mAPs)."""
+    n = len(base.train.objectives)
+    if n < 2:
+        return [OBJECTIVE], ["max"]
+    return [mn.objective_key(i, "selected_objective") for i in range(1, n + 1)], ["max"] * n
 
 
 def _trial_name(trial: Any) -> str:

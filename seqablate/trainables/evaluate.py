@@ -34,7 +34,15 @@ from seqablate.trainables.cohort import original_mask
 
 
 def evaluation_conditions(cfg: TrialConfig) -> list[tuple[str, tuple[str, ...]]]:
-    """``(name, censored sequences)`` of every test condition, ``full`` first, no duplicates."""
+    """``(name, censored sequences)`` of every test condition, ``full`` first, no duplicates.
+
+    The validation conditions (``train.val_conditions``) are tested too, under their own names,
+    unless a condition above already gives the model the same sequences: a model selected
+    under a condition has its test number under it, which its objective's test value (and a
+    multi-objective study's Pareto table) needs.
+    """
+    from seqablate.objectives import condition_censored
+
     seqs = tuple(cfg.data.sequences)
     out: list[tuple[str, tuple[str, ...]]] = [(mn.FULL, ())]
     singles = list(seqs) if cfg.eval.each_sequence else []
@@ -48,6 +56,12 @@ def evaluation_conditions(cfg: TrialConfig) -> list[tuple[str, tuple[str, ...]]]
                 continue
             censored = tuple(s for s in seqs if s not in sub)
             out.append((mn.subset_condition([s for s in seqs if s in sub]), censored))
+    have = {c for _, c in out}
+    for name in cfg.train.val_conditions:
+        censored = condition_censored(name, seqs)
+        if censored not in have:
+            out.append((name, censored))
+            have.add(censored)
     return out
 
 

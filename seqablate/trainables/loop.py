@@ -316,6 +316,9 @@ def validate(trainer: Trainer, data: TrialData, cfg: TrialConfig) -> dict[str, f
     t = cfg.train
     objective = objectives.objective_value(t.objective, t.val_conditions, maps)
     out[mn.VAL_OBJECTIVE] = out[mn.VAL_MAP] = objective
+    # A multi-objective trial: every objective, numbered from 1 (1 is the one above).
+    for i, obj in enumerate(t.objectives, start=1):
+        out[mn.objective_key(i)] = objectives.objective_value(obj, t.val_conditions, maps)
     # The first names of the selection condition's other numbers, where there is one condition.
     chosen = objectives.selection_condition(t.objective, t.val_conditions)
     for metric in ("max_sensitivity", "tp_dice"):
@@ -340,14 +343,27 @@ def _norm_stats_for(model: torch.nn.Module, data: TrialData, cfg: TrialConfig,
 def keep_best(progress: Progress, trainer: Trainer, metrics: dict[str, float], step: int, cfg: TrialConfig) -> None:
     """Record a validation; keep a copy of the weights when its objective (``val.objective``,
     the number Tune and Optuna see too) is the best so far. A NaN objective is never a best
-    (but the first validation is recorded, so there is always a selected step)."""
+    (but the first validation is recorded, so there is always a selected step).
+
+    A multi-objective trial selects by the first objective alone (it is ``val.objective``); the
+    state records every objective's value at the selected step (``selected``: what the selected
+    weights do; with ``train.select: last`` the latest validation's, as the latest weights are
+    evaluated) and each objective's own best so far (``bests``)."""
     score = metrics.get(mn.VAL_OBJECTIVE, float("nan"))
     st = progress.state
+    values = [float(metrics.get(mn.objective_key(i), math.nan)) for i in range(1, len(cfg.train.objectives) + 1)]
+    if values:
+        # Each objective's own best, whichever validation it comes from (NaN never counts).
+        old = st.bests if len(st.bests) == len(values) else [math.nan] * len(values)
+        st.bests = [v if math.isnan(b) or (not math.isnan(v) and v > b) else b for b, v in zip(old, values, strict=True)]
     # >= : on ties (e.g. mAP 0 early on) the later, longer-trained weights win.
+    if cfg.train.select == "last":
+        st.selected = values  # the weights evaluated are the latest: what they do
     if st.best_step < 0 or (not math.isnan(score) and score >= st.best_metric):
         st.best_metric = score if not math.isnan(score) else st.best_metric
         st.best_step = step
         if cfg.train.select == "best":
+            st.selected = values  # what the selected weights do under every objective
             progress.best_state = {k: x.detach().cpu().clone() for k, x in trainer.bare.state_dict().items()}
 
 
@@ -451,12 +467,12 @@ def train_loop_per_worker(config: dict[str, Any], session: Session | None = None
             metrics.update(v)
             if logger is not None:
                 # The best so far too: the analysis picks a seed by it, as the trial selected.
-                logger.log_metrics({**v, mn.VAL_BEST_STEP: float(state.best_step), **_bests(state)}, step=step)
+                logger.log_metrics({**v, mn.VAL_BEST_STEP: float(state.best_step), **_bests(state, len(t.objectives))}, step=step)
         if is_last and rank == 0 and run.evaluate:
             weights, _ = select_final(progress, trainer, cfg)
             progress.norm_stats = estimate_final_stats(weights, trainer, data, cfg)
         # Every report carries the objective, so Tune's schedulers/searchers always find it.
-        metrics.update(_bests(state))
+        metrics.update(_bests(state, len(t.objectives)))
         if progress.saliency is not None:
             metrics.update(progress.saliency.to_metrics())
         if is_ckpt:
@@ -465,7 +481,7 @@ def train_loop_per_worker(config: dict[str, Any], session: Session | None = None
             session.report(metrics, None)  # [ray]
     bar.close()
     if run.evaluate:
-        final: dict[str, float] = {"step": state.step, "evaluated": 1.0, **_bests(state)}
+        final: dict[str, float] = {"step": state.step, "evaluated": 1.0, **_bests(state, len(t.objectives))}
         if rank == 0:
             final.update(evaluate_selected(trainer, progress, cfg, data, run.split, logger))
         session.report(final, None)  # [ray] every rank reports (it is a barrier)
@@ -564,10 +580,26 @@ def _best(state: TrainState) -> float:
     return float(state.best_metric) if state.best_step >= 0 and math.isfinite(state.best_metric) else 0.0
 
 
-def _bests(state: TrainState) -> dict[str, float]:
-    """The best objective so far under its name (Tune's metric) and its first name."""
+def _finite(v: float) -> float:
+    return float(v) if math.isfinite(v) else 0.0
+
+
+def _bests(state: TrainState, n_objectives: int = 0) -> dict[str, float]:
+    """The best objective so far under its name (Tune's metric) and its first name; for a
+    trial of ``n_objectives`` objectives also each one's value at the selected step
+    (``val.selected_objective.<i>``: Optuna's objectives) and its own best
+    (``val.best_objective.<i>``). Every report carries them (Tune refuses a result without a
+    searched metric); as for the first, 0 where undefined (no validation yet, or a condition
+    without a validation lesion): Tune needs a number."""
     best = _best(state)
-    return {mn.VAL_BEST_OBJECTIVE: best, mn.VAL_BEST: best}
+    out = {mn.VAL_BEST_OBJECTIVE: best, mn.VAL_BEST: best}
+    selected = state.selected if len(state.selected) == n_objectives else [math.nan] * n_objectives
+    bests = state.bests if len(state.bests) == n_objectives else [math.nan] * n_objectives
+    for i in range(1, n_objectives + 1):
+        # With select: best, objective 1's selected value is its best (val.best_objective).
+        out[mn.objective_key(i, "selected_objective")] = _finite(selected[i - 1])
+        out[mn.objective_key(i, "best_objective")] = _finite(bests[i - 1])
+    return out
 
 
 def _progress(rank: int, start: int, total: int, name: str) -> Any:

@@ -1,7 +1,8 @@
 """What a Tune trial's config says about its configuration: its overrides and its name.
 
-A grid's Tune config holds the point as ``{"overrides": {...}}``; a search's holds the dotted
-keys Optuna sampled (``{"train.lr": 0.003, ...}``) beside Tune's own entries.
+A grid's Tune config holds the point as ``{"overrides": {...}}``; a search's holds what Optuna
+sampled and the define-by-run function returned (``{"train.lr": 0.003, ...}``), helper
+parameters included (``dropout_p_flair``, folded by the function into ``train.dropout_p``).
 """
 
 from __future__ import annotations
@@ -9,13 +10,19 @@ from __future__ import annotations
 from typing import Any
 
 from seqablate.naming import run_name
+from seqablate.search_spaces.registry import BUILTIN_HELPERS, search_overrides
 
 
-def trial_overrides(config: dict[str, Any]) -> dict[str, Any]:
-    """The override dict of a trial's Tune config (``{}`` for a config without any)."""
+def trial_overrides(config: dict[str, Any], helpers: frozenset[str] = BUILTIN_HELPERS) -> dict[str, Any]:
+    """The override dict of a trial's Tune config (``{}`` for a config without any).
+
+    A search's config loses only its ``helpers`` (the space's registered helper parameters,
+    :func:`seqablate.search_spaces.helper_params`); any other key stays, so a misspelt
+    parameter (``lr``) is refused as an unknown field when the trial applies its overrides.
+    """
     if "overrides" in config:
         return dict(config["overrides"])
-    return {k: v for k, v in config.items() if "." in k}
+    return search_overrides(config, helpers)
 
 
 def config_name(config: dict[str, Any], fallback: str) -> str:

@@ -239,3 +239,26 @@ def test_stored_configs_without_geometry_mean_resize(tmp_path: Path) -> None:
     assert load_yaml(tmp_path / "config.yaml", TrialConfig).data.geometry == "spacing"
     (tmp_path / "study.yaml").write_text(yaml.safe_dump({"name": "s", "space": "dropout-sweep", "base": {"data": {}}}))
     assert load_yaml(tmp_path / "study.yaml", StudyConfig, stored=True).base.data.geometry == "resize"
+
+
+def test_dataset_patches_are_the_crop_of_the_whole_sample(tmp_path: Path) -> None:
+    """A patch dataset reads only the window from the cache, and gives what cropping the whole
+    2.5D sample would (same stream, same window)."""
+    from seqablate.data.cache import preprocess_cohort
+    from seqablate.data.dataset import SliceDataset
+
+    root = tmp_path / "cohort"
+    _write_patient(root / "a", (1.0, 1.0, 2.0), ("R", "A", "S"))
+    _write_patient(root / "b", (2.0, 2.0, 3.0), ("L", "P", "S"))
+    cfg = {"geometry": "spacing", "spacing_mm": 1.0, "slice_mm": 2.0, "sequences": ["t1_gre_post"],
+           "intensity": "minmax", "lesion_labels": [1]}
+    pats = preprocess_cohort(root, cfg, cache_dir=tmp_path / "cache", progress=False, workers=1)
+    patched = SliceDataset(pats, slices=3, patch=24, seed=5)
+    whole = SliceDataset(pats, slices=3)
+    rng = np.random.default_rng(5)
+    for i in (0, 7, 20, len(whole) - 1):
+        want_img, want_mask = crop_patch(whole[i]["image"].numpy(), whole[i]["mask"].numpy(), 24,
+                                         pats[whole.index(i)[0]].head_box, rng)
+        got = patched[i]
+        np.testing.assert_array_equal(got["image"].numpy(), want_img)
+        np.testing.assert_array_equal(got["mask"].numpy(), want_mask)

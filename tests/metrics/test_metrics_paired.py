@@ -13,25 +13,7 @@ from seqablate.metrics import (
     paired_bootstrap,
     patient_table,
 )
-
-
-def _patient(pid: str, scores: list[float], tp: list[bool], n_truth: int) -> PatientDetection:
-    n = len(scores)
-    return PatientDetection(
-        patient_id=pid, scores=np.asarray(scores, float), centres_mm=np.zeros((n, 3)), volumes_mm3=np.ones(n),
-        distances_mm=np.zeros(n), candidates=np.where(tp, 1, -1), is_tp=np.asarray(tp, bool),
-        dice=np.where(tp, 0.5, np.nan), truth_volumes_mm3=np.ones(n_truth), truth_detected=np.zeros(n_truth, bool),
-        voxel_dice=0.5,
-    )
-
-
-def _cohort(rng: np.random.Generator, n: int, p_tp: float) -> list[PatientDetection]:
-    out = []
-    for i in range(n):
-        k = int(rng.integers(1, 4))
-        tp = list(rng.random(k) < p_tp)
-        out.append(_patient(f"p{i:02d}", list(rng.random(k) * 0.9 + 0.1), tp, n_truth=max(1, sum(tp))))
-    return out
+from tests._detections import cohort, detection
 
 
 def _pooled_map(pts: list[PatientDetection]) -> float:
@@ -40,8 +22,8 @@ def _pooled_map(pts: list[PatientDetection]) -> float:
 
 def test_matches_a_literal_loop() -> None:
     rng = np.random.default_rng(0)
-    a = [_cohort(np.random.default_rng(s), 6, 0.7) for s in (1, 2)]  # two seeds of A
-    b = [_cohort(np.random.default_rng(s), 6, 0.4) for s in (3,)]  # one seed of B
+    a = [cohort(np.random.default_rng(s), 6, 0.7, width=2) for s in (1, 2)]  # two seeds of A
+    b = [cohort(np.random.default_rng(s), 6, 0.4, width=2) for s in (3,)]  # one seed of B
     res = paired_bootstrap(a, b, "mAP", n=200, seed=5)
     # The literal procedure: draw patient indices, rebuild every run's pooled mAP, average seeds.
     ids = sorted(p.patient_id for p in a[0])
@@ -59,7 +41,7 @@ def test_matches_a_literal_loop() -> None:
 
 
 def test_identical_configurations_contain_zero() -> None:
-    runs = [_cohort(np.random.default_rng(s), 20, 0.6) for s in range(3)]
+    runs = [cohort(np.random.default_rng(s), 20, 0.6, width=2) for s in range(3)]
     res = paired_bootstrap(runs, runs, "mAP", n=500)
     assert res.difference == 0.0 and res.contains_zero and res.lo == res.hi == 0.0
 
@@ -69,8 +51,8 @@ def test_a_known_shift_is_recovered() -> None:
     half the lesions missed (mAP 0.5 by construction); the difference is 0.5, CI tight."""
     a, b = [], []
     for i in range(30):
-        a.append(_patient(f"p{i}", [0.9, 0.8], [True, True], 2))
-        b.append(_patient(f"p{i}", [0.9], [True], 2))
+        a.append(detection(f"p{i}", [0.9, 0.8], [True, True], 2))
+        b.append(detection(f"p{i}", [0.9], [True], 2))
     res = paired_bootstrap([a], [b], "mAP", n=300)
     assert res.difference == pytest.approx(0.5)
     assert res.lo == pytest.approx(0.5) and res.hi == pytest.approx(0.5)
@@ -79,8 +61,8 @@ def test_a_known_shift_is_recovered() -> None:
 
 
 def test_different_patients_are_refused() -> None:
-    a = [_patient("p1", [0.5], [True], 1)]
-    b = [_patient("p2", [0.5], [True], 1)]
+    a = [detection("p1", [0.5], [True], 1)]
+    b = [detection("p2", [0.5], [True], 1)]
     with pytest.raises(ValueError, match="same patients"):
         paired_bootstrap([a], [b])
 

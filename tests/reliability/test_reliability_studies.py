@@ -15,6 +15,7 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 
@@ -75,23 +76,7 @@ def test_hpo_with_asha_killed_and_resumed(cohort: Path, tmp_path: Path) -> None:
     storage = tmp_path / "hpo"
     argv = [*SEQ, "study", "run", "hpo", "--cohort", str(cohort), "--smoke", "--storage", str(storage),
             "--num-samples", "3", "--scheduler", "asha", "--max-concurrent", "1"]
-    log = open(tmp_path / "run.log", "w")  # noqa: SIM115
-    proc = subprocess.Popen(argv, env=_env(), stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-    deadline = time.monotonic() + 600
-    first: pd.DataFrame | None = None
-    while time.monotonic() < deadline:
-        time.sleep(2)
-        if (storage / "mlflow.db").is_file():
-            df = _trials(storage)
-            if len(df) and (df["status"] == "FINISHED").sum() >= 1:
-                first = df[df["status"] == "FINISHED"]
-                break
-        assert proc.poll() is None, (tmp_path / "run.log").read_text()[-3000:]
-    assert first is not None, "no trial finished in time"
-    time.sleep(3)  # let Tune write its experiment checkpoint after the finished trial
-    os.killpg(proc.pid, signal.SIGKILL)
-    proc.wait()
-    log.close()
+    first = _kill_after_first_finished(argv, storage, tmp_path)
     _ok(_cli("study", "resume", str(storage)))
     df = _trials(storage)
     assert len(df) == 3, df[["run_name", "status"]]
@@ -106,6 +91,44 @@ def test_hpo_with_asha_killed_and_resumed(cohort: Path, tmp_path: Path) -> None:
     with open(states[-1], "rb") as fh:
         saved = pickle.load(fh)
     assert len(saved["_ot_study"].trials) == 3
+
+
+def test_multi_objective_search_killed_and_resumed(cohort: Path, tmp_path: Path) -> None:
+    """A two-objective Optuna search (``--objectives full worst``) is killed after its first
+    trial and `study resume` finishes it: the restored searcher holds both objectives'
+    directions and every trial's two values (the finished one not sampled or run again), no
+    MLflow run is duplicated, and the resumed study tags the front on all of its runs."""
+    storage = tmp_path / "mo"
+    argv = [*SEQ, "study", "run", "hpo-per-sequence", "--cohort", str(cohort), "--smoke", "--storage", str(storage),
+            "--num-samples", "3", "--objectives", "full", "worst", "--max-concurrent", "1"]
+    first = _kill_after_first_finished(argv, storage, tmp_path)
+    assert "tags.pareto" not in first.columns or first["tags.pareto"].isna().all()  # killed before tagging
+    resumed = _cli("study", "resume", str(storage))
+    _ok(resumed)
+    assert "Pareto front on the validation objectives (1: full; 2: worst" in resumed.stdout
+    df = _trials(storage)
+    assert len(df) == 3, df[["run_name", "status"]]
+    assert df["tags.seqablate.trial_key"].is_unique and (df["status"] == "FINISHED").all()
+    again = df.set_index("run_id").loc[first["run_id"]]
+    assert (again["end_time"].to_numpy() == first["end_time"].to_numpy()).all()  # not re-run
+    assert set(df["tags.pareto"]) <= {"true", "false"} and (df["tags.pareto"] == "true").any()
+    import pickle
+
+    import optuna
+
+    states = sorted(storage.glob("searcher-state-*.pkl"))
+    assert states, "Tune wrote no searcher state"
+    with open(states[-1], "rb") as fh:
+        saved = pickle.load(fh)
+    study = saved["_ot_study"]
+    assert saved["_metric"] == ["val.selected_objective.1", "val.selected_objective.2"]
+    assert [d.name for d in study.directions] == ["MAXIMIZE", "MAXIMIZE"]
+    done = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
+    assert len(study.trials) == 3 and len(done) == 3
+    # Each Optuna trial's two values are its run's objectives at the selected checkpoint.
+    logged = sorted(zip(df["metrics.val.selected_objective.1"], df["metrics.val.selected_objective.2"], strict=True))
+    told = sorted(tuple(t.values) for t in done)
+    assert np.allclose(np.array(told, dtype=float), np.array(logged, dtype=float))
 
 
 def test_killed_worker_leaves_no_hole_in_the_metric_history(cohort: Path, tmp_path: Path) -> None:
@@ -169,3 +192,26 @@ def test_study_and_report_against_a_real_mlflow_server(cohort: Path, tmp_path: P
         assert "input-p0.25-seed0" in html or "dropout p=0.25" in html
         ref = tracking.resolve_study("served", url)
         assert "report/report.html" in tracking.list_artifacts(ref.parent_run_id, "report", tracking_uri=url)
+
+
+def _kill_after_first_finished(argv: list[str], storage: Path, tmp_path: Path) -> pd.DataFrame:
+    """Run ``argv`` (a study) in its own process group, SIGKILL it once a trial has finished
+    (and Tune has had a moment to checkpoint); returns the finished trials seen then."""
+    log = open(tmp_path / "run.log", "w")  # noqa: SIM115
+    proc = subprocess.Popen(argv, env=_env(), stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    deadline = time.monotonic() + 600
+    first: pd.DataFrame | None = None
+    while time.monotonic() < deadline:
+        time.sleep(2)
+        if (storage / "mlflow.db").is_file():
+            df = _trials(storage)
+            if len(df) and (df["status"] == "FINISHED").sum() >= 1:
+                first = df[df["status"] == "FINISHED"]
+                break
+        assert proc.poll() is None, (tmp_path / "run.log").read_text()[-3000:]
+    assert first is not None, "no trial finished in time"
+    time.sleep(3)  # let Tune write its experiment checkpoint after the finished trial
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    log.close()
+    return first

@@ -120,3 +120,49 @@ def test_ray_optuna_search_per_sequence_overrides() -> None:
         if any(p.values()):
             assert "-p_" in run_name(overrides)
         search.on_trial_complete(f"t{i}", {"val.best_objective": 0.1 * i})
+
+
+def test_multi_objective_search_state_survives_save_and_restore(tmp_path) -> None:
+    """What `study resume` relies on: the study's OptunaSearch (two objectives, TPE) written
+    by Tune's save_to_dir and read back by a fresh searcher's restore_from_dir holds every
+    finished trial with both values and the trial still in flight, and goes on sampling."""
+    pytest.importorskip("ray.tune.search.optuna")
+    from ray.tune.search.optuna import OptunaSearch
+
+    from seqablate.config import StudyConfig, parse
+    from seqablate.metrics.pareto import pareto_front
+    from seqablate.trainables.driver import OBJECTIVE, _tuner_args, search_metrics
+    from seqablate.trainables.trial_names import trial_overrides
+
+    cfg = parse(StudyConfig, {"space": "hpo-per-sequence", "num_samples": 6,
+                              "base": {"train": {"objectives": ["full", "worst"],
+                                                 "val_conditions": ["full", "censor_t1_gre_post"]}}})
+    space = get_space("hpo-per-sequence")
+    args = _tuner_args(cfg, space, str(tmp_path), "study", False)
+    search = args["tune_config"].search_alg
+    metrics, modes = search_metrics(cfg.base)
+    assert isinstance(search, OptunaSearch) and search.metric == metrics and search.mode == ["max", "max"]
+    assert metrics == ["val.selected_objective.1", "val.selected_objective.2"]
+    assert isinstance(search._sampler, optuna.samplers.TPESampler)  # multi-objective TPE (docs/design.md)
+    assert args["tune_config"].metric == OBJECTIVE and args["tune_config"].num_samples == 6  # Tune's: objective 1
+    values = [(0.6, 0.1), (0.5, 0.4), (0.4, 0.3)]
+    for i, (a, b) in enumerate(values):
+        config = search.suggest(f"t{i}")
+        assert "train.dropout_p" in trial_overrides(config)
+        search.on_trial_complete(f"t{i}", {metrics[0]: a, metrics[1]: b, OBJECTIVE: a})
+    flying = search.suggest("t3")
+    search.save_to_dir(str(tmp_path), session_str="s1")
+
+    fresh = _tuner_args(cfg, space, str(tmp_path), "study", False)["tune_config"].search_alg
+    fresh.restore_from_dir(str(tmp_path))
+    study = fresh._ot_study
+    assert [d.name for d in study.directions] == ["MAXIMIZE", "MAXIMIZE"]
+    done = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
+    assert [tuple(t.values) for t in done] == values
+    # Optuna's own front of the restored study is ours on the same values.
+    assert sorted(t.number for t in study.best_trials) == [i for i, on in enumerate(pareto_front(values, modes)) if on]
+    # The trial in flight when the study was killed is still known, with its sample, and completes.
+    assert fresh.suggest("t3") == flying
+    fresh.on_trial_complete("t3", {metrics[0]: 0.55, metrics[1]: 0.2, OBJECTIVE: 0.55})
+    fresh.suggest("t4")
+    assert len(study.trials) == 5 and study.trials[3].values == [0.55, 0.2]

@@ -123,3 +123,45 @@ def test_validate_space_names_point_and_field(tmp_path: Path) -> None:
     failing = get_space(str(_write(tmp_path, "def SPACE(trial):\n    raise KeyError('k')\n", "e.py")))
     with pytest.raises(SpaceError, match="sample 0: the define-by-run function failed: KeyError"):
         validate_space(failing)
+
+
+def test_only_registered_helpers_are_left_out_of_a_search_trials_overrides(tmp_path: Path) -> None:
+    """A parameter without a '.' is folded away only when it is a helper: one the space's
+    function declares (``helper_params``) or a dropout p of a known sequence. A misspelt
+    config key (``lr`` for ``train.lr``) is refused, naming it, never silently ignored."""
+    from seqablate.config import ConfigError, TrialConfig, with_overrides
+    from seqablate.search_spaces import BUILTIN_HELPERS, helper_params
+    from seqablate.trainables.trial_names import trial_overrides
+
+    misspelt = get_space(_write(tmp_path, "def SPACE(trial):\n"
+                                          "    return {'lr': trial.suggest_float('lr', 1e-4, 1e-2, log=True)}\n",
+                                "misspelt.py"))
+    with pytest.raises(SpaceError, match=r"sample 0: Optuna parameter\(s\) \['lr'\] are neither config keys") as info:
+        validate_space(misspelt, samples=2)
+    assert "helper_params" in str(info.value)
+    # At run time too: the trial's overrides keep it, and applying them names it.
+    overrides = trial_overrides({"lr": 1e-3, "train.steps": 3})
+    assert overrides == {"lr": 1e-3, "train.steps": 3}
+    with pytest.raises(ConfigError, match=r"lr: unknown field"):
+        with_overrides(TrialConfig(), overrides)
+
+    declared = get_space(_write(tmp_path, (
+        "def SPACE(trial):\n"
+        "    w = trial.suggest_float('lr_scale', 1.0, 10.0)\n"
+        "    return {'train.lr': 1e-4 * w}\n"
+        "SPACE.helper_params = ('lr_scale',)\n"), "declared.py"))
+    points = validate_space(declared, samples=3)
+    assert all(set(pt) == {"train.lr"} and 1e-4 <= pt["train.lr"] <= 1e-3 for pt in points)
+    fn = declared.search_fn(TrialConfig())
+    assert helper_params(fn) == BUILTIN_HELPERS | {"lr_scale"}
+    assert trial_overrides({"lr_scale": 2.0, "train.lr": 2e-4}, helper_params(fn)) == {"train.lr": 2e-4}
+    # The built-in helpers: a dropout p per known sequence, and nothing that merely looks like one.
+    assert trial_overrides({"dropout_p_flair": 0.2, "train.dropout_p": {"flair": 0.2}}) == {
+        "train.dropout_p": {"flair": 0.2}}
+    assert "dropout_p_flare" in trial_overrides({"dropout_p_flare": 0.2})
+    assert helper_params(get_space("hpo-per-sequence").search_fn(TrialConfig())) == BUILTIN_HELPERS
+
+    bad = get_space(_write(tmp_path, ("def SPACE(trial):\n    return {}\nSPACE.helper_params = ['train.lr']\n"),
+                           "bad_helper.py"))
+    with pytest.raises(SpaceError, match=r"\['train.lr'\] are not helper names"):
+        validate_space(bad, samples=1)

@@ -27,7 +27,10 @@ GEOMETRIES: dict[str, tuple[tuple[float, float, float], tuple[float, float, floa
     "crop-1.5mm": ((1.5, 1.5, 1.5), (96.0, 96.0, 72.0)),
     "whole-1.2x1.2x3mm": ((1.2, 1.2, 3.0), None),
 }
-PATIENTS = 10
+#: 30 patients hold ~96 lesions: one lesion found or missed moves mAP by ~0.01, so the 0.05
+#: tolerance is about the model, not about which noise realisation a rendering drew (with 10
+#: patients, 33 lesions, renderings differed by 2 lesions = 0.06).
+PATIENTS = 30
 SEED = 11  # not a training patient's seed
 
 
@@ -55,6 +58,12 @@ def _origin(cohort: Path, patient: str) -> np.ndarray:
     return np.asarray(nib.load(cohort / patient / "seg.nii.gz").affine)[:3, 3]
 
 
+@pytest.mark.xfail(strict=True, reason=(
+    "measured 2026-12-03: mAP 0.831 / 0.830 / 0.853 over 96 lesions (within 0.05), but the predicted "
+    "in-plane centres of 21 of the 74 lesions found in all three renderings differ by more than 1.5 mm "
+    "(median 0.91 mm, max 6.0 mm): neighbouring lesions merge into one predicted component on the "
+    "whole-head renderings, because the intensity rescale's reference (99.5th percentile in the head "
+    "mask) differs by a third between the crop and the whole head (benchmarks/RESULTS.md, Geometry)"))
 def test_one_model_three_geometries(tmp_path: Path) -> None:
     from seqablate.data.phantom import SCANNERS, make_phantom_cohort
     from seqablate.trainables.loop import fit_trial

@@ -153,7 +153,7 @@ def test_readme_robustness_study(cohorts: dict[str, Path], tmp_path: Path, monke
     from seqablate.cli import main
     from tests.test_readme import _prepare, readme_commands
 
-    (cmd,) = [c.text for c in readme_commands() if "--objective" in c.text]
+    (cmd,) = [c.text for c in readme_commands() if "--objective " in c.text]
     cmd = _prepare(cmd, {"tmp": str(tmp_path)}).replace("cohorts/stanford", str(cohorts["stanford"]))
     assert "--smoke" in cmd and "--objective full=0.7,censor_t1_gre_post=0.3" in cmd
     monkeypatch.chdir(tmp_path)
@@ -177,3 +177,170 @@ def test_readme_robustness_study(cohorts: dict[str, Path], tmp_path: Path, monke
         assert r.metrics[mn.VAL_BEST_OBJECTIVE] == pytest.approx(max(values.values()))
         assert values[int(r.metrics[mn.VAL_BEST_STEP])] == pytest.approx(max(values.values()))
         assert "test.full.mAP" in r.metrics  # evaluated as every trial is
+
+
+@pytest.mark.parametrize(("objectives", "step", "selected", "bests"), [
+    # Selected on full (step 4, 0.70), where the worst condition is 0.05; the worst condition's own
+    # best (0.30, step 6) is another checkpoint's.
+    ([FULL, "worst"], 4, [0.70, 0.05], [0.70, 0.30]),
+    # Selected on worst (step 6, 0.30), where full is 0.40; full's own best is step 4's 0.70.
+    (["worst", FULL], 6, [0.30, 0.40], [0.30, 0.70]),
+])
+def test_keep_best_records_every_objective_at_the_selected_step(objectives: list, step: int, selected: list,
+                                                                 bests: list) -> None:
+    from seqablate.trainables.loop import _bests
+
+    cfg = parse(TrialConfig, {"train": {"val_conditions": [FULL, CENSOR], "objectives": objectives}})
+    assert cfg.train.objective == objectives[0]
+    progress, net = Progress(), _Net()
+    by_hand = {FULL: lambda f, c: f, "worst": lambda f, c: min(f, c) if not math.isnan(c) else math.nan}
+    for s, full, censored in VALIDATIONS:
+        values = [by_hand[o](full, censored) for o in objectives]
+        keep_best(progress, net.at(s), {mn.val_key(FULL): full, mn.val_key(CENSOR): censored,
+                                        mn.VAL_OBJECTIVE: values[0], mn.objective_key(1): values[0],
+                                        mn.objective_key(2): values[1]}, s, cfg)
+    st = progress.state
+    assert st.best_step == step and float(progress.best_state["weight"]) == step
+    assert st.selected == pytest.approx(selected) and st.bests == pytest.approx(bests)
+    reported = _bests(st, 2)
+    assert reported == pytest.approx({
+        mn.VAL_BEST_OBJECTIVE: selected[0], mn.VAL_BEST: selected[0],
+        "val.selected_objective.1": selected[0], "val.selected_objective.2": selected[1],
+        "val.best_objective.1": bests[0], "val.best_objective.2": bests[1],
+    })
+    # Before any validation every searched metric is there, as 0 (Tune refuses a result without one).
+    from seqablate.trainables.checkpoint import TrainState
+
+    assert _bests(TrainState(), 2)["val.selected_objective.2"] == 0.0
+    assert set(_bests(TrainState(), 0)) == {mn.VAL_BEST_OBJECTIVE, mn.VAL_BEST}
+
+
+def test_fit_trial_reports_every_objective_and_tests_the_validation_conditions(cohorts: dict[str, Path],
+                                                                              tmp_path: Path) -> None:
+    from seqablate.trainables.checkpoint import read_state
+    from seqablate.trainables.loop import fit_trial
+
+    raw = tiny_trial(cohorts["stanford"], steps=4, saliency_every=0, objectives=["full", "worst"],
+                     val_conditions=[FULL, "censor_flair"])
+    raw["model"]["backbone"] = "tiny"
+    cfg = parse(TrialConfig, raw)
+    res = fit_trial(cfg, storage=tmp_path / "ckpt", cpus=1, use_gpu=False)
+    reports = [h for h in res.history if mn.VAL_OBJECTIVE in h]
+    assert [h["step"] for h in reports] == [2, 4]
+    for h in reports:
+        full, flair = h[mn.val_key(FULL)], h[mn.val_key("censor_flair")]
+        assert h[mn.objective_key(1)] == h[mn.VAL_OBJECTIVE] == full
+        assert h[mn.objective_key(2)] == pytest.approx(min(full, flair))  # worst, by hand
+    # The selected step is the last best of objective 1 (ties: the later); the report carries
+    # every objective there, and each objective's own best.
+    at = reports[0]
+    for h in reports[1:]:
+        if h[mn.VAL_OBJECTIVE] >= at[mn.VAL_OBJECTIVE]:
+            at = h
+    best_step = at["step"]
+    final = res.history[-1]
+    assert final["val.selected_objective.1"] == pytest.approx(at[mn.objective_key(1)])
+    assert final["val.selected_objective.2"] == pytest.approx(at[mn.objective_key(2)])
+    assert final["val.best_objective.2"] == pytest.approx(max(h[mn.objective_key(2)] for h in reports))
+    state = read_state(res.checkpoint)
+    assert state.best_step == best_step and state.selected == pytest.approx(
+        [at[mn.objective_key(1)], at[mn.objective_key(2)]])
+    # The validation condition censor_flair is tested although eval.each_sequence is off.
+    assert {"test.full.mAP", "test.censor_t1_gre_post.mAP", "test.censor_flair.mAP"} <= set(res.metrics)
+
+
+def test_evaluation_tests_the_validation_conditions_once() -> None:
+    from seqablate.trainables.evaluate import evaluation_conditions
+
+    cfg = parse(TrialConfig, {"eval": {"each_sequence": False},
+                              "train": {"val_conditions": [FULL, "censor_bravo", "subset_t1_gre_post-flair"]}})
+    assert evaluation_conditions(cfg) == [
+        (FULL, ()), (CENSOR, ("t1_gre_post",)),  # censor_t1_gre_post: the evaluation's own, once
+        ("subset_t1_gre_post-flair", ("t1_fse_pre", "t1_fse_post"))]
+    # Under all subsets the same sequences are tested under the subset's name already.
+    subs = parse(TrialConfig, {"eval": {"each_sequence": False, "all_subsets": True, "censor": []},
+                               "train": {"val_conditions": [FULL, "censor_flair"]}})
+    names = [n for n, _ in evaluation_conditions(subs)]
+    assert "censor_flair" not in names and "subset_t1_gre_post-t1_fse_pre-t1_fse_post" in names
+
+
+@pytest.mark.slow
+def test_readme_multi_objective_study(cohorts: dict[str, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                      capsys: pytest.CaptureFixture[str]) -> None:
+    """The README's multi-objective search and its report, as written (smoke sizes, this
+    machine's cohort), through the CLI, Ray Tune's OptunaSearch on two objectives and a real
+    MLflow store: every trial reports both objectives at its selected checkpoint, the finished
+    runs carry the pareto tag of the front computed independently here, and the report draws
+    the front and tables it with test numbers."""
+    import shlex
+
+    import ray
+
+    from seqablate import tracking
+    from seqablate.analysis.runs import runs_from_frame
+    from seqablate.cli import main
+    from tests.test_readme import _prepare, readme_commands
+
+    study_cmd, report_cmd = [c.text for c in readme_commands() if "runs/pareto" in c.text]
+    study_cmd = _prepare(study_cmd, {"tmp": str(tmp_path)}).replace("cohorts/stanford", str(cohorts["stanford"]))
+    assert "--smoke" in study_cmd and "--objectives full worst" in study_cmd and "--trials" not in study_cmd
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    try:
+        code = main(shlex.split(study_cmd)[1:])
+    finally:
+        ray.shutdown()
+    out = capsys.readouterr()
+    assert code == 0, out.out[-3000:] + out.err[-3000:]
+    assert "Pareto front on the validation objectives (1: full; 2: worst" in out.out
+
+    runs = runs_from_frame(tracking.list_trials(str(tmp_path / "runs/pareto")))
+    assert len(runs) == 4 and all(r.status == "FINISHED" for r in runs)
+    uri = tracking.default_tracking_uri(str(tmp_path / "runs/pareto"), None)
+    c = tracking.client(uri)
+    points = []
+    for r in runs:
+        assert r.params["train.objectives"] == "full; worst" and r.params["train.objective"] == "full"
+        assert isinstance(r.dropout_p, dict)  # hpo-per-sequence: one p per sequence
+        # The selected checkpoint's values: objective 1's best, and objective 2 at that step.
+        best_step = int(r.metrics[mn.VAL_BEST_STEP])
+        hist = {k: {m.step: m.value for m in c.get_metric_history(r.run_id, k)}
+                for k in (mn.objective_key(1), mn.objective_key(2))}
+        assert r.metrics["val.selected_objective.1"] == pytest.approx(max(hist[mn.objective_key(1)].values()))
+        assert r.metrics["val.selected_objective.2"] == pytest.approx(hist[mn.objective_key(2)][best_step])
+        assert r.metrics["val.best_objective.2"] == pytest.approx(max(hist[mn.objective_key(2)].values()))
+        # worst over the full protocol and each sequence censored alone, by hand.
+        conds = r.params["train.val_conditions"].split(",")
+        assert conds == [FULL] + [f"censor_{s}" for s in r.sequences]
+        assert r.metrics[mn.objective_key(2)] == pytest.approx(min(r.metrics[mn.val_key(x)] for x in conds))
+        assert all(f"test.{x}.mAP" in r.metrics for x in conds)  # each validation condition tested
+        points.append((r.metrics["val.selected_objective.1"], r.metrics["val.selected_objective.2"]))
+    # The front, independently: a run is on it unless another is >= on both and > on one.
+    expected = [not any(q[0] >= p[0] and q[1] >= p[1] and q != p for q in points) for p in points]
+    assert [r.tags.get("pareto") for r in runs] == ["true" if e else "false" for e in expected]
+
+    report_cmd = _prepare(report_cmd, {"tmp": str(tmp_path)})
+    assert main(shlex.split(report_cmd)[1:]) == 0
+    capsys.readouterr()
+    report = (tmp_path / "runs/pareto/report/report.md").read_text()
+    assert "## Multi-objective search: the Pareto front" in report
+    assert f"Pareto front of {sum(expected)} of 4 configurations" in report
+    assert "| configuration | seeds | Pareto | val 1: full | val 2: worst | test 1: full | test 2: worst |" in report
+    assert (tmp_path / "runs/pareto/report" / "pareto_front.png").stat().st_size > 5000
+    parent = tracking.resolve_study(str(tmp_path / "runs/pareto")).parent_run_id
+    logged = tracking.list_artifacts(parent, "report", tracking_uri=uri)
+    assert any(a.endswith("pareto_front.png") for a in logged), logged
+
+
+def test_with_select_last_the_selected_values_are_the_latest_validations() -> None:
+    from seqablate.trainables.loop import _bests
+
+    cfg = parse(TrialConfig, {"train": {"val_conditions": [FULL, CENSOR], "objectives": [FULL, "worst"],
+                                        "select": "last"}})
+    progress, net = Progress(), _Net()
+    for s, full, censored in VALIDATIONS[:3]:  # the last one of these: step 6 (0.40, worst 0.30)
+        keep_best(progress, net.at(s), {mn.VAL_OBJECTIVE: full, mn.objective_key(1): full,
+                                        mn.objective_key(2): min(full, censored)}, s, cfg)
+    assert progress.state.selected == pytest.approx([0.40, 0.30])  # the evaluated (latest) weights'
+    assert progress.state.best_step == 4  # Tune's metric stays the best of objective 1
+    assert _bests(progress.state, 2)["val.selected_objective.1"] == pytest.approx(0.40)
