@@ -572,12 +572,15 @@ def stored_trial(data: Mapping[str, Any], *, source: str = "") -> TrialConfig:
     every slice was resized to ``data.image_size``: it means ``resize`` (not the default of new
     configs), so such a model preprocesses, predicts and scores as it was trained.
     """
-    raw = dict(data)
+    return parse(TrialConfig, _legacy_geometry(data), source=source)
+
+
+def _legacy_geometry(trial: Mapping[str, Any]) -> dict[str, Any]:
+    """A stored trial config (mapping) with ``data.geometry`` set to the legacy meaning where absent."""
+    raw = dict(trial)
     d = raw.get("data")
-    d = dict(d) if isinstance(d, Mapping) else {}
-    d.setdefault("geometry", V.LEGACY_GEOMETRY)
-    raw["data"] = d
-    return parse(TrialConfig, raw, source=source)
+    raw["data"] = {"geometry": V.LEGACY_GEOMETRY, **(dict(d) if isinstance(d, Mapping) else {})}
+    return raw
 
 
 def load_yaml(path: str | Path, cls: type[C] = TrialConfig, *, stored: bool = False) -> C:  # type: ignore[assignment]
@@ -597,9 +600,7 @@ def load_yaml(path: str | Path, cls: type[C] = TrialConfig, *, stored: bool = Fa
         return stored_trial(raw, source=str(p))  # type: ignore[return-value]
     if stored and isinstance(raw, Mapping) and isinstance(raw.get("base"), Mapping):
         # A study's record: its base trial config is a stored one (see stored_trial).
-        base = dict(raw["base"])
-        base["data"] = {**(base.get("data") or {}), "geometry": (base.get("data") or {}).get("geometry", V.LEGACY_GEOMETRY)}
-        raw = {**raw, "base": base}
+        raw = {**raw, "base": _legacy_geometry(raw["base"])}
     return parse(cls, raw, source=str(p))
 
 

@@ -397,15 +397,9 @@ def preprocess_cohort(
     sequences = tuple(cfg.sequences)
     if cfg.geometry == "spacing" and (cfg.spacing_mm is None or cfg.slice_mm is None):
         from seqablate.data.geometry import plan_spacing
-        from seqablate.data.volumes import header_spacing
+        from seqablate.data.volumes import readable_spacings
 
-        def readable(pf: PatientFiles) -> tuple[float, float, float] | None:
-            try:
-                return header_spacing(pf) if pf.files and not pf.problems else None
-            except DataError:
-                return None  # the patient's own error is reported when it is preprocessed
-
-        spacings = [s for s in map(readable, cohort.patients) if s is not None]
+        spacings = readable_spacings(cohort.patients)
         if not spacings:
             raise DataError(f"{cohort.root}: no readable patient to plan data.spacing_mm / data.slice_mm from")
         inplane, slice_mm = plan_spacing(spacings)

@@ -134,13 +134,14 @@ def head_mask(volume: np.ndarray) -> np.ndarray:
     return m
 
 
-def zscore(volume: np.ndarray) -> np.ndarray:
-    """float32 copy of ``volume``: (v - mean) / std over :func:`head_mask`, background 0.
+def zscore(volume: np.ndarray, mask: np.ndarray | None = None) -> np.ndarray:
+    """float32 copy of ``volume``: (v - mean) / std over :func:`head_mask` (or ``mask``, the
+    head mask a caller already has), background 0.
 
     A volume whose head mask is empty or constant becomes all zeros (the absent value).
     """
     v = np.asarray(volume, dtype=np.float32)
-    mask = head_mask(v)
+    mask = head_mask(v) if mask is None else mask
     if not mask.any():
         return np.zeros_like(v)
     inside = v[mask].astype(np.float64)
@@ -260,7 +261,7 @@ def _resampled_image(volume: np.ndarray, head: np.ndarray, params: PreprocessPar
     """One sequence float32[X, Y, Z] -> float32[Z', H', W'] on the resampled grid
     (``spacing`` geometry): normalised on its own grid (percentile inside ``head``), resampled,
     CLAHE with tiles of ``clahe_tile_mm``."""
-    v = zscore(volume) if params.intensity == "zscore" else rescale01(volume, params.upper_percentile, within=head)
+    v = zscore(volume, head) if params.intensity == "zscore" else rescale01(volume, params.upper_percentile, within=head)
     out = np.ascontiguousarray(np.transpose(grid.to_target(v), (2, 0, 1)))
     if params.intensity != "zscore":
         np.clip(out, 0.0, 1.0, out=out)

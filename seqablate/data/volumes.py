@@ -305,3 +305,20 @@ def header_spacing(pf: PatientFiles) -> tuple[float, float, float]:
     for axis, (target, _) in enumerate(ornt[:3]):
         ras[int(target)] = zooms[axis]
     return tuple(ras)  # type: ignore[return-value]
+
+
+def readable_spacings(patients: Sequence[PatientFiles]) -> list[tuple[float, float, float]]:
+    """:func:`header_spacing` of every patient whose header can be read; a patient with
+    discovery problems or an unreadable file is skipped (its own error is reported when it is
+    preprocessed). For planning a target spacing."""
+    from seqablate.data.errors import DataError
+
+    out = []
+    for pf in patients:
+        if not pf.files or pf.problems:
+            continue
+        try:
+            out.append(header_spacing(pf))
+        except DataError:
+            continue
+    return out

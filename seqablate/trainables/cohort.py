@@ -71,10 +71,9 @@ def plan_geometry(cfg: TrialConfig) -> TrialConfig:
     if d.geometry != "spacing" or (d.spacing_mm is not None and d.slice_mm is not None):
         return cfg
     from seqablate.data.dataset import split_patients
-    from seqablate.data.errors import DataError
     from seqablate.data.geometry import plan_spacing
     from seqablate.data.layouts import discover
-    from seqablate.data.volumes import header_spacing
+    from seqablate.data.volumes import readable_spacings
 
     if d.cohort is None or not Path(d.cohort).is_dir():
         raise ValueError(f"data.cohort {d.cohort}: no cohort folder to plan data.spacing_mm / data.slice_mm from "
@@ -87,14 +86,7 @@ def plan_geometry(cfg: TrialConfig) -> TrialConfig:
                                   fold=d.fold).test) if lab else set()
     except ValueError:
         test = set()  # a split that cannot be made is reported by plan_split, with its reason
-    spacings = []
-    for pf in cohort.patients:
-        if pf.patient_id in test or not pf.files or pf.problems:
-            continue
-        try:
-            spacings.append(header_spacing(pf))
-        except DataError:
-            continue  # the patient's own error is reported when the cohort is preprocessed
+    spacings = readable_spacings([pf for pf in cohort.patients if pf.patient_id not in test])
     if not spacings:
         raise ValueError(f"data.cohort {d.cohort}: no readable training patient to plan data.spacing_mm from")
     inplane, slice_mm = plan_spacing(spacings)
