@@ -43,6 +43,14 @@ Saliency traces (per step and cumulative)::
     saliency.sequence.<name>      saliency.cumulative.sequence.<name>
     saliency.slice.<offset>       saliency.cumulative.slice.<offset>
 
+Time, once per trial, in seconds of wall time (:mod:`seqablate.trainables.timing`)::
+
+    time.<phase>    each phase of :data:`TIME_PHASES`: startup, data, batches, steps, saliency,
+                    validation, norm_stats, evaluation, bootstrap, checkpoint, logging; a second
+                    is in one phase only (a phase inside another is taken out of it)
+    time.other      the seconds in no phase, so that the phases and other sum to total
+    time.total      the trial driver's start to its end
+
 Artifacts of a trial run: :data:`EVAL_DIR` (``lesions.csv``, ``patients.csv``,
 ``pr_curves.csv``, ``froc.csv``, ``pr_curves.png``), :data:`MODEL_DIR` (the MLflow model),
 :data:`SPLIT_JSON` (the trial's split: patient ids of train, val and test, the training
@@ -72,6 +80,14 @@ VAL_BEST = "val.best_mAP"
 VAL_BEST_STEP = "val.best_step"
 #: The per-objective validation metrics of a multi-objective trial (:func:`objective_key`).
 OBJECTIVE_KINDS: tuple[str, ...] = ("objective", "best_objective", "selected_objective")
+
+#: What a trial's wall time is divided into (``time.<phase>``), in the order a trial meets them.
+TIME_PHASES: tuple[str, ...] = ("startup", "data", "batches", "steps", "saliency", "validation", "norm_stats",
+                                "evaluation", "bootstrap", "checkpoint", "logging")
+#: The seconds in no phase, and the trial's wall time (the phases and other sum to it).
+TIME_OTHER = "other"
+TIME_TOTAL = "total"
+TIME = "time"
 
 EVAL_DIR = "eval"
 LESIONS_CSV = "lesions.csv"
@@ -203,6 +219,21 @@ def saliency_key(kind: str, name: str | int, *, cumulative: bool = False) -> str
 def saliency_prefix(kind: str, *, cumulative: bool = False) -> str:
     """The prefix of :func:`saliency_key` names (ends with a dot)."""
     return saliency_key(kind, "", cumulative=cumulative)
+
+
+def time_key(phase: str) -> str:
+    """``time.<phase>`` of a phase of :data:`TIME_PHASES`, :data:`TIME_OTHER` or
+    :data:`TIME_TOTAL`; inverse of :func:`parse_time_key`. Raises ValueError for another name."""
+    if phase not in (*TIME_PHASES, TIME_OTHER, TIME_TOTAL):
+        raise ValueError(f"unknown time phase {phase!r}; valid: {[*TIME_PHASES, TIME_OTHER, TIME_TOTAL]}")
+    return f"{TIME}.{phase}"
+
+
+def parse_time_key(key: str) -> str | None:
+    """The phase (or ``other``, ``total``) of a :func:`time_key` name, None for any other name
+    (a phase this version does not know included)."""
+    head, _, phase = key.partition(".")
+    return phase if head == TIME and phase in (*TIME_PHASES, TIME_OTHER, TIME_TOTAL) else None
 
 
 # ----------------------------------------------------------------------------- conditions

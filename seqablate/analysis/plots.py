@@ -7,6 +7,7 @@
 - :func:`plot_objective_vs_params`: an HPO objective against each searched parameter.
 - :func:`plot_overlay`: an axial slice with prediction and truth outlines in two colours
   (the paper's Figure 1), one panel per model/condition.
+- :func:`plot_trial_time`: each trial's wall time as a stacked bar of its phases.
 """
 
 from __future__ import annotations
@@ -207,5 +208,40 @@ def plot_consistency(rows: Sequence[tuple[str, float, float]], path: str | Path)
         ax.text(i, r[1], f"W={r[2]:.2f}", ha="center", va="bottom", fontsize=7)
     ax.set_xticks(range(len(rows)), labels, rotation=20, ha="right", fontsize=7)
     ax.set_ylabel("across-seed std of saliency shares", fontsize=8)
+    fig.tight_layout()
+    return _save(fig, path)
+
+
+def plot_trial_time(timing: Mapping[str, Mapping[str, float]], path: str | Path, *, phases: Sequence[str],
+                    max_runs: int = 60) -> Path:
+    """One horizontal bar per trial (``timing``: run name -> seconds per phase), stacked in the
+    order of ``phases`` (a phase a run lacks counts 0; same colour for a phase in every bar), so
+    each bar's length is the trial's wall time. The ``max_runs`` longest trials are drawn, in
+    the order given (a note in the title says how many were left out). Raises ValueError when
+    ``timing`` is empty."""
+    if not timing:
+        raise ValueError("no timed trials to plot")
+    names = list(timing)
+    if len(names) > max_runs:
+        keep = set(sorted(names, key=lambda n: -sum(timing[n].get(p, 0.0) for p in phases))[:max_runs])
+        names = [n for n in names if n in keep]
+    plt = _plt()
+    # Tall enough for the legend (one line per phase) however few trials there are.
+    fig, ax = plt.subplots(figsize=(8.0, max(1.2 + 0.32 * len(names), 0.8 + 0.2 * len(phases))))
+    cmap = plt.get_cmap("tab20")
+    y = np.arange(len(names))
+    left = np.zeros(len(names))
+    for i, p in enumerate(phases):
+        width = np.array([float(timing[n].get(p, 0.0)) for n in names])
+        ax.barh(y, width, left=left, height=0.7, color=cmap(i % 20), label=p)
+        left += width
+    ax.set_yticks(y, names, fontsize=7)
+    ax.invert_yaxis()  # the first trial on top, as in the tables
+    ax.set_xlabel("seconds of wall time", fontsize=8)
+    ax.tick_params(axis="x", labelsize=7)
+    left_out = len(timing) - len(names)
+    ax.set_title("Where each trial's time went" + (f" ({left_out} shorter trials not shown)" if left_out else ""),
+                 fontsize=9)
+    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False)
     fig.tight_layout()
     return _save(fig, path)

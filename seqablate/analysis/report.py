@@ -1,5 +1,5 @@
-"""A study's report: findings, tables, HPO, a multi-objective study's Pareto front, consistency and
-figures -> report.md + report.html.
+"""A study's report: findings, tables, HPO, a multi-objective study's Pareto front, consistency,
+figures and where the trials' time went -> report.md + report.html.
 
 :func:`build_document` assembles the report from a :class:`~seqablate.analysis.study.StudyRuns`
 (pure apart from reading metric histories and artifacts); :func:`write_report` writes
@@ -23,7 +23,13 @@ from seqablate.analysis.figures import best_runs, evaluation_figures
 from seqablate.analysis.findings import RULES, build_findings
 from seqablate.analysis.hpo import OBJECTIVES, summarize_hpo
 from seqablate.analysis.pareto import PARETO_PNG, compute_front, pareto_blocks, tag_front
-from seqablate.analysis.runs import Run, group_by_config, study_sequences
+from seqablate.analysis.runs import (
+    Run,
+    group_by_config,
+    study_sequences,
+    timed_runs,
+    timing_summary,
+)
 from seqablate.analysis.study import StudyRuns, load_study
 from seqablate.analysis.tables import CENSORED, build_tables, row_order
 from seqablate.analysis.traces import collect_traces, consistency_comparisons, consistency_frame
@@ -32,6 +38,8 @@ from seqablate.tracking.names import TAG_OBJECTIVE
 FORMATS = ("html", "md")
 #: The forest plot of the findings, under the report's figures/ folder.
 FOREST_PNG = "findings_forest.png"
+#: Each trial's time by phase, under figures/ (only when some run logged its time).
+TIME_PNG = "trial_time.png"
 
 
 def _is_search(data: StudyRuns) -> bool:
@@ -72,7 +80,7 @@ def _document(
         f"`{data.parent_run_id}`. Open the runs with `mlflow ui --backend-store-uri {data.tracking_uri}`."
     ))
     doc.add(Paragraph(provenance(runs)))
-    steps = tqdm(total=6, desc="report", disable=not progress, leave=False)
+    steps = tqdm(total=7, desc="report", disable=not progress, leave=False)
     groups = sorted(group_by_config(runs), key=row_order)
     traces = collect_traces(data, groups, progress=progress)
 
@@ -197,8 +205,40 @@ def _document(
     else:
         doc.add(Paragraph("Overlays not drawn (" + ("disabled" if not overlays else "no best model") + ")."))
     steps.update(1)
+
+    # 6. Where the time went
+    doc.add(Heading("Trial time"))
+    doc.add(*time_blocks(runs, figdir))
+    steps.update(1)
     steps.close()
     return doc
+
+
+def time_blocks(runs: Sequence[Run], figdir: Path) -> list[Any]:
+    """The trial-time section: a stacked bar of each finished trial's phases
+    (:data:`TIME_PNG`) and the study's seconds per phase with their shares; a note instead
+    when no run logged ``time.*`` (runs of a seqablate that did not time trials)."""
+    from seqablate.analysis.plots import plot_trial_time
+    from seqablate.analysis.runs import timing_columns
+
+    timed = timed_runs(runs)
+    if not timed:
+        return [Paragraph("No finished run logged its time per phase (`time.*` metrics: runs of an older "
+                          "seqablate); no timeline.")]
+    phases = [c for c in timing_columns() if c != "total"]
+    path = plot_trial_time(timed, figdir / TIME_PNG, phases=phases)
+    table = timing_summary(runs)
+    table["share"] = [f"{100 * v:.1f} %" if v == v else "-" for v in table["share"]]
+    table = table.rename(columns={"seconds": "seconds (all trials)", "median_s": "median trial (s)"})
+    return [
+        Figure(path, "Each trial's wall time by phase (seconds): start-up (driver start to the first optimiser "
+                     "step, less data loading), data, training batches, optimiser steps, saliency, validation, "
+                     "per-subset statistics, evaluation, bootstrap, checkpoints, logging, and the rest"),
+        Frame(table.drop(columns=["runs"]),
+              f"The study's time per phase, summed over its {len(timed)} timed trials, its share of their "
+              "total, and the median trial's. A phase inside another is counted once (bootstrap is not in "
+              "evaluation), so the phases and 'other' sum to 'total'.", floatfmt="{:.2f}"),
+    ]
 
 
 def provenance(runs: Sequence[Run]) -> str:

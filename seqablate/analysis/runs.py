@@ -9,7 +9,8 @@ Metric names are :mod:`seqablate.metric_names`' (the module evaluation writes th
 ``test.<condition>.<metric>`` with ``<metric>`` in :data:`METRICS` and CI bounds
 ``<metric>_lo`` / ``<metric>_hi``, e.g. ``test.full.mAP``, ``test.censor_t1_gre_post.mAP_lo``;
 external cohorts as ``external.<cohort>.<metric>``; the other BatchNorm statistics policy
-under ``test_<policy>.`` / ``external_<policy>.``.
+under ``test_<policy>.`` / ``external_<policy>.``. Where a trial's time went is
+``time.<phase>`` (:attr:`Run.timing`, :func:`timing_summary`).
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from seqablate import metric_names as mn
 from seqablate import vocabulary as V
 from seqablate.config import DropoutP, dropout_active, parse_dropout_p
 from seqablate.metric_names import parse_metric
@@ -127,6 +129,15 @@ class Run:
         return self.param("train.seed", "seed", "?") or "?"
 
     @property
+    def timing(self) -> dict[str, float] | None:
+        """Seconds of wall time per phase (:func:`timing_columns` order: the phases, ``other``,
+        ``total``), or None when the run logged no ``time.total`` (a run of a seqablate that
+        did not time trials, or one that never finished). A phase the run did not log is 0."""
+        if mn.time_key(mn.TIME_TOTAL) not in self.metrics:
+            return None
+        return {c: float(self.metrics.get(mn.time_key(c), 0.0)) for c in timing_columns()}
+
+    @property
     def sequences(self) -> tuple[str, ...]:
         """The sequences the model was trained on (``data.sequences``, study order)."""
         raw = self.param("data.sequences", "sequences")
@@ -184,6 +195,41 @@ def runs_from_frame(df: Any) -> list[Run]:
             )
         )
     return runs
+
+
+def timing_columns() -> tuple[str, ...]:
+    """The phases of a trial's time in the order a trial meets them, then ``other`` and
+    ``total`` (:data:`seqablate.metric_names.TIME_PHASES`)."""
+    return (*mn.TIME_PHASES, mn.TIME_OTHER, mn.TIME_TOTAL)
+
+
+def timed_runs(runs: Iterable[Run]) -> dict[str, dict[str, float]]:
+    """Run name -> :attr:`Run.timing` of every finished run that logged its time, in order
+    (empty for a study whose runs predate timing)."""
+    return {r.name: t for r in runs if r.usable and (t := r.timing) is not None}
+
+
+def timing_summary(runs: Iterable[Run]) -> Any:
+    """The study's time per phase, summed over its timed runs (:func:`timed_runs`): a pandas
+    DataFrame with one row per phase, then ``other`` and ``total``, and columns ``phase``,
+    ``seconds`` (the sum), ``share`` (of the total seconds, 0-1; NaN when the total is 0),
+    ``median_s`` (the median trial's seconds) and ``runs``. Empty (those columns, no rows)
+    without a timed run."""
+    import numpy as np
+    import pandas as pd
+
+    timed = list(timed_runs(runs).values())
+    cols = ["phase", "seconds", "share", "median_s", "runs"]
+    if not timed:
+        return pd.DataFrame(columns=cols)
+    total = sum(t[mn.TIME_TOTAL] for t in timed)
+    rows = []
+    for c in timing_columns():
+        values = [t[c] for t in timed]
+        seconds = float(sum(values))
+        rows.append({"phase": c, "seconds": seconds, "share": seconds / total if total > 0 else math.nan,
+                     "median_s": float(np.median(values)), "runs": len(values)})
+    return pd.DataFrame(rows, columns=cols)
 
 
 def study_sequences(runs: Sequence[Run]) -> tuple[str, ...]:

@@ -110,6 +110,17 @@ class GridMap:
         return ndimage.affine_transform(v, inv, offset=-self.offset * inv, output_shape=self.src_shape,
                                         order=order, mode="nearest").astype(np.float32, copy=False)
 
+    def anchor(self, affine: np.ndarray) -> tuple[int, int]:
+        """(h, w): the index of resampled pixel (0, 0) on the world lattice of the target
+        spacing (world mm / spacing, rounded), for the source grid's RAS ``affine``
+        float[4, 4]. Two fields of view of one head give pixels at the same world place
+        indices that differ by the difference of their anchors (to half a pixel), so anything
+        laid on a lattice from the anchor (CLAHE tiles, the network's stride) is laid alike.
+        """
+        a = np.asarray(affine, dtype=np.float64)
+        first = a[:3, :3] @ self.offset + a[:3, 3]
+        return int(np.rint(first[0] / self.spacing[0])), int(np.rint(first[1] / self.spacing[1]))
+
     def mask_to_target(self, mask: np.ndarray) -> np.ndarray:
         """uint8[X', Y', Z']: a binary mask resampled linearly and thresholded at 0.5."""
         return (self.to_target(np.asarray(mask, dtype=np.float32), antialias=False) >= 0.5).astype(np.uint8)
@@ -122,6 +133,19 @@ class GridMap:
     def from_dict(cls, d: dict[str, Sequence[float]]) -> GridMap:
         return cls(tuple(int(v) for v in d["src_shape"]), tuple(float(v) for v in d["src_spacing"]),  # type: ignore[arg-type]
                    tuple(float(v) for v in d["spacing"]), tuple(int(v) for v in d["shape"]))
+
+
+def anchored_pad(size: int, anchor: int, multiple: int = PAD_MULTIPLE) -> tuple[int, int]:
+    """(before, after) padding of ``size`` pixels whose first pixel has world-lattice index
+    ``anchor`` (:meth:`GridMap.anchor`): the padded length is a multiple of ``multiple`` and
+    its first pixel sits at a world-lattice index that is a multiple of ``multiple`` too.
+
+    A strided network (output stride ``multiple``) is not shift-equivariant for shifts that are
+    not multiples of its stride; padding from the world lattice gives a pixel at one world
+    place the same position in the stride's lattice whatever the field of view.
+    """
+    before = int(anchor) % multiple
+    return before, (-(before + int(size))) % multiple
 
 
 def plan_spacing(spacings: Iterable[Sequence[float]]) -> tuple[float, float]:
@@ -138,10 +162,3 @@ def plan_spacing(spacings: Iterable[Sequence[float]]) -> tuple[float, float]:
     return round(inplane, 2), round(slice_mm, 2)
 
 
-def pad_amounts(size: int, multiple: int = PAD_MULTIPLE, minimum: int = 0) -> tuple[int, int]:
-    """(before, after) padding that brings ``size`` to a multiple of ``multiple`` that is at
-    least ``minimum``, split evenly (the odd pixel after)."""
-    target = max(int(minimum), int(size))
-    target = -(-target // multiple) * multiple
-    extra = target - int(size)
-    return extra // 2, extra - extra // 2

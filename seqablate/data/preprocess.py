@@ -7,9 +7,10 @@ Two geometries (``data.geometry``):
   own field of view (:class:`~seqablate.data.geometry.GridMap`), so a lesion has the same size
   in pixels whatever the scanner's voxel size; slices differ in H x W between patients
   (training samples patches of ``image_size``; inference runs on whole slices).
-  Intensities are fixed in physical terms: the robust rescale's percentile is taken inside the
-  head mask (not over a field of view that may be mostly air) and the CLAHE tile is
-  ``data.clahe_tile_mm`` wide.
+  Intensities are fixed in physical terms: the robust rescale's percentile is taken inside a
+  ball of ``reference_radius_mm`` at the centre of the field of view (:func:`reference_ball`;
+  deep brain whatever the field of view, since scanners centre it on the brain) and the CLAHE
+  tile is ``data.clahe_tile_mm`` wide.
 - ``resize`` (the paper's 256 x 256 pipeline): every axial slice is resized to H = W =
   ``image_size`` pixels, whatever its field of view; kept to reproduce the paper and for
   models trained before the geometry existed.
@@ -63,6 +64,8 @@ class PreprocessParams:
     spacing_mm: float | None = None  # spacing: target in-plane voxel size
     slice_mm: float | None = None  # spacing: target slice spacing
     clahe_tile_mm: float = 30.0  # spacing: CLAHE tile width (the paper's 32 px of ~0.94 mm)
+    # spacing: radius of the rescale's reference ball (fits the smallest field of view, 72 mm)
+    reference_radius_mm: float = 35.0
 
     def __post_init__(self) -> None:
         if self.intensity not in INTENSITIES:
@@ -132,6 +135,21 @@ def head_mask(volume: np.ndarray) -> np.ndarray:
     for z in range(m.shape[2]):
         m[:, :, z] = ndimage.binary_fill_holes(m[:, :, z])
     return m
+
+
+def reference_ball(shape: Sequence[int], spacing: Sequence[float], radius_mm: float) -> np.ndarray:
+    """bool[X, Y, Z]: voxels whose centre lies within ``radius_mm`` of the volume's centre.
+
+    The intensity reference of the ``spacing`` geometry. A head mask is not: Otsu's threshold
+    separates head from air on a whole-head scan but splits tissue classes on a crop that holds
+    no air, and a whole head adds scalp, skull base and neck, so the head mask's 99.5th
+    percentile of one patient's scan moved by a third between a 96 mm mid-brain crop and the
+    whole head; inside this ball it moved by under 5 % (``benchmarks/RESULTS.md``, Geometry).
+    A field of view smaller than the ball truncates it (the whole volume then).
+    """
+    axes = np.ogrid[tuple(slice(0, n) for n in shape)]
+    d2 = sum(((a - (n - 1) / 2.0) * float(s)) ** 2 for a, n, s in zip(axes, shape, spacing, strict=True))
+    return np.asarray(d2 <= float(radius_mm) ** 2)
 
 
 def zscore(volume: np.ndarray, mask: np.ndarray | None = None) -> np.ndarray:
@@ -207,6 +225,36 @@ def clahe_slices(slices: np.ndarray, clip_limit: float = 0.01, kernel_px: int | 
     return out
 
 
+def clahe_anchored(slices: np.ndarray, clip_limit: float, kernel_px: int, anchor: tuple[int, int]) -> np.ndarray:
+    """CLAHE on each [H, W] slice of float32[Z, H, W] in [0, 1] that does not depend on the
+    field of view (the ``spacing`` geometry); constant slices -> zeros.
+
+    skimage's ``equalize_adapthist`` depends on it twice: it stretches each slice's own min..max
+    to the full grey range before binning (and its output again), and it lays its tiles from the
+    slice's first pixel. Here the grey levels are fixed ([0, 1] -> 0..NR_OF_GRAY-1, output back
+    by the same factor) and the tiles are laid on a lattice fixed in the world: ``anchor`` is
+    the (h, w) index of pixel (0, 0) on the world lattice of this spacing (world mm / spacing,
+    rounded), so a pixel inside two fields of view sees the same tiles in both (to half a pixel).
+    Same contextual regions, clip limit and interpolation as skimage's (its ``_clahe`` does the
+    work).
+    """
+    from skimage.exposure._adapthist import NR_OF_GRAY, _clahe
+
+    k = int(kernel_px)
+    lead = (int(anchor[0]) % k, int(anchor[1]) % k)  # pixels before (0, 0) back to a lattice line
+    scale = NR_OF_GRAY - 1
+    out = np.zeros_like(slices, dtype=np.float32)
+    for z in range(slices.shape[0]):
+        sl = slices[z]
+        if float(sl.max()) - float(sl.min()) <= 1e-6:
+            continue
+        grey = np.round(np.clip(sl, 0.0, 1.0) * scale).astype(np.uint16)
+        grey = np.pad(grey, ((lead[0], 0), (lead[1], 0)), mode="reflect")
+        eq = _clahe(grey, [k, k], clip_limit, 256)
+        out[z] = eq[lead[0]:, lead[1]:].astype(np.float32) / scale
+    return out
+
+
 def preprocess_image(
     volume: np.ndarray, params: PreprocessParams, z: Sequence[int] | None = None
 ) -> np.ndarray:
@@ -257,16 +305,21 @@ class Preprocessed:
         return iter((self.image, self.present, self.mask))
 
 
-def _resampled_image(volume: np.ndarray, head: np.ndarray, params: PreprocessParams, grid: GridMap) -> np.ndarray:
+def _resampled_image(volume: np.ndarray, head: np.ndarray, reference: np.ndarray, params: PreprocessParams,
+                     grid: GridMap, anchor: tuple[int, int]) -> np.ndarray:
     """One sequence float32[X, Y, Z] -> float32[Z', H', W'] on the resampled grid
-    (``spacing`` geometry): normalised on its own grid (percentile inside ``head``), resampled,
-    CLAHE with tiles of ``clahe_tile_mm``."""
-    v = zscore(volume, head) if params.intensity == "zscore" else rescale01(volume, params.upper_percentile, within=head)
+    (``spacing`` geometry): normalised on its own grid (z-score over ``head``; or the rescale's
+    percentile inside ``reference``, a :func:`reference_ball`), resampled, CLAHE with tiles of
+    ``clahe_tile_mm`` on the world lattice (:func:`clahe_anchored`, ``anchor``)."""
+    if params.intensity == "zscore":
+        v = zscore(volume, head)
+    else:
+        v = rescale01(volume, params.upper_percentile, within=reference)
     out = np.ascontiguousarray(np.transpose(grid.to_target(v), (2, 0, 1)))
     if params.intensity != "zscore":
         np.clip(out, 0.0, 1.0, out=out)
     if params.clahe:
-        out = clahe_slices(out, params.clahe_clip, kernel_px=params.clahe_tile_px)
+        out = clahe_anchored(out, params.clahe_clip, params.clahe_tile_px, anchor)
     return out
 
 
@@ -304,11 +357,13 @@ def _preprocess_spacing(vol: Volume, sequences: Sequence[str], params: Preproces
     image = np.zeros((len(sequences), zs, xs, ys), dtype=np.float32)
     present = np.zeros(len(sequences), dtype=bool)
     head_any = np.zeros(vol.shape, dtype=bool)
+    reference = reference_ball(vol.shape, vol.spacing, params.reference_radius_mm)
+    anchor = grid.anchor(vol.affine)  # CLAHE tiles on the world lattice
     for i, name in enumerate(sequences):
         if name in vol.images:
             head = head_mask(vol.images[name])
             head_any |= head
-            image[i] = _resampled_image(vol.images[name], head, params, grid)
+            image[i] = _resampled_image(vol.images[name], head, reference, params, grid, anchor)
             present[i] = True
     head_zhw = np.transpose(grid.mask_to_target(head_any), (2, 0, 1)).astype(bool)
     mask = None

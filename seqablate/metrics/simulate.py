@@ -25,6 +25,16 @@ computes what the "training recipe" interval should cover: ``E_u[mAP_A(u)] - E_u
 with ``mAP_a(u)`` the pooled mAP of a network with seed effect u on an (effectively)
 infinite patient population.
 
+Several test conditions of the same networks (the full protocol and each sequence
+censored; a worst-case objective takes each network's minimum over them): :class:`Conditions`
+shifts each network's ``eta`` per condition (a condition effect, a seed-by-condition
+interaction, a lesion-by-condition effect) and correlates its own draws across conditions;
+:func:`simulate_condition_study` draws one configuration's study, :func:`true_recipe_worst`
+computes ``E_u[min_c mAP_c(u)]`` on a large population as :func:`true_recipe_difference`
+does, and :func:`population_map` / :func:`network_population_maps` give a network's mAP on
+the infinite population by quadrature (each study's "these networks" truth;
+:func:`exact_recipe_worst` is the recipe truth from them).
+
 Only what the pooled metrics read is simulated: scores, ``is_tp`` and the number of truth
 lesions. The geometry (centres, volumes, distances) is NaN, ``candidates`` is the matched
 truth label (1-based) or -1, ``dice`` is a placeholder (``0.5 + 0.4 * score`` for true
@@ -38,7 +48,7 @@ from dataclasses import dataclass
 
 import numpy as np
 from scipy import stats
-from scipy.special import expit
+from scipy.special import expit, ndtr
 
 from seqablate.metrics.detection import PatientDetection
 
@@ -271,4 +281,329 @@ def true_recipe_difference(
         value=float(d.mean()), mc_se=float(d.std(ddof=1) / np.sqrt(n_seeds)),
         mean_a=float(a.mean()), mean_b=float(b.mean()), seed_sd_a=float(a.std(ddof=1)),
         n_seeds=n_seeds, n_patients=n_patients,
+    )
+
+
+# ------------------------------------------------------------------------------------------
+# several test conditions of the same networks (the worst-case objective)
+# ------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Conditions:
+    """Several test conditions of the same networks, e.g. the full protocol and each MRI
+    sequence censored (all effects on the logit scale, added to the model's ``eta``).
+
+    Under condition c the network of seed s detects truth lesion j of patient p with
+    ``eta_c = quality + effects[c] + u_s + g_{s,c} + v_p + w_j + h_{j,c}``:
+
+    * ``effects[c]``: the condition effect (0 for the full protocol, negative for a
+      censored sequence); C = ``len(effects)`` >= 1 conditions;
+    * ``g_{s,c} ~ N(0, sd_seed_condition)``: seed-by-condition interaction, drawn per network
+      and condition (one seed leans on one sequence, another seed on another), so the worst
+      condition can differ between seeds;
+    * ``h_{j,c} ~ N(0, sd_lesion_condition)``: lesion-by-condition effect shared by every
+      network (a lesion seen mostly on one sequence is missed by all when it is censored);
+      it makes the conditions' difference on a finite test set noisy, which is what biases a
+      minimum over conditions low;
+    * ``noise_correlation`` (in [0, 1]): the correlation, between two conditions of the same
+      network, of the network's own draws (detection, TP score noise, false-positive count
+      and FP score noise; a Gaussian copula): 1 gives the same draws under every condition
+      (only ``eta`` moves), 0 independent ones.
+
+    The seed effect ``u_s`` is shared by a network's conditions (the same trained network).
+    """
+
+    effects: tuple[float, ...]
+    sd_seed_condition: float = 0.1
+    sd_lesion_condition: float = 0.5
+    noise_correlation: float = 0.5
+
+    def __post_init__(self) -> None:
+        if len(self.effects) < 1:
+            raise ValueError("Conditions needs at least one condition effect")
+        if not 0.0 <= self.noise_correlation <= 1.0:
+            raise ValueError(f"noise_correlation must be in [0, 1], got {self.noise_correlation!r}")
+        if self.sd_seed_condition < 0.0 or self.sd_lesion_condition < 0.0:
+            raise ValueError("condition SDs must be >= 0")
+
+    @property
+    def n(self) -> int:
+        """Number of conditions C."""
+        return len(self.effects)
+
+
+def _draw_network_conditions(
+    model: SimulationModel, conditions: Conditions, quality: float, u: float, g: np.ndarray,
+    patients: _Patients, lesion_condition: np.ndarray, rng: np.random.Generator,
+) -> list[tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]]:
+    """One network (seed effect ``u``, interactions ``g`` float[C]) under every condition.
+
+    ``lesion_condition``: float[C, T], the h_{j,c} of ``patients``' truth lesions. Returns one
+    :func:`_draw_network`-like tuple ``(scores, is_tp, owner, detected)`` per condition. Each
+    draw is ``sqrt(rho) * shared + sqrt(1 - rho) * own`` in normal scores, so every condition's
+    marginal law is the one :func:`_draw_network` gives for its ``eta``.
+    """
+    n_cond = conditions.n
+    n_pat = patients.n_truth.size
+    a, b = np.sqrt(conditions.noise_correlation), np.sqrt(1.0 - conditions.noise_correlation)
+
+    def mixed(size: int) -> np.ndarray:  # float[C, size], standard normal per condition
+        return a * rng.standard_normal(size) + b * rng.standard_normal((n_cond, size))
+
+    det_z, score_z, fp_z = mixed(patients.owner.size), mixed(patients.owner.size), mixed(n_pat)
+    if model.fp_rate > 0.0:
+        # Poisson counts through the copula; the clip keeps ppf finite for extreme normals.
+        fp_counts = stats.poisson.ppf(np.minimum(stats.norm.cdf(fp_z), 1.0 - 1e-12), model.fp_rate).astype(np.int64)
+    else:
+        fp_counts = np.zeros((n_cond, n_pat), dtype=np.int64)
+    # FP score noise per slot: slot k of patient p is used by the conditions with > k FPs there.
+    slots = fp_counts.max(axis=0)
+    slot_owner = np.repeat(np.arange(n_pat), slots)
+    slot_rank = np.arange(slot_owner.size) - np.repeat(np.cumsum(slots) - slots, slots)
+    fp_noise = mixed(slot_owner.size)
+    out = []
+    for c in range(n_cond):
+        eta = quality + conditions.effects[c] + u + g[c] + patients.effect + lesion_condition[c]
+        detected = stats.norm.cdf(det_z[c]) < expit(eta)
+        tp_scores = expit(eta + model.score_noise * score_z[c])[detected]
+        keep = slot_rank < fp_counts[c, slot_owner]
+        fp_scores = expit(model.fp_offset + model.fp_seed_coef * u + model.fp_score_noise * fp_noise[c, keep])
+        scores = np.concatenate([tp_scores, fp_scores])
+        is_tp = np.zeros(scores.size, dtype=bool)
+        is_tp[: tp_scores.size] = True
+        owner = np.concatenate([patients.owner[detected], slot_owner[keep]])
+        out.append((scores, is_tp, owner, detected))
+    return out
+
+
+@dataclass(frozen=True)
+class ConditionStudy:
+    """One simulated multi-seed study of one configuration under several conditions.
+
+    ``runs[c][s]``: the P :class:`PatientDetection` (ids ``"p000"``...) of seed s's network
+    under condition c (the same seed order in every condition, as
+    :meth:`seqablate.metrics.recipe.RecipeData.minimum` needs). ``seed_effects``: float[S],
+    each network's u_s; ``interactions``: float[S, C], its g_{s,c}: with
+    :func:`network_population_maps` they give each network's mAP on the population.
+    """
+
+    runs: list[list[list[PatientDetection]]]
+    seed_effects: np.ndarray
+    interactions: np.ndarray
+
+
+def simulate_condition_study(
+    quality: float,
+    conditions: Conditions,
+    n_seeds: int,
+    n_patients: int,
+    rng: np.random.Generator,
+    model: SimulationModel = SimulationModel(),
+) -> ConditionStudy:
+    """One configuration's ``n_seeds`` networks, each scored under every condition on the same
+    ``n_patients`` drawn test patients (same truth lesions, patient, lesion and
+    lesion-by-condition effects for every network; :class:`Conditions` for the model)."""
+    if n_seeds < 1 or n_patients < 1:
+        raise ValueError("simulate_condition_study needs >= 1 seed and >= 1 patient")
+    patients = _draw_patients(model, n_patients, rng)
+    h = rng.normal(0.0, conditions.sd_lesion_condition, size=(conditions.n, patients.owner.size))
+    ids = [f"p{i:03d}" for i in range(n_patients)]
+    u = rng.normal(0.0, model.sd_seed, size=n_seeds)
+    g = rng.normal(0.0, conditions.sd_seed_condition, size=(n_seeds, conditions.n))
+    runs: list[list[list[PatientDetection]]] = [[] for _ in range(conditions.n)]
+    for s in range(n_seeds):
+        draws = _draw_network_conditions(model, conditions, quality, float(u[s]), g[s], patients, h, rng)
+        for c, draw in enumerate(draws):
+            runs[c].append(_patient_detections(ids, patients, *draw))
+    return ConditionStudy(runs, u, g)
+
+
+def population_map(
+    location: np.ndarray | float, fp_shift: np.ndarray | float = 0.0,
+    model: SimulationModel = SimulationModel(), extra_sd: float = 0.0, *, n_grid: int = 801,
+    n_nodes: int = 40,
+) -> np.ndarray:
+    """Pooled mAP of a network on an infinite patient population, by quadrature (no Monte Carlo).
+
+    A network whose truth lesions have ``eta ~ N(location, sd)`` over the population, with
+    ``sd**2 = sd_patient**2 + sd_lesion**2 + extra_sd**2`` (the patient effect is shared
+    within a patient, which does not change the pooled law), detects a lesion with
+    probability ``sigmoid(eta)`` and scores it with logit ``N(eta, score_noise)``; its false
+    positives, ``fp_rate / (1 + extra_lesions)`` per truth lesion, have score logits
+    ``N(fp_offset + fp_shift, fp_score_noise)`` (``fp_shift = fp_seed_coef * u``). On an
+    infinite population the pooled AP is ``integral of precision(t) d recall(t)`` over the
+    score threshold t, the limit of :func:`pooled_ap`; it is evaluated on ``n_grid`` logit
+    thresholds (midpoint rule) with ``n_nodes``-node Gauss-Hermite quadrature over ``eta``.
+    The defaults are within 2e-5 (0.002 mAP points) of 8001 thresholds and 64 nodes, at
+    about 1 ms per value; the result agrees with :func:`network_map` on 200,000 patients
+    within its Monte Carlo error (``tests/metrics/test_metrics_recipe_worst.py``).
+
+    Args:
+        location, fp_shift: broadcastable arrays (or floats) of ``eta`` locations and FP
+            score shifts.
+        model: the simulator's parameters (``score_noise`` and ``fp_score_noise`` > 0).
+        extra_sd: SD added to the lesion effects (a condition's ``sd_lesion_condition``).
+
+    Returns:
+        float64 array of the broadcast shape (0-d for float inputs), mAP in [0, 1].
+    """
+    if model.score_noise <= 0.0 or model.fp_score_noise <= 0.0:
+        raise ValueError("population_map needs score_noise > 0 and fp_score_noise > 0")
+    x, y = np.broadcast_arrays(np.asarray(location, dtype=np.float64), np.asarray(fp_shift, dtype=np.float64))
+    shape = x.shape
+    x, y = x.reshape(-1), y.reshape(-1)
+    tau = float(np.sqrt(model.sd_patient ** 2 + model.sd_lesion ** 2 + extra_sd ** 2))
+    sigma, sigma_fp = model.score_noise, model.fp_score_noise
+    fp_per_truth = model.fp_rate / (1.0 + model.extra_lesions)
+    nodes, weights = np.polynomial.hermite.hermgauss(n_nodes)
+    w = weights / np.sqrt(np.pi)
+    spread = float(np.sqrt(tau ** 2 + sigma ** 2))
+    out = np.empty(x.size)
+    chunk = max(1, 4_000_000 // (n_nodes * n_grid))  # bounds the [chunk, K, G] array
+    frac = np.linspace(0.0, 1.0, n_grid)
+    for i in range(0, x.size, chunk):
+        xi, mu_fp = x[i:i + chunk], model.fp_offset + y[i:i + chunk]
+        # Thresholds spanning every TP and FP score logit (9 SD either side).
+        lo = np.minimum(xi - 9.0 * spread, mu_fp - 9.0 * sigma_fp)
+        hi = np.maximum(xi + 9.0 * spread, mu_fp + 9.0 * sigma_fp)
+        t = lo[:, None] + (hi - lo)[:, None] * frac[None, :]  # [N, G]
+        eta = xi[:, None] + np.sqrt(2.0) * tau * nodes[None, :]  # [N, K]
+        above = ndtr((eta[:, :, None] - t[:, None, :]) / sigma)  # [N, K, G]
+        recall = np.einsum("nk,nkg->ng", w[None, :] * expit(eta), above)  # TPs above t per truth lesion
+        fps = fp_per_truth * ndtr((mu_fp[:, None] - t) / sigma_fp)
+        tp_mid = 0.5 * (recall[:, 1:] + recall[:, :-1])
+        fp_mid = 0.5 * (fps[:, 1:] + fps[:, :-1])
+        precision = np.where(tp_mid > 0, tp_mid / np.where(tp_mid > 0, tp_mid + fp_mid, 1.0), 1.0)
+        out[i:i + chunk] = np.sum(precision * (recall[:, :-1] - recall[:, 1:]), axis=1)
+    return out.reshape(shape)
+
+
+def network_population_maps(
+    quality: float, conditions: Conditions, seed_effects: np.ndarray, interactions: np.ndarray,
+    model: SimulationModel = SimulationModel(),
+) -> np.ndarray:
+    """Each network's mAP under each condition on the infinite population: float64[S, C].
+
+    ``seed_effects`` float[S] (u_s), ``interactions`` float[S, C] (g_{s,c}), as
+    :class:`ConditionStudy` holds them. Its row minima are the networks' population worst
+    cases; their mean over a study's seeds is what that study's "these networks" interval of
+    the worst case claims to cover.
+    """
+    u = np.asarray(seed_effects, dtype=np.float64)
+    g = np.asarray(interactions, dtype=np.float64).reshape(u.size, conditions.n)
+    location = quality + np.asarray(conditions.effects)[None, :] + u[:, None] + g
+    return population_map(location, model.fp_seed_coef * u[:, None], model, conditions.sd_lesion_condition)
+
+
+@dataclass(frozen=True)
+class TrueWorst:
+    """Monte Carlo value of a recipe's expected worst case ``E_seed[min_c mAP_c]`` (mAP in [0, 1]).
+
+    ``value``: the expectation. ``mc_se``: the i.i.d. bound on its Monte Carlo standard error
+    (SD of the per-seed minima / sqrt(n_seeds); the Latin hypercube seed draws only lower it).
+    ``condition_means``: ``E_seed[mAP_c]`` per condition. ``worst_share``: per condition, the
+    fraction of seeds whose population worst case it is. ``seed_sd``: SD over seeds of the
+    per-seed worst case.
+    """
+
+    value: float
+    mc_se: float
+    condition_means: tuple[float, ...]
+    worst_share: tuple[float, ...]
+    seed_sd: float
+    n_seeds: int
+    n_patients: int
+
+
+def true_recipe_worst(
+    quality: float,
+    conditions: Conditions,
+    model: SimulationModel = SimulationModel(),
+    *,
+    n_seeds: int = 256,
+    n_patients: int = 20_000,
+    seed: int = 0,
+) -> TrueWorst:
+    """The recipe's worst case that a worst-case "training recipe" interval should cover.
+
+    ``E_{u, g}[min_c mAP_c(u, g)]``, ``u ~ N(0, sd_seed)``, ``g_c ~ N(0, sd_seed_condition)``,
+    where ``mAP_c(u, g)`` is the pooled mAP under condition c of the network with those seed
+    effects on an infinite population, approximated on ``n_patients`` fresh patients per seed
+    (as :func:`true_recipe_difference`). The seed effects are a Latin hypercube (each of
+    ``u, g_1 .. g_C`` stratified into ``n_seeds`` strata, the strata paired at random:
+    unbiased, and much more precise than independent draws for the smooth part), and each
+    seed's conditions share the patients and the network's draws (common random numbers:
+    on an infinite population only each condition's marginal law matters, and shared draws
+    keep a finite population's noise from biasing the minimum low).
+
+    Monte Carlo error, measured over 4 replicates (seed-dominated model, two tied censored
+    conditions): values spread by an SD of 0.0006 (0.06 mAP points) with 256 seeds x 20,000
+    patients (about 10 s on one loaded core) and 0.0011 with 64 seeds x 10,000 patients
+    (about 1 s); ``mc_se`` reports 0.007 and 0.014 (the i.i.d. bound, loose here). The mean
+    agrees with :func:`exact_recipe_worst` (no patient Monte Carlo) within 0.0002, so the
+    finite population's own downward bias of the minimum is below that.
+
+    Returns:
+        A :class:`TrueWorst` (mAP on the [0, 1] scale).
+    """
+    rng = np.random.default_rng(seed)
+    n_cond = conditions.n
+
+    def stratified(sd: float) -> np.ndarray:
+        return sd * stats.norm.ppf((rng.permutation(n_seeds) + rng.random(n_seeds)) / n_seeds)
+
+    u = stratified(model.sd_seed)
+    g = np.stack([stratified(conditions.sd_seed_condition) for _ in range(n_cond)], axis=1)  # [n, C]
+    maps = np.empty((n_seeds, n_cond))
+    for i in range(n_seeds):
+        patients = _draw_patients(model, n_patients, rng)
+        h = rng.normal(0.0, conditions.sd_lesion_condition, size=(n_cond, patients.owner.size))
+        n_truth = int(patients.n_truth.sum())
+        state = rng.bit_generator.state
+        for c in range(n_cond):
+            rng.bit_generator.state = state  # the same uniforms and normals for every condition
+            shifted = _Patients(patients.n_truth, patients.owner, patients.effect + h[c])
+            q = quality + conditions.effects[c] + float(g[i, c])
+            scores, is_tp, _, _ = _draw_network(model, q, float(u[i]), shifted, rng)
+            maps[i, c] = pooled_ap(scores, is_tp, n_truth)
+    worst = maps.min(axis=1)
+    share = np.bincount(np.argmin(maps, axis=1), minlength=n_cond) / n_seeds
+    return TrueWorst(
+        value=float(worst.mean()), mc_se=float(worst.std(ddof=1) / np.sqrt(n_seeds)),
+        condition_means=tuple(float(m) for m in maps.mean(axis=0)),
+        worst_share=tuple(float(s) for s in share), seed_sd=float(worst.std(ddof=1)),
+        n_seeds=n_seeds, n_patients=n_patients,
+    )
+
+
+def exact_recipe_worst(
+    quality: float,
+    conditions: Conditions,
+    model: SimulationModel = SimulationModel(),
+    *,
+    n_seeds: int = 1024,
+    seed: int = 0,
+) -> TrueWorst:
+    """:func:`true_recipe_worst` with each network's population mAP by quadrature
+    (:func:`network_population_maps`) instead of a large patient draw: only the seed effects
+    are Monte Carlo (the same Latin hypercube). Measured replicate SD 0.00016 with 1024
+    seeds (about 2 s), against 0.0006 for :func:`true_recipe_worst`'s 256 seeds x 20,000
+    patients (about 10 s). ``TrueWorst.n_patients`` is 0: the population is exact.
+    """
+    rng = np.random.default_rng(seed)
+
+    def stratified(sd: float) -> np.ndarray:
+        return sd * stats.norm.ppf((rng.permutation(n_seeds) + rng.random(n_seeds)) / n_seeds)
+
+    u = stratified(model.sd_seed)
+    g = np.stack([stratified(conditions.sd_seed_condition) for _ in range(conditions.n)], axis=1)
+    maps = network_population_maps(quality, conditions, u, g, model)  # [n, C]
+    worst = maps.min(axis=1)
+    share = np.bincount(np.argmin(maps, axis=1), minlength=conditions.n) / n_seeds
+    return TrueWorst(
+        value=float(worst.mean()), mc_se=float(worst.std(ddof=1) / np.sqrt(n_seeds)),
+        condition_means=tuple(float(m) for m in maps.mean(axis=0)),
+        worst_share=tuple(float(x) for x in share), seed_sd=float(worst.std(ddof=1)),
+        n_seeds=n_seeds, n_patients=0,
     )

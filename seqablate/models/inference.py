@@ -218,7 +218,7 @@ class Predictor:
         """
         from seqablate.data.dataset import patient_stacks
         from seqablate.data.dropout import apply_presence, keep_vector
-        from seqablate.data.geometry import pad_amounts
+        from seqablate.data.geometry import anchored_pad
 
         seqs = self.sequences
         if tuple(patient.sequences) != seqs:
@@ -241,10 +241,15 @@ class Predictor:
         stacks = patient_stacks(patient, self.slices)  # float32[Z, S, K, H, W]
         z, h, w = stacks.shape[0], stacks.shape[-2], stacks.shape[-1]
         # Resampled slices (physical-space geometry) have any size: padded with zeros (the
-        # background, and the absent value) to the networks' output stride, so whole slices meet
-        # the strided layers as the training patches did; resized slices are used as they are.
-        (top, bottom), (left, right) = ((pad_amounts(h), pad_amounts(w)) if getattr(patient, "grid", None) is not None
-                                        else ((0, 0), (0, 0)))
+        # background, and the absent value) to the networks' output stride, from the world
+        # lattice (anchored_pad), so the same head meets the strided layers alike in any field of
+        # view; resized slices are used as they are.
+        grid = getattr(patient, "grid", None)
+        if grid is not None:
+            ah, aw = grid.anchor(patient.affine)
+            (top, bottom), (left, right) = anchored_pad(h, ah), anchored_pad(w, aw)
+        else:
+            (top, bottom), (left, right) = (0, 0), (0, 0)
         out = np.empty((z, h, w), dtype=np.float32)
         dev = self.device
         with torch.inference_mode(), torch.autocast(dev.type, dtype=torch.bfloat16, enabled=self.amp):

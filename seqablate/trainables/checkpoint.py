@@ -8,7 +8,9 @@ A checkpoint folder holds:
 - ``optimizer.pt``: optimiser + LR-scheduler state (only the latest checkpoint is kept, so
   there is one copy of it per trial);
 - ``state.json``: ``step`` (optimiser steps done), ``best_metric``, ``best_step``, and for a
-  multi-objective trial ``selected`` / ``bests`` (each objective at the best step / its own best);
+  multi-objective trial ``selected`` / ``bests`` (each objective at the best step / its own best),
+  and ``timing`` (the trial driver's start and the seconds per phase up to the checkpoint, so a
+  worker Ray Train restarts keeps them: :meth:`~seqablate.trainables.timing.PhaseTimer.resume`);
 - ``saliency.pt``: the cumulative saliency accumulator (so traces continue on resume);
 - ``norm_stats.pt``: per-subset BatchNorm statistics of the selected weights (written with
   the final checkpoint of a BatchNorm model, see :mod:`seqablate.models.norm_stats`);
@@ -39,6 +41,8 @@ class TrainState:
     selected: list[float] = field(default_factory=list)
     # ... and each objective's own best so far (NaN while it was never defined)
     bests: list[float] = field(default_factory=list)
+    # where the trial's time went up to this checkpoint (timing.PhaseTimer.snapshot; {} in older ones)
+    timing: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass

@@ -124,7 +124,15 @@ def _scaling(ctx: StudyContext) -> Any:
 
 
 def _fit_one(ctx: StudyContext, overrides: dict[str, Any]) -> dict[str, Any]:
-    """Train + evaluate one config as one MLflow child run; returns its final metrics."""
+    """Train + evaluate one config as one MLflow child run; returns its final metrics.
+
+    Its start is the trial's time zero (:mod:`~seqablate.trainables.timing`): the workers book
+    what came before them (the MLflow run, the worker group) as start-up, and once the trainer
+    has returned this driver logs ``time.other`` and ``time.total`` beside their phases.
+    """
+    from seqablate.trainables.timing import DriverClock, close_books
+
+    clock = DriverClock.start()  # before the imports below: the first trial of a process pays for them
     import ray.train
     from ray.train.torch import TorchTrainer
     from ray.tune.integration.ray_train import TuneReportCallback
@@ -143,7 +151,7 @@ def _fit_one(ctx: StudyContext, overrides: dict[str, Any]) -> dict[str, Any]:
             config = worker_config(cfg, WorkerRun(
                 TrialSplit.from_dict(ctx.split_for(cfg)), cpus_per_worker=int(max(1, ctx.cpus_per_worker)),
                 tracking={"tracking_uri": ref.tracking_uri, "run_id": tlog.run_id},
-                faults=FaultPlan(**ctx.faults.get(name, {})),
+                faults=FaultPlan(**ctx.faults.get(name, {})), timing=clock.for_worker(),
             ))
             trainer = TorchTrainer(
                 train_loop_per_worker,
@@ -166,8 +174,11 @@ def _fit_one(ctx: StudyContext, overrides: dict[str, Any]) -> dict[str, Any]:
             # metrics come in the final report (no checkpoint), which rank 0 also logged to
             # the run: read them back from MLflow (latest value of every metric).
             logged = tracking.run_info(tlog.run_id, tracking_uri=ref.tracking_uri).data.metrics
-            metrics = {**dict(result.metrics or {}), **dict(logged)}
             tlog.set_tags({"seqablate.train_path": str(result.path)})
+            # The books close here: what remains (closing the run) is too short to matter.
+            books = close_books(logged, clock.elapsed())
+            tlog.log_metrics(books, step=cfg.train.steps)
+            metrics = {**dict(result.metrics or {}), **dict(logged), **books}
             return {**metrics, "mlflow_run_id": tlog.run_id}
     except tracking.TrialAlreadyFinished as done:
         # MLflow holds a FINISHED run for this trial (the study was killed after logging it):

@@ -30,6 +30,7 @@ from seqablate import metric_names as mn
 from seqablate.config import TrialConfig
 from seqablate.models.deployed import DeployedModel
 from seqablate.sequences import subsets
+from seqablate.trainables import timing
 from seqablate.trainables.cohort import original_mask
 
 
@@ -176,7 +177,8 @@ def score_condition(
     if res.tp_dice is not None and not math.isnan(float(res.tp_dice)):
         m[f"{name}.tp_dice"] = float(res.tp_dice)
     if e.bootstrap > 0 and len(res.per_patient) > 0:
-        lo, hi = bootstrap_ci(res.per_patient, "mAP", n=e.bootstrap, seed=0)
+        with timing.phase("bootstrap"):  # taken out of the evaluation around it
+            lo, hi = bootstrap_ci(res.per_patient, "mAP", n=e.bootstrap, seed=0)
         m[f"{name}.mAP_lo"], m[f"{name}.mAP_hi"] = float(lo), float(hi)
     fr = froc(res)
     m[f"{name}.froc_mean"] = float(fr.mean)

@@ -11,6 +11,12 @@ a :class:`~seqablate.trainables.session.LocalSession` (``seqablate train CONFIG.
 The ``config`` dict a worker gets is ``{"trial": TrialConfig as JSON, "run": WorkerRun as
 JSON}`` (:func:`worker_config`).
 
+Where the time goes: the loop books every block to a phase of one
+:class:`~seqablate.trainables.timing.PhaseTimer` (start-up, data, batches, steps, saliency,
+validation, statistics, evaluation, bootstrap, checkpoint, logging); rank 0 logs the seconds
+as ``time.<phase>`` at the end and puts them in the final report, and the trial's driver (the
+Tune driver, or :func:`fit_trial`) adds ``time.other`` and ``time.total`` when it ends.
+
 Order of the last step: the weights to evaluate are selected (``train.select``), per-subset
 BatchNorm statistics are estimated for them (BatchNorm models), the final checkpoint is
 reported, then rank 0 evaluates (test conditions, external cohorts), logs metrics, curves,
@@ -50,6 +56,7 @@ from seqablate.trainables.losses import segmentation_loss
 from seqablate.trainables.sampling import DistributedWeightedSampler
 from seqablate.trainables.schedule import build_optimizer
 from seqablate.trainables.session import LocalSession, RaySession, Session
+from seqablate.trainables.timing import DriverClock, PhaseTimer, Timed, close_books
 
 
 class InjectedFailure(RuntimeError):
@@ -105,15 +112,19 @@ class WorkerRun:
     tracking: dict[str, str] | None = None  # {"tracking_uri", "run_id"}: the trial's MLflow run
     evaluate: bool = True  # evaluate the selected model at the end (rank 0)
     faults: FaultPlan = field(default_factory=FaultPlan)
+    # the driver's start (wall clock) and the phases it booked first (DriverClock.for_worker)
+    timing: dict[str, Any] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return {"split": self.split.as_dict(), "cpus_per_worker": self.cpus_per_worker,
-                "tracking": self.tracking, "evaluate": self.evaluate, "faults": asdict(self.faults)}
+                "tracking": self.tracking, "evaluate": self.evaluate, "faults": asdict(self.faults),
+                "timing": self.timing}
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> WorkerRun:
         return cls(TrialSplit.from_dict(d["split"]), max(1, int(d.get("cpus_per_worker") or 1)),
-                   d.get("tracking"), bool(d.get("evaluate", True)), FaultPlan(**(d.get("faults") or {})))
+                   d.get("tracking"), bool(d.get("evaluate", True)), FaultPlan(**(d.get("faults") or {})),
+                   d.get("timing"))
 
 
 def worker_config(cfg: TrialConfig, run: WorkerRun) -> dict[str, Any]:
@@ -330,13 +341,15 @@ def validate(trainer: Trainer, data: TrialData, cfg: TrialConfig) -> dict[str, f
 def _norm_stats_for(model: torch.nn.Module, data: TrialData, cfg: TrialConfig,
                     censored: list[tuple[str, ...]]) -> Any:
     from seqablate.models.norm_stats import has_batchnorm
+    from seqablate.trainables import timing
     from seqablate.trainables.norm import estimate_norm_stats, patient_subsets
 
     if not has_batchnorm(model):
         return None
     keys = [k for c in censored for k in patient_subsets(data.val, cfg.data.sequences, c)]
-    stats, _ = estimate_norm_stats(model, data.train, cfg, list(dict.fromkeys(keys)),
-                                   device=next(model.parameters()).device, seed=cfg.train.seed)
+    with timing.phase("norm_stats"):  # statistics, wherever estimated, are one phase
+        stats, _ = estimate_norm_stats(model, data.train, cfg, list(dict.fromkeys(keys)),
+                                       device=next(model.parameters()).device, seed=cfg.train.seed)
     return stats
 
 
@@ -411,43 +424,67 @@ def checkpoint(session: Session, trainer: Trainer, progress: Progress, cfg: Tria
 # ------------------------------------------------------------------------------------- loop
 
 
-def train_loop_per_worker(config: dict[str, Any], session: Session | None = None) -> None:
-    """Train one trial on this worker (Ray Train V2 entry point; see the module docstring)."""
-    session = session if session is not None else RaySession()  # [ray] rank, device
-    cfg = plan_geometry(parse(TrialConfig, config["trial"], source="trial config"))
-    run = WorkerRun.from_dict(config["run"])
-    t, rank = cfg.train, session.world_rank
-    _set_threads(run.cpus_per_worker)
+def train_loop_per_worker(config: dict[str, Any], session: Session | None = None,
+                          timer: PhaseTimer | None = None) -> None:
+    """Train one trial on this worker (Ray Train V2 entry point; see the module docstring).
 
-    data = load_trial_data(cfg, run.split)
-    check_validation(cfg, data)
-    trainer = build_trainer(cfg, session)
-    progress = restore(session, trainer, cfg)
-    state = progress.state
-    batches = make_batches(cfg, data.train, session, state.step)
-    logger = _open_logger(run.tracking, rank)
-    if logger is not None:
-        # Which patients trained it, for evaluate and other tools (export-nnunet); rewritten
-        # identically on a resume.
-        logger.log_dict(split_record(cfg, run.split), mn.SPLIT_JSON)
-    if logger is not None and progress.resumed_from is not None:
-        # Where a restarted worker picked up: a resume from a checkpoint is visible in MLflow.
-        logger.log_metrics({"train.resumed_from_step": float(progress.resumed_from)}, step=progress.resumed_from)
+    ``timer`` books the worker's time per phase (a fresh one by default; :func:`fit_trial`
+    passes its own to read the phases back). It is closed when rank 0 has its ``time.<phase>``
+    metrics: the final report and flush come after, as the driver's ``other``.
+    """
+    entered = time.time()  # wall clock, compared with the driver's start (timing module)
+    timer = timer if timer is not None else PhaseTimer()
+    with timer.active():
+        _train(config, session, timer, entered)
 
-    ckpt_every = t.checkpoint_every or t.val_every
-    window: list[float] = []
-    t0 = time.perf_counter()
-    trainer.model.train()
-    bar = _progress(rank, state.step, t.steps, cfg.name)
+
+def _train(config: dict[str, Any], session: Session | None, timer: PhaseTimer, entered: float) -> None:
+    with timer.phase("startup"):  # everything before the first step that no other phase takes
+        session = session if session is not None else RaySession()  # [ray] rank, device
+        cfg = plan_geometry(parse(TrialConfig, config["trial"], source="trial config"))
+        run = WorkerRun.from_dict(config["run"])
+        timer.start_worker(run.timing, now=entered)
+        t, rank = cfg.train, session.world_rank
+        _set_threads(run.cpus_per_worker)
+
+        with timer.phase("data"):
+            data = load_trial_data(cfg, run.split)
+        check_validation(cfg, data)
+        trainer = build_trainer(cfg, session)
+        progress = restore(session, trainer, cfg)
+        timer.resume(progress.state.timing)  # a restarted worker keeps its predecessor's phases
+        state = progress.state
+        with timer.phase("batches"):
+            batches = make_batches(cfg, data.train, session, state.step)
+        with timer.phase("logging"):
+            logger = _open_logger(run.tracking, rank)
+        if logger is not None:
+            logger = Timed(logger, timer, "logging")  # every MLflow call, wherever it is made
+            # Which patients trained it, for evaluate and other tools (export-nnunet); rewritten
+            # identically on a resume.
+            logger.log_dict(split_record(cfg, run.split), mn.SPLIT_JSON)
+        if logger is not None and progress.resumed_from is not None:
+            # Where a restarted worker picked up: a resume from a checkpoint is visible in MLflow.
+            logger.log_metrics({"train.resumed_from_step": float(progress.resumed_from)}, step=progress.resumed_from)
+
+        ckpt_every = t.checkpoint_every or t.val_every
+        window: list[float] = []
+        t0 = time.perf_counter()
+        trainer.model.train()
+        bar = _progress(rank, state.step, t.steps, cfg.name)
     while state.step < t.steps:
-        loss, (image, present, target) = train_step(trainer, next(batches), cfg, state.step + 1)
+        with timer.phase("batches"):
+            batch = next(batches)
+        with timer.phase("steps"):
+            loss, (image, present, target) = train_step(trainer, batch, cfg, state.step + 1)
         state.step += 1
         step = state.step
         window.append(loss)
         run.faults.after_step(step)
         step_metrics = {"train.loss": loss, "train.lr": trainer.scheduler.get_last_lr()[0]}
         if progress.saliency is not None and (step % t.saliency_every == 0 or step == 1):
-            step_metrics.update(_saliency(trainer.bare, image, present, target, progress.saliency, step, cfg))
+            with timer.phase("saliency"):
+                step_metrics.update(_saliency(trainer.bare, image, present, target, progress.saliency, step, cfg))
         if logger is not None:
             logger.log_metrics(step_metrics, step=step)
         bar.update(1)
@@ -461,31 +498,38 @@ def train_loop_per_worker(config: dict[str, Any], session: Session | None = None
                                      "time_s": time.perf_counter() - t0}
         window = []
         if is_val and rank == 0:
-            v = validate(trainer, data, cfg)
-            trainer.model.train()
-            keep_best(progress, trainer, v, step, cfg)
+            with timer.phase("validation"):
+                v = validate(trainer, data, cfg)
+                trainer.model.train()
+                keep_best(progress, trainer, v, step, cfg)
             metrics.update(v)
             if logger is not None:
                 # The best so far too: the analysis picks a seed by it, as the trial selected.
                 logger.log_metrics({**v, mn.VAL_BEST_STEP: float(state.best_step), **_bests(state, len(t.objectives))}, step=step)
         if is_last and rank == 0 and run.evaluate:
-            weights, _ = select_final(progress, trainer, cfg)
-            progress.norm_stats = estimate_final_stats(weights, trainer, data, cfg)
+            with timer.phase("norm_stats"):
+                weights, _ = select_final(progress, trainer, cfg)
+                progress.norm_stats = estimate_final_stats(weights, trainer, data, cfg)
         # Every report carries the objective, so Tune's schedulers/searchers always find it.
         metrics.update(_bests(state, len(t.objectives)))
         if progress.saliency is not None:
             metrics.update(progress.saliency.to_metrics())
         if is_ckpt:
-            checkpoint(session, trainer, progress, cfg, metrics, logger, run.faults)
+            with timer.phase("checkpoint"):
+                state.timing = timer.snapshot()
+                checkpoint(session, trainer, progress, cfg, metrics, logger, run.faults)
         else:
             session.report(metrics, None)  # [ray]
     bar.close()
-    if run.evaluate:
-        final: dict[str, float] = {"step": state.step, "evaluated": 1.0, **_bests(state, len(t.objectives))}
-        if rank == 0:
+    final: dict[str, float] = {"step": state.step, "evaluated": 1.0, **_bests(state, len(t.objectives))}
+    if run.evaluate and rank == 0:
+        with timer.phase("evaluation"):
             final.update(evaluate_selected(trainer, progress, cfg, data, run.split, logger))
-        session.report(final, None)  # [ray] every rank reports (it is a barrier)
+    phases = timer.close()  # what follows is the driver's "other"
+    if run.evaluate:
+        session.report({**final, **phases}, None)  # [ray] every rank reports (it is a barrier)
     if logger is not None:
+        logger.log_metrics(phases, step=state.step)
         logger.flush()
 
 
@@ -494,19 +538,22 @@ def evaluate_selected(trainer: Trainer, progress: Progress, cfg: TrialConfig, da
     """Evaluate the selected weights on the test split and external cohorts; log to MLflow."""
     import copy
 
+    from seqablate.trainables import timing
     from seqablate.trainables.evaluate import evaluate_model
 
     weights, step = select_final(progress, trainer, cfg)
     model = copy.deepcopy(trainer.bare)
     model.load_state_dict(weights)
     model.eval()
-    externals = {name: load_cached(cfg.data, cohort=path) for name, path in cfg.eval.external.items()}
+    with timing.phase("data"):
+        externals = {name: load_cached(cfg.data, cohort=path) for name, path in cfg.eval.external.items()}
     report = evaluate_model(model, cfg, select(data.patients, split.test), externals=externals,
                             device=trainer.device, norm_stats=progress.norm_stats)
     metrics = {**report.metrics, "train.selected_step": float(step)}
     if logger is not None:
         logger.log_metrics(metrics, step=cfg.train.steps)
-        with tempfile.TemporaryDirectory(prefix="seqablate-eval-") as tmp:
+        # Writing the artifacts (tables, the PR figure, the model's example) is logging too.
+        with timing.phase("logging"), tempfile.TemporaryDirectory(prefix="seqablate-eval-") as tmp:
             for path in report.write_artifacts(Path(tmp) / "eval"):
                 logger.log_artifact(path, "eval")
             logger.log_model(report.deployed, example=_example(cfg, data.val or data.train),
@@ -630,6 +677,7 @@ class FitResult:
     history: list[dict[str, Any]] = field(default_factory=list)  # reported metrics, in order
     split: TrialSplit | None = None
     metrics: dict[str, float] = field(default_factory=dict)  # test./external. metrics (if evaluated)
+    timing: dict[str, float] = field(default_factory=dict)  # time.<phase>, time.other, time.total (seconds)
 
 
 def fit_trial(
@@ -647,15 +695,33 @@ def fit_trial(
 
     ``storage`` holds the checkpoints; if it already holds some, training resumes from the
     newest (at its saved step). ``split`` defaults to :func:`plan_split` of the cohort.
+
+    This function is the trial's driver for the timing (:mod:`~seqablate.trainables.timing`):
+    ``time.total`` runs from its start to the worker's end, the patients it loads to plan the
+    split are ``data``; with ``tracking`` it logs ``time.other`` and ``time.total`` beside the
+    worker's phases. A resumed run times this call only.
     """
+    clock = DriverClock.start()
     cfg = plan_geometry(parse(TrialConfig, trial_cfg, source="trial config"))
+    before: dict[str, float] = {}
     if split is None:
-        split = plan_split(cfg, load_cached(cfg.data, progress=True))
+        loading = time.perf_counter()
+        patients = load_cached(cfg.data, progress=True)
+        before["data"] = time.perf_counter() - loading
+        split = plan_split(cfg, patients)
     session = LocalSession(storage, use_gpu=use_gpu)
     run = WorkerRun(split, cpus_per_worker=cpus or torch.get_num_threads(), tracking=tracking,
-                    evaluate=evaluate, faults=faults or FaultPlan())
-    train_loop_per_worker(worker_config(cfg, run), session)
+                    evaluate=evaluate, faults=faults or FaultPlan(), timing=clock.for_worker(before))
+    timer = PhaseTimer()
+    train_loop_per_worker(worker_config(cfg, run), session, timer)
     last = session.checkpoints()[-1]
+    phases = timer.metrics()  # closed by the worker: what it logged
+    timing = {**phases, **close_books(phases, clock.elapsed())}
+    logger = _open_logger(tracking, 0)
+    if logger is not None:
+        logger.log_metrics({k: v for k, v in timing.items() if k not in phases}, step=cfg.train.steps)
+        logger.flush()
     final = session.reported[-1] if session.reported and "evaluated" in session.reported[-1] else {}
     return FitResult(checkpoint=last, state=read_state(last), history=session.reported, split=split,
-                     metrics={k: v for k, v in final.items() if k.startswith(("test.", "external."))})
+                     metrics={k: v for k, v in final.items() if k.startswith(("test.", "external."))},
+                     timing=timing)

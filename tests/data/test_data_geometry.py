@@ -15,9 +15,14 @@ import pytest
 from scipy import ndimage
 
 from seqablate.data.dataset import crop_patch
-from seqablate.data.geometry import GridMap, pad_amounts, plan_spacing
+from seqablate.data.geometry import GridMap, anchored_pad, plan_spacing
 from seqablate.data.layouts import PatientFiles
-from seqablate.data.preprocess import PreprocessParams, preprocess_volume, to_original_grid
+from seqablate.data.preprocess import (
+    PreprocessParams,
+    preprocess_volume,
+    reference_ball,
+    to_original_grid,
+)
 from seqablate.data.volumes import header_spacing, load_patient
 
 CENTRE = np.array([3.3, -7.1, 5.6])  # mm, world (RAS)
@@ -93,7 +98,9 @@ def test_grid_map_by_hand() -> None:
 
 def test_plan_spacing_is_the_median() -> None:
     assert plan_spacing([(1.0, 1.0, 3.0), (0.5, 0.5, 1.0), (2.0, 2.0, 5.0)]) == (1.0, 3.0)
-    assert pad_amounts(61) == (1, 2) and pad_amounts(64) == (0, 0) and pad_amounts(5, minimum=16) == (5, 6)
+    # padded from the world lattice: first pixel at world index 13 -> 5 before (index 8), and
+    # 13 + 61 = 74 -> 6 after (80); index -3 -> 5 before (-8); already aligned -> nothing
+    assert anchored_pad(61, 13) == (5, 6) and anchored_pad(64, -3) == (5, 3) and anchored_pad(64, 16) == (0, 0)
 
 
 @pytest.mark.parametrize(("zooms", "codes"), GRIDS, ids=[f"{z}-{''.join(c)}" for z, c in GRIDS])
@@ -145,10 +152,50 @@ def test_resize_geometry_is_unchanged(tmp_path: Path) -> None:
         PreprocessParams(geometry="spacing")
 
 
+def test_reference_ball_by_hand() -> None:
+    """Voxels within the radius of the volume's centre, in mm along each axis's own spacing."""
+    ball = reference_ball((5, 3, 3), (1.0, 2.0, 4.0), 2.0)
+    # centre (2, 1, 1); along x two voxels of 1 mm reach 2 mm, along y one voxel is 2 mm,
+    # along z one voxel is already 4 mm
+    want = np.zeros((5, 3, 3), dtype=bool)
+    want[:, 1, 1] = True
+    want[2, :, 1] = True
+    assert np.array_equal(ball, want)
+    assert reference_ball((4, 4, 2), (1.0, 1.0, 1.0), 100.0).all()  # a small field of view: all of it
+
+
+def test_clahe_tiles_are_fixed_in_the_world() -> None:
+    """A slice and a wider view of the same scene (more around it, other grey range) get the
+    same CLAHE values where both see the same tiles: tiles on the world lattice, grey levels
+    not stretched to each slice's own range. skimage's default tiling would not."""
+    from skimage.exposure import equalize_adapthist
+
+    from seqablate.data.preprocess import clahe_anchored
+
+    rng = np.random.default_rng(3)
+    k = 8
+    scene = ndimage.gaussian_filter(rng.uniform(0.0, 0.6, (1, 80, 80)), (0, 2, 2)).astype(np.float32)
+    wide = scene.copy()
+    wide[0, :13, :] = 1.0  # a bright rim only the wide view holds (another grey range)
+    tight = scene[:, 13:77, 11:75]  # pixel (0, 0) of the tight view is pixel (13, 11) of the wide one
+    a = clahe_anchored(wide, 0.01, k, (-40, -40))
+    b = clahe_anchored(tight, 0.01, k, (-40 + 13, -40 + 11))
+    # Tiles whose context lies inside both views: 2 tiles in from the tight view's edges.
+    inner = (slice(None), slice(13 + 2 * k, 77 - 2 * k), slice(11 + 2 * k, 75 - 2 * k))
+    tight_inner = (slice(None), slice(2 * k, 64 - 2 * k), slice(2 * k, 64 - 2 * k))
+    assert np.array_equal(a[inner], b[tight_inner])
+    assert float(b.min()) >= 0.0 and float(b.max()) <= 1.0
+    assert not clahe_anchored(np.full((1, 16, 16), 0.3, np.float32), 0.01, k, (0, 0)).any()
+    ska = np.stack([equalize_adapthist(wide[0], kernel_size=k, clip_limit=0.01)])
+    skb = np.stack([equalize_adapthist(tight[0], kernel_size=k, clip_limit=0.01)])
+    assert float(np.abs(ska[inner] - skb[tight_inner]).mean()) > 0.01
+
+
 def test_field_of_view_does_not_change_intensities(tmp_path: Path) -> None:
-    """The same head in a tight and in a wide field of view (mostly air) gets the same
-    intensities inside the head: the rescale's percentile is taken within the head mask and
-    the CLAHE tile is in mm, not a fraction of the slice."""
+    """The same head in a tight and in a wide field of view gets the same intensities inside
+    the head, even when the wide one adds air and a bright rim (scalp fat) around it: the
+    rescale's percentile is taken in a ball at the centre of the field of view, and the CLAHE
+    tile is in mm, not a fraction of the slice."""
     tight, _ = _write_patient(tmp_path / "tight", (1.0, 1.0, 2.0), ("R", "A", "S"))
     img = nib.load(tight / "t1_gre_post.nii.gz")
     seg = nib.load(tight / "seg.nii.gz")
@@ -159,10 +206,16 @@ def test_field_of_view_does_not_change_intensities(tmp_path: Path) -> None:
     shift[:3, 3] = -np.array([32, 32, 0])
     wide_affine = img.affine @ shift
     rng = np.random.default_rng(0)
-    air = np.pad(np.asarray(img.dataobj), pad, constant_values=5.0) + rng.uniform(0, 1, (128, 128, 32)).astype(np.float32)
+    head = np.asarray(img.dataobj, dtype=np.float32)
+    air = np.pad(head, pad, constant_values=5.0) + rng.uniform(0, 1, (128, 128, 32)).astype(np.float32)
+    rim = np.zeros(air.shape[:2], dtype=bool)
+    rim[28:100, 28:100] = True
+    rim[32:96, 32:96] = False
+    air[rim] = 3.0 * float(head.max())  # touches the head: a head mask would hold it
     nib.save(nib.Nifti1Image(air.astype(np.float32), wide_affine), wide / "t1_gre_post.nii.gz")
     nib.save(nib.Nifti1Image(np.pad(np.asarray(seg.dataobj), pad), wide_affine), wide / "seg.nii.gz")
-    params = PreprocessParams(geometry="spacing", spacing_mm=1.0, slice_mm=2.0)
+    # a ball inside the tight field of view (64 mm), as the default's 35 mm is inside 72 mm
+    params = PreprocessParams(geometry="spacing", spacing_mm=1.0, slice_mm=2.0, reference_radius_mm=28.0)
     a = preprocess_volume(load_patient(_files(tight)), ["t1_gre_post"], params)
     b = preprocess_volume(load_patient(_files(wide)), ["t1_gre_post"], params)
     inside = a.mask.astype(bool)
@@ -170,7 +223,11 @@ def test_field_of_view_does_not_change_intensities(tmp_path: Path) -> None:
     assert float(np.abs(got - a.image[0][inside]).mean()) < 0.03
     # The resize pipeline would not: the same head fills a quarter of the slices.
     h0, h1, w0, w1 = b.head_box
-    assert h0 >= 32 - 1 and h1 <= 96 + 1 and w0 >= 32 - 1 and w1 <= 96 + 1
+    assert h0 >= 28 - 1 and h1 <= 100 + 1 and w0 >= 28 - 1 and w1 <= 100 + 1
+    # A reference over the whole field of view (the rim in it) would not either.
+    wide_ref = PreprocessParams(geometry="spacing", spacing_mm=1.0, slice_mm=2.0, reference_radius_mm=1000.0)
+    c = preprocess_volume(load_patient(_files(wide)), ["t1_gre_post"], wide_ref)
+    assert float(np.abs(c.image[0][:, 32:96, 32:96][inside] - a.image[0][inside]).mean()) > 0.1
 
 
 def test_crop_patch_by_hand() -> None:
