@@ -236,7 +236,8 @@ def objective_on_test(point: ParetoPoint, objective: ob.Objective, conditions: S
         # A worst case: the seed mean of each network's smallest test mAP is biased low when
         # conditions are close; the interval is centred on the corrected value, so is the estimate.
         out.estimate = float(est.estimate)
-        out.note = f"bias-corrected by {100 * est.bias:+.1f} points (seed mean of the minima {_pct(est.estimate + est.bias)})"
+        # est.bias <= 0 (a mean of minima is below the minimum of means): say how far it moved up.
+        out.note = f"bias-corrected: {-100 * est.bias:+.1f} points on the seed mean of the minima {_pct(est.estimate + est.bias)}"
     if est is None:
         out.note = "no interval (the evaluation tables could not be read)"
     elif est.recipe is not None:
