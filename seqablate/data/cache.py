@@ -96,13 +96,15 @@ class CachedPatient:
         return super().__reduce_ex__(protocol)
 
 
-def to_original_grid(vol_zhw: np.ndarray, patient: CachedPatient) -> np.ndarray:
+def to_original_grid(vol_zhw: np.ndarray, patient: CachedPatient, *, above: float | None = None) -> np.ndarray:
     """Undo the preprocessing's geometry (resampling or in-plane resize): float32[Z, H, W] ->
     float32[X, Y, Z] on the patient's RAS grid.
 
     Linear interpolation (meant for probabilities); ``patient.affine`` maps the result to mm.
+    ``above``: for scoring at that threshold: voxels that cannot exceed it are left 0
+    (:meth:`~seqablate.data.geometry.GridMap.to_source`); everything above it is as without.
     """
-    return _to_original_grid(vol_zhw, patient.orig_shape, patient.grid)
+    return _to_original_grid(vol_zhw, patient.orig_shape, patient.grid, above=above)
 
 
 class CacheEntryError(DataError):

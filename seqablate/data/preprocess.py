@@ -372,9 +372,12 @@ def _preprocess_spacing(vol: Volume, sequences: Sequence[str], params: Preproces
     return Preprocessed(image, present, mask, grid, _box(head_zhw))
 
 
-def to_original_grid(vol_zhw: np.ndarray, orig_shape: Sequence[int], grid: GridMap | None = None) -> np.ndarray:
+def to_original_grid(vol_zhw: np.ndarray, orig_shape: Sequence[int], grid: GridMap | None = None, *,
+                     above: float | None = None) -> np.ndarray:
     """Undo the preprocessing's geometry: float32[Z, H, W] -> float32[X, Y, Z] (linear, for
-    probabilities): the resampling of ``grid`` (``spacing``), else :func:`resize_inplane`."""
+    probabilities): the resampling of ``grid`` (``spacing``), else :func:`resize_inplane`.
+    ``above``: exact only where the result can exceed it, 0 far from it (``GridMap.to_source``;
+    the resize path computes everything)."""
     from skimage.transform import resize
 
     x, y, z = (int(s) for s in orig_shape)
@@ -382,7 +385,7 @@ def to_original_grid(vol_zhw: np.ndarray, orig_shape: Sequence[int], grid: GridM
     if grid is not None:
         if tuple(grid.src_shape) != (x, y, z):
             raise ValueError(f"the grid maps {grid.src_shape}, the original grid is {tuple(orig_shape)}")
-        return grid.to_source(np.transpose(v, (1, 2, 0)))
+        return grid.to_source(np.transpose(v, (1, 2, 0)), above=above)
     if v.shape[0] != z:
         raise ValueError(f"volume has {v.shape[0]} slices, the original grid {tuple(orig_shape)} has {z}")
     if v.shape[1:] != (x, y):

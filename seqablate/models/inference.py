@@ -1,28 +1,34 @@
 """The platform's one inference path: evaluation, validation, ``predict`` and the report's
-overlays all predict through :class:`Predictor` (or, for raw tensors, :func:`predict_logits`).
+overlays all predict through :class:`Predictor` and :func:`predict_conditions` (or, for raw
+tensors, :func:`predict_logits`).
 
 It owns every decision that must not differ between those callers: the presence rule (absent
 and censored sequences zeroed, the present ones scaled by S / S_present), which BatchNorm
 statistics a patient gets (``stored``, or the statistics of the sequence subset the patient
 actually has: :mod:`seqablate.models.norm_stats`), batching, and the autocast decision
 (:func:`use_bf16`). Prepared models are eval copies with BatchNorm folded into the
-convolutions, in inference mode, channels_last on CUDA.
+convolutions, in inference mode. A patient asked for under several conditions at once is
+read once per batch of slices, and an input-level network convolves its stem once for all
+of them (:mod:`seqablate.models.stem`).
 
-bfloat16 autocast and channels_last are used on CUDA only unless forced: on a CPU without
-native bf16 (AVX2-only) oneDNN emulates bf16 many times SLOWER than fp32, channels_last did not
-help fp32 there (``benchmarks/RESULTS.md``), and where a CPU does compute bf16 natively a
-study's numbers would still change with the machine that evaluates them.
+Memory layout: channels_last, on CUDA and on the CPU (oneDNN: the demo's tiny networks run
+1.35-1.4x faster channels-last at every integration depth, the input-level 7 x 7 stem over
+S*K channels 2.5x and the max-pool after it 8x; ``benchmarks/RESULTS.md``, "Trial time").
+bfloat16 autocast is used on CUDA only unless forced: on a CPU without native bf16 (AVX2-only) oneDNN emulates bf16
+many times SLOWER than fp32, and where a CPU does compute bf16 natively a study's numbers would
+still change with the machine that evaluates them.
 """
 
 from __future__ import annotations
 
 import copy
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from typing import Any
 
 import numpy as np
 import torch
 import torch.nn as nn
+import torch.nn.functional as F
 from torch import Tensor
 from torch.nn.utils.fusion import fuse_conv_bn_eval
 from torchvision.models._utils import IntermediateLayerGetter
@@ -99,19 +105,19 @@ def inference_model(
 ) -> nn.Module:
     """An eval-mode COPY of ``model`` prepared for fast inference (the original is untouched).
 
-    ``device``: where to put it (default: where ``model`` is). ``channels_last``: None = on
-    CUDA. ``fold_bn``: fold BatchNorm into convolutions (same function, fewer memory passes).
+    ``device``: where to put it (default: where ``model`` is). ``channels_last``: None = yes
+    (faster on CUDA and the CPU alike). ``fold_bn``: fold BatchNorm into convolutions (same
+    function, fewer memory passes).
     ``in_place``: prepare ``model`` itself instead of a copy (for a copy the caller already
     made). The result keeps the ``forward(image, present)`` contract; do not train it.
     """
     fast = (model if in_place else copy.deepcopy(model)).eval()
     if device is not None:
         fast = fast.to(device)
-    dev = next(fast.parameters()).device
     if fold_bn:
         fold_batchnorm(fast)
     if channels_last is None:
-        channels_last = dev.type == "cuda"
+        channels_last = True
     if channels_last:
         fast = fast.to(memory_format=torch.channels_last)
     for p in fast.parameters():
@@ -170,11 +176,17 @@ class Predictor:
         device, batch_size: where and how many 2.5D stacks per forward pass.
         amp: ``train.amp`` setting for :func:`use_bf16` (``auto``, ``bf16``, ``off``).
         fold_bn: fold BatchNorm into the convolutions of the prepared copies (same function).
+        share_stem: for a model with one stem convolution over all sequences
+            (``SeqSegModel.stem``), convolve each sequence once per batch of slices and
+            combine it for every condition asked for together (:mod:`seqablate.models.stem`);
+            False runs the whole network per condition (same numbers up to float32 summation
+            order).
 
-    Each patient has one sequence subset (what it has on disk, minus what is censored), so
-    all its stacks go through the network prepared with that subset's statistics
-    (:meth:`net`). :attr:`used` records ``(patient id, statistics key)`` of
-    every prediction ("stored" for the training statistics).
+    Each patient has one sequence subset per condition (what it has on disk, minus what is
+    censored), so its stacks go through the network prepared with that subset's statistics
+    (:meth:`net`). :attr:`used` records ``(patient id, statistics key)`` of every prediction
+    ("stored" for the training statistics). :func:`predict_conditions` predicts one patient
+    under many conditions (and several predictors of the same network) in one pass.
     """
 
     def __init__(
@@ -185,6 +197,8 @@ class Predictor:
         batch_size: int = 32,
         amp: str = "auto",
         fold_bn: bool = True,
+        share_stem: bool = True,
+        channels_last: bool | None = None,
     ) -> None:
         from seqablate.models.deployed import DeployedModel
 
@@ -197,16 +211,33 @@ class Predictor:
         self.batch_size = int(batch_size)
         self.amp = use_bf16(self.device, amp)
         self.fold_bn = fold_bn
+        self.channels_last = channels_last
         self.used: list[tuple[str, str]] = []
         self._nets: dict[str, nn.Module] = {}
+        self._stem_norms: dict[str, nn.Module] = {}
+        self._stem: Any = None
+        self.share_stem = bool(share_stem) and getattr(self.deployed.net, "stem", lambda: None)() is not None
 
     def net(self, key: str) -> nn.Module:
         """The network with statistics ``key`` ("stored" or a subset key), prepared for
         inference on this predictor's device, made once per key."""
         if key not in self._nets:
-            self._nets[key] = inference_model(self.deployed.network(key), device=self.device,
-                                              fold_bn=self.fold_bn, in_place=True)
+            net = self.deployed.network(key)
+            if self.share_stem:
+                # The stem's own normalisation, kept before folding removes it (stem.combine).
+                self._stem_norms[key] = copy.deepcopy(net.stem()[1]).eval().to(self.device)  # type: ignore[operator]
+            self._nets[key] = inference_model(net, device=self.device, fold_bn=self.fold_bn, in_place=True,
+                                              channels_last=self.channels_last)
         return self._nets[key]
+
+    def stem(self) -> Any:
+        """The model's :class:`~seqablate.models.stem.SharedStem` (unfolded stem weights), made once."""
+        from seqablate.models.stem import SharedStem
+
+        if self._stem is None:
+            conv, _ = self.deployed.net.stem()  # type: ignore[operator]
+            self._stem = SharedStem(conv, len(self.sequences), self.slices).to(self.device)
+        return self._stem
 
     def predict_cached(self, patient: Any, censor: Iterable[str] = ()) -> np.ndarray:
         """Probability volume float32[Z, H, W] of a cached patient on the *cache* grid.
@@ -216,52 +247,11 @@ class Predictor:
         S_present (``apply_presence``, the same rule as in training). Raises ValueError naming
         the patient when no sequence is left, or a censored name the model does not know.
         """
-        from seqablate.data.dataset import patient_stacks
-        from seqablate.data.dropout import apply_presence, keep_vector
-        from seqablate.data.geometry import anchored_pad
+        return predict_conditions(patient, [(self, censor)])[0]
 
-        seqs = self.sequences
-        if tuple(patient.sequences) != seqs:
-            raise ValueError(
-                f"patient {patient.patient_id} was preprocessed for sequences {list(patient.sequences)}, "
-                f"the model takes {list(seqs)}"
-            )
-        keep = torch.from_numpy(keep_vector(censor, seqs))  # canonical names or aliases
-        present = torch.as_tensor(np.asarray(patient.present, dtype=bool))
-        actual = present & keep
-        if not bool(actual.any()):
-            raise ValueError(
-                f"patient {patient.patient_id}: no sequence left to predict from "
-                f"(present: {[s for s, p in zip(seqs, present.tolist(), strict=True) if p]}, "
-                f"censored: {[s for s, k in zip(seqs, keep.tolist(), strict=True) if not k]})"
-            )
-        key = self.deployed.stats_key(actual)
-        self.used.append((str(patient.patient_id), key))
-        net = self.net(key)
-        stacks = patient_stacks(patient, self.slices)  # float32[Z, S, K, H, W]
-        z, h, w = stacks.shape[0], stacks.shape[-2], stacks.shape[-1]
-        # Resampled slices (physical-space geometry) have any size: padded with zeros (the
-        # background, and the absent value) to the networks' output stride, from the world
-        # lattice (anchored_pad), so the same head meets the strided layers alike in any field of
-        # view; resized slices are used as they are.
-        grid = getattr(patient, "grid", None)
-        if grid is not None:
-            ah, aw = grid.anchor(patient.affine)
-            (top, bottom), (left, right) = anchored_pad(h, ah), anchored_pad(w, aw)
-        else:
-            (top, bottom), (left, right) = (0, 0), (0, 0)
-        out = np.empty((z, h, w), dtype=np.float32)
-        dev = self.device
-        with torch.inference_mode(), torch.autocast(dev.type, dtype=torch.bfloat16, enabled=self.amp):
-            for i in range(0, z, self.batch_size):
-                x = torch.as_tensor(np.ascontiguousarray(stacks[i : i + self.batch_size])).to(dev)
-                b = x.shape[0]
-                x, p = apply_presence(x, present.expand(b, -1).to(dev), keep.expand(b, -1).to(dev))
-                if top or bottom or left or right:
-                    x = torch.nn.functional.pad(x, (left, right, top, bottom))
-                prob = torch.sigmoid(net(x, p).float())[:, 0]
-                out[i : i + b] = prob[:, top : top + h, left : left + w].cpu().numpy()
-        return out
+    def predict_many(self, patient: Any, censors: Sequence[Iterable[str]]) -> list[np.ndarray]:
+        """:meth:`predict_cached` of one patient under each of ``censors``, in one pass."""
+        return predict_conditions(patient, [(self, c) for c in censors])
 
     def predict_volume(self, patient: Any, censor: Iterable[str] = ()) -> np.ndarray:
         """Probability volume float32[X, Y, Z] on the patient's original (RAS) grid:
@@ -269,3 +259,91 @@ class Predictor:
         from seqablate.data.cache import to_original_grid
 
         return to_original_grid(self.predict_cached(patient, censor), patient)
+
+
+def predict_conditions(patient: Any, jobs: Sequence[tuple[Predictor, Iterable[str]]]) -> list[np.ndarray]:
+    """Probability volumes float32[Z, H, W] (cache grid) of one cached patient, one per job.
+
+    ``jobs``: ``(predictor, censored sequences)`` pairs; the predictors must take the same
+    sequences and slices (e.g. one network under two statistics policies). Each job is
+    predicted exactly as :meth:`Predictor.predict_cached` would; the patient's slices are read
+    and padded once per batch, a job repeated by the same predictor is computed once, and
+    where every predictor shares one stem convolution (:class:`~seqablate.models.stem.SharedStem`
+    with equal weights) the stem is convolved once per batch for all jobs. Raises ValueError
+    naming the patient when a job leaves no sequence, or the predictors disagree.
+    """
+    from seqablate.data.dataset import patient_stacks
+    from seqablate.data.dropout import apply_presence, keep_vector, presence_weights
+    from seqablate.data.geometry import anchored_pad
+
+    if not jobs:
+        return []
+    first = jobs[0][0]
+    seqs, k = first.sequences, first.slices
+    pid = str(patient.patient_id)
+    if tuple(patient.sequences) != seqs:
+        raise ValueError(
+            f"patient {pid} was preprocessed for sequences {list(patient.sequences)}, the model takes {list(seqs)}"
+        )
+    present = torch.as_tensor(np.asarray(patient.present, dtype=bool))
+    # One group per distinct (predictor, statistics key, sequences actually used).
+    groups: dict[tuple[int, str, tuple[bool, ...]], list[int]] = {}
+    plan: list[tuple[Predictor, str, Tensor, Tensor]] = []  # per group: predictor, key, keep, actual
+    for j, (pred, censor) in enumerate(jobs):
+        if pred.sequences != seqs or pred.slices != k or pred.device != first.device:
+            raise ValueError("predict_conditions: all predictors must take the same sequences, slices and device")
+        keep = torch.from_numpy(keep_vector(censor, seqs))  # canonical names or aliases
+        actual = present & keep
+        if not bool(actual.any()):
+            raise ValueError(
+                f"patient {pid}: no sequence left to predict from "
+                f"(present: {[s for s, p in zip(seqs, present.tolist(), strict=True) if p]}, "
+                f"censored: {[s for s, kk in zip(seqs, keep.tolist(), strict=True) if not kk]})"
+            )
+        key = pred.deployed.stats_key(actual)
+        pred.used.append((pid, key))
+        gk = (id(pred), key, tuple(actual.tolist()))
+        if gk not in groups:
+            groups[gk] = []
+            plan.append((pred, key, keep, actual))
+        groups[gk].append(j)
+    preds = list(dict.fromkeys(p for p, _, _, _ in plan))
+    shared = all(p.share_stem for p in preds) and all(p.stem().same_weights(preds[0].stem()) for p in preds[1:])
+    nets = [pred.net(key) for pred, key, _, _ in plan]
+    stacks = patient_stacks(patient, k)  # float32[Z, S, K, H, W]
+    z, h, w = stacks.shape[0], stacks.shape[-2], stacks.shape[-1]
+    # Resampled slices (physical-space geometry) have any size: padded with zeros (the
+    # background, and the absent value) to the networks' output stride, from the world
+    # lattice (anchored_pad), so the same head meets the strided layers alike in any field of
+    # view; resized slices are used as they are. Zero padding commutes with the presence
+    # weights, so the slices are padded once for every job.
+    grid = getattr(patient, "grid", None)
+    if grid is not None:
+        ah, aw = grid.anchor(patient.affine)
+        (top, bottom), (left, right) = anchored_pad(h, ah), anchored_pad(w, aw)
+    else:
+        (top, bottom), (left, right) = (0, 0), (0, 0)
+    outs = [np.empty((z, h, w), dtype=np.float32) for _ in plan]
+    dev, amp, step = first.device, any(p.amp for p in preds), first.batch_size
+    with torch.inference_mode(), torch.autocast(dev.type, dtype=torch.bfloat16, enabled=amp):
+        for i in range(0, z, step):
+            x = torch.as_tensor(np.ascontiguousarray(stacks[i : i + step])).to(dev)
+            b = x.shape[0]
+            if top or bottom or left or right:
+                x = F.pad(x, (left, right, top, bottom))
+            size = (x.shape[-2], x.shape[-1])
+            parts = preds[0].stem().partials(x) if shared else None
+            for g, (pred, key, keep, actual) in enumerate(plan):
+                if parts is not None:
+                    y = pred.stem().combine(parts, presence_weights(actual), pred._stem_norms[key])
+                    logits = nets[g].forward_from_stem(y, size)  # type: ignore[operator]
+                else:
+                    xg, pg = apply_presence(x, present.expand(b, -1).to(dev), keep.expand(b, -1).to(dev))
+                    logits = nets[g](xg, pg)
+                prob = torch.sigmoid(logits.float())[:, 0]
+                outs[g][i : i + b] = prob[:, top : top + h, left : left + w].cpu().numpy()
+    result: list[np.ndarray] = [np.empty(0)] * len(jobs)
+    for g, members in enumerate(groups.values()):
+        for n, j in enumerate(members):
+            result[j] = outs[g] if n == 0 else outs[g].copy()
+    return result

@@ -65,6 +65,22 @@ class SeqSegModel(nn.Module):
     def _forward(self, image: Tensor, present: Tensor) -> Tensor:
         raise NotImplementedError
 
+    def stem(self) -> tuple[nn.Conv2d, nn.Module] | None:
+        """``(conv, norm)`` when this model's first layer is ONE convolution of the whole
+        presence-weighted input (all S*K channels, sequence-major ``s*K + k``) followed by a
+        normalisation layer, else None.
+
+        Such a stem is linear in each sequence's slices, so inference under many presence
+        conditions can convolve each sequence once and combine (``seqablate.models.stem``);
+        :meth:`forward_from_stem` runs the rest. Models with per-sequence branches return None.
+        """
+        return None
+
+    def forward_from_stem(self, y: Tensor, size: tuple[int, int]) -> Tensor:
+        """The network after its stem's normalisation: ``y[B, C, H/2, W/2]`` (the normalised
+        stem output) -> ``logits[B, 1, *size]``. Only for models whose :meth:`stem` is not None."""
+        raise NotImplementedError(f"{type(self).__name__} has no shared stem")
+
     def tie_penalty(self) -> Tensor:
         """L2 tie penalty over parallel branches (scalar); a 0 tensor unless ``l2_tied``."""
         branches = getattr(self, "branches", None)
@@ -125,6 +141,22 @@ class InputIntegration(SeqSegModel):
     def _forward(self, image: Tensor, present: Tensor) -> Tensor:
         x = (image * _mask(present, image)).flatten(1, 2)  # [B, S*K, H, W], channel s*K + k
         return self.net(x)
+
+    def stem(self) -> tuple[nn.Conv2d, nn.Module]:
+        """The backbone's ``conv1`` (on all S*K channels) and ``bn1``."""
+        body = self.net.model.backbone
+        return body.conv1, body.bn1
+
+    def forward_from_stem(self, y: Tensor, size: tuple[int, int]) -> Tensor:
+        """torchvision's ``DeepLabV3.forward`` from the stem's normalised output on: the backbone
+        children after ``bn1`` in order (``relu``, ``maxpool``, ``layer1``..``layer4``), the
+        classifier, bilinear upsampling to ``size``."""
+        dl = self.net.model
+        x = y
+        for name, module in dl.backbone.named_children():
+            if name not in ("conv1", "bn1"):
+                x = module(x)
+        return F.interpolate(dl.classifier(x), size=size, mode="bilinear", align_corners=False)
 
 
 @INTEGRATIONS.register("mid")

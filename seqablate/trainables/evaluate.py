@@ -165,15 +165,36 @@ def score_condition(
     patient_ids: list[str],
     cfg: TrialConfig,
 ) -> ConditionResult:
-    """Lesion-level metrics of one condition from its probability volumes."""
-    from seqablate.metrics import bootstrap_ci, detection_metrics, froc, patient_table
+    """Lesion-level metrics of one condition from its probability volumes
+    (:func:`detect` per patient, then :func:`score_detections`)."""
+    return score_detections(name, [detect(p, t, s, pid, cfg) for p, t, s, pid in
+                                   zip(probs, truths, spacings, patient_ids, strict=True)], cfg)
+
+
+def detect(prob: np.ndarray, truth: np.ndarray, spacing: tuple[float, float, float], patient_id: str,
+           cfg: TrialConfig) -> Any:
+    """One patient's lesion detections (``metrics.detect_patient`` at the trial's threshold and
+    matching distance): what a condition keeps of a patient once its volume is scored."""
+    from seqablate.metrics.detection import detect_patient
+
+    return detect_patient(prob, truth, spacing, threshold=cfg.eval.threshold,
+                          max_distance_mm=cfg.eval.max_distance_mm, patient_id=str(patient_id))
+
+
+def score_detections(name: str, per_patient: list[Any], cfg: TrialConfig) -> ConditionResult:
+    """Lesion-level metrics of one condition from its patients' detections (:func:`detect`):
+    pooled mAP with a bootstrap CI over patients, maximum sensitivity, TP Dice, FROC."""
+    from seqablate.metrics import bootstrap_ci, froc, patient_table
+    from seqablate.metrics.detection import DetectionResult
 
     e = cfg.eval
-    res = detection_metrics(probs, truths, spacings, threshold=e.threshold,
-                            max_distance_mm=e.max_distance_mm, patient_ids=patient_ids)
+    ids = [p.patient_id for p in per_patient]
+    if len(set(ids)) != len(ids):
+        raise ValueError(f"{name}: patient ids must be unique, duplicated: {sorted({i for i in ids if ids.count(i) > 1})}")
+    res = DetectionResult.from_patients(per_patient, threshold=e.threshold, max_distance_mm=e.max_distance_mm)
     m = {f"{name}.mAP": float(res.mAP), f"{name}.max_sensitivity": float(res.max_sensitivity),
          f"{name}.n_truth": float(res.n_truth), f"{name}.n_pred": float(res.n_pred),
-         f"{name}.n_tp": float(res.n_tp), f"{name}.n_patients": float(len(patient_ids))}
+         f"{name}.n_tp": float(res.n_tp), f"{name}.n_patients": float(len(per_patient))}
     if res.tp_dice is not None and not math.isnan(float(res.tp_dice)):
         m[f"{name}.tp_dice"] = float(res.tp_dice)
     if e.bootstrap > 0 and len(res.per_patient) > 0:
@@ -234,6 +255,12 @@ def evaluate_model(
     Patients without a mask are skipped (they cannot be scored); patients left without any
     sequence under a condition (or external patients with none of the model's sequences) are
     skipped and counted in ``<prefix>.n_skipped``.
+
+    One patient at a time: all its conditions under all policies are predicted together
+    (:func:`~seqablate.models.inference.predict_conditions`: its slices read once, an
+    input-level stem convolved once), each volume is scored (:func:`detect`) and dropped, so
+    memory holds one patient's volumes, not a cohort's. Results are ordered by policy, then
+    test condition, then external cohort.
     """
     from tqdm.auto import tqdm
 
@@ -241,42 +268,66 @@ def evaluate_model(
 
     runs = policies(model, cfg, norm_stats)
     report = EvalReport(deployed=runs[0][1])
+    predictors = [Predictor(d, device=device, batch_size=cfg.eval.batch_size, amp=cfg.train.amp) for _, d in runs]
     test = [p for p in test_patients if p.mask is not None]
-    truths = [original_mask(p) for p in test]
-    spacings = [tuple(p.spacing) for p in test]
-    ids = [p.patient_id for p in test]
     conds = conditions_override if conditions_override is not None else evaluation_conditions(cfg)
-    bar = tqdm(total=len(runs) * (len(conds) * len(test) + sum(len(v) for v in (externals or {}).values())),
+    externals = externals or {}
+    bar = tqdm(total=len(runs) * (len(conds) * len(test) + sum(len(v) for v in externals.values())),
                desc="evaluate", disable=not progress, mininterval=2.0, leave=False)
-    for policy, deployed in runs:
-        predictor = Predictor(deployed, device=device, batch_size=cfg.eval.batch_size, amp=cfg.train.amp)
-        if test:
-            for cname, censored in conds:
-                start = len(predictor.used)
-                keep = [i for i, p in enumerate(test) if has_input(p, censored)]
-                probs = []
-                for i in keep:
-                    probs.append(predictor.predict_volume(test[i], censored))
-                    bar.update(1)
-                bar.update(len(test) - len(keep))
-                name = mn.prefix("test", cname, policy=policy)
-                r = score_condition(name, probs, [truths[i] for i in keep], [spacings[i] for i in keep],
-                                    [ids[i] for i in keep], cfg)
-                r.metrics[f"{name}.n_skipped"] = float(len(test) - len(keep))
-                _record_stats(r, dict(predictor.used[start:]), deployed)
-                report.results.append(r)
-        for ext_name, patients in (externals or {}).items():
-            usable = [p for p in patients if p.mask is not None and bool(np.asarray(p.present).any())]
-            start = len(predictor.used)
-            probs = []
-            for p in usable:
-                probs.append(predictor.predict_volume(p))
-                bar.update(1)
-            name = mn.prefix("external", cohort=ext_name, policy=policy)
-            r = score_condition(name, probs, [original_mask(p) for p in usable],
-                                [tuple(p.spacing) for p in usable], [p.patient_id for p in usable], cfg)
+    # Test: job (policy i, condition c) -> its patients' detections and statistics keys.
+    jobs = [(i, c) for i in range(len(runs)) for c in range(len(conds))] if test else []
+    found: dict[tuple[int, int], list[Any]] = {j: [] for j in jobs}
+    used: dict[tuple[int, int], dict[str, str]] = {j: {} for j in jobs}
+    for patient in test:
+        mine = [(i, c) for i, c in jobs if has_input(patient, conds[c][1])]
+        _score_patient(patient, [(predictors[i], conds[c][1]) for i, c in mine], mine, found, used, cfg)
+        bar.update(len(jobs))
+    test_results: dict[int, list[ConditionResult]] = {i: [] for i in range(len(runs))}
+    for i, c in jobs:
+        name = mn.prefix("test", conds[c][0], policy=runs[i][0])
+        r = score_detections(name, found[(i, c)], cfg)
+        r.metrics[f"{name}.n_skipped"] = float(len(test) - len(found[(i, c)]))
+        _record_stats(r, used[(i, c)], runs[i][1])
+        test_results[i].append(r)
+    ext_results: dict[tuple[int, str], ConditionResult] = {}
+    for ext_name, patients in externals.items():
+        usable = [p for p in patients if p.mask is not None and bool(np.asarray(p.present).any())]
+        ejobs = [(i, 0) for i in range(len(runs))]
+        efound: dict[tuple[int, int], list[Any]] = {j: [] for j in ejobs}
+        eused: dict[tuple[int, int], dict[str, str]] = {j: {} for j in ejobs}
+        for patient in usable:
+            _score_patient(patient, [(predictors[i], ()) for i, _ in ejobs], ejobs, efound, eused, cfg)
+            bar.update(len(ejobs))
+        bar.update(len(runs) * (len(patients) - len(usable)))
+        for i, _ in ejobs:
+            name = mn.prefix("external", cohort=ext_name, policy=runs[i][0])
+            r = score_detections(name, efound[(i, 0)], cfg)
             r.metrics[f"{name}.n_skipped"] = float(len(patients) - len(usable))
-            _record_stats(r, dict(predictor.used[start:]), deployed)
-            report.results.append(r)
+            _record_stats(r, eused[(i, 0)], runs[i][1])
+            ext_results[(i, ext_name)] = r
+    for i in range(len(runs)):  # per policy: its test conditions, then its external cohorts
+        report.results.extend(test_results[i])
+        report.results.extend(ext_results[(i, e)] for e in externals)
     bar.close()
     return report
+
+
+def _score_patient(patient: Any, requests: list[tuple[Any, tuple[str, ...]]], jobs: list[tuple[int, int]],
+                   found: dict[tuple[int, int], list[Any]], used: dict[tuple[int, int], dict[str, str]],
+                   cfg: TrialConfig) -> None:
+    """Predict one patient under ``requests`` (``(predictor, censored)``, one per job) in one
+    pass, map each volume to the patient's grid and keep only its detections."""
+    from seqablate.data.cache import to_original_grid
+    from seqablate.models.inference import predict_conditions
+
+    if not requests:
+        return
+    starts = [len(p.used) for p, _ in requests]
+    vols = predict_conditions(patient, requests)
+    truth, spacing, pid = original_mask(patient), tuple(patient.spacing), str(patient.patient_id)
+    for n, (job, vol) in enumerate(zip(jobs, vols, strict=True)):
+        found[job].append(detect(to_original_grid(vol, patient, above=cfg.eval.threshold), truth, spacing, pid, cfg))
+        pred = requests[n][0]
+        # predict_conditions appends one (patient, key) per request, in order, per predictor.
+        k = starts[n] + sum(1 for m in range(n) if requests[m][0] is pred)
+        used[job][pid] = pred.used[k][1]

@@ -182,7 +182,7 @@ def build_trainer(cfg: TrialConfig, session: Session) -> Trainer:
     device = session.device
     torch.manual_seed(t.seed)  # same init on every rank (DDP also broadcasts rank 0's)
     model = build_model(cfg.model, seed=t.seed)
-    if device.type == "cuda" and t.channels_last:
+    if t.channels_last:  # faster on CUDA, and with oneDNN on the CPU (benchmarks/RESULTS.md, "Trial time")
         model = model.to(memory_format=torch.channels_last)
     model = session.prepare_model(model)  # [ray] device + DDP
     optimizer, scheduler = build_optimizer(list(model.parameters()), t)
@@ -299,10 +299,11 @@ def validate(trainer: Trainer, data: TrialData, cfg: TrialConfig) -> dict[str, f
     evaluation). Empty dict without validation patients.
     """
     from seqablate import objectives
-    from seqablate.metrics import detection_metrics
+    from seqablate.data.cache import to_original_grid
+    from seqablate.metrics.detection import DetectionResult
     from seqablate.models.deployed import DeployedModel
     from seqablate.models.inference import Predictor
-    from seqablate.trainables.evaluate import has_input
+    from seqablate.trainables.evaluate import detect, has_input
 
     if not data.val:
         return {}
@@ -311,14 +312,20 @@ def validate(trainer: Trainer, data: TrialData, cfg: TrialConfig) -> dict[str, f
              if cfg.eval.norm_stats == "per_subset" else None)
     deployed = DeployedModel(trainer.bare, norm_stats=stats, policy=cfg.eval.norm_stats)
     predictor = Predictor(deployed, device=trainer.device, batch_size=cfg.eval.batch_size, amp=cfg.train.amp)
+    # One patient at a time, every condition in one pass (its slices read, an input-level
+    # stem convolved, once); only the detections are kept.
+    found: dict[str, list[Any]] = {name: [] for name, _ in conditions}
+    for i, patient in enumerate(data.val):
+        mine = [(name, censored) for name, censored in conditions if has_input(patient, censored)]
+        vols = predictor.predict_many(patient, [c for _, c in mine])
+        for (name, _), vol in zip(mine, vols, strict=True):
+            prob = to_original_grid(vol, patient, above=cfg.eval.threshold)  # scored at that threshold
+            found[name].append(detect(prob, data.val_truths[i], tuple(patient.spacing), str(patient.patient_id), cfg))
     out: dict[str, float] = {}
     maps: dict[str, float] = {}
-    for name, censored in conditions:
-        keep = [i for i, p in enumerate(data.val) if has_input(p, censored)]
-        probs = [predictor.predict_volume(data.val[i], censored) for i in keep]
-        res = detection_metrics(probs, [data.val_truths[i] for i in keep], [tuple(data.val[i].spacing) for i in keep],
-                                threshold=cfg.eval.threshold, max_distance_mm=cfg.eval.max_distance_mm,
-                                patient_ids=[data.val[i].patient_id for i in keep])
+    for name, _ in conditions:
+        res = DetectionResult.from_patients(found[name], threshold=cfg.eval.threshold,
+                                            max_distance_mm=cfg.eval.max_distance_mm)
         maps[name] = float(res.mAP)
         out[mn.val_key(name, "mAP")] = float(res.mAP)
         out[mn.val_key(name, "max_sensitivity")] = float(res.max_sensitivity)

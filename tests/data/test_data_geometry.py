@@ -319,3 +319,27 @@ def test_dataset_patches_are_the_crop_of_the_whole_sample(tmp_path: Path) -> Non
         got = patched[i]
         np.testing.assert_array_equal(got["image"].numpy(), want_img)
         np.testing.assert_array_equal(got["mask"].numpy(), want_mask)
+
+
+def test_to_source_above_a_threshold_equals_the_full_transform_where_it_counts() -> None:
+    """``to_source(above=t)`` interpolates only near resampled voxels above t: wherever the full
+    transform exceeds t the values agree, and nothing else exceeds t (random grids, hot voxels
+    anywhere, including the grid's corners where edge values are repeated)."""
+    rng = np.random.default_rng(0)
+    computed = 0
+    for trial in range(120):
+        src = tuple(int(n) for n in rng.integers(8, 40, 3))
+        g = GridMap.plan(src, tuple(rng.uniform(0.5, 3, 3)), tuple(rng.uniform(0.5, 3, 3)))
+        v = (rng.random(g.shape) * 0.05).astype(np.float32)
+        for _ in range(int(rng.integers(0, 5))):
+            v[tuple(int(rng.integers(0, n)) for n in g.shape)] = rng.uniform(0.1, 1)
+        if trial % 6 == 0:
+            v[0, 0, 0], v[-1, -1, -1] = 0.9, 0.8
+        full, fast = g.to_source(v), g.to_source(v, above=0.1)
+        hot = full > 0.1
+        np.testing.assert_array_equal(fast > 0.1, hot)
+        np.testing.assert_allclose(fast[hot], full[hot], atol=1e-6)
+        computed += int((fast != 0).sum())
+    assert computed > 0
+    g = GridMap.plan((20, 20, 10), (1.0, 1.0, 3.0), (1.5, 1.5, 1.5))
+    assert not g.to_source(np.zeros(g.shape, np.float32), above=0.1).any()  # nothing hot: nothing computed
