@@ -269,8 +269,9 @@ def predict_conditions(patient: Any, jobs: Sequence[tuple[Predictor, Iterable[st
     predicted exactly as :meth:`Predictor.predict_cached` would; the patient's slices are read
     and padded once per batch, a job repeated by the same predictor is computed once, and
     where every predictor shares one stem convolution (:class:`~seqablate.models.stem.SharedStem`
-    with equal weights) the stem is convolved once per batch for all jobs. Raises ValueError
-    naming the patient when a job leaves no sequence, or the predictors disagree.
+    with equal weights) and two or more distinct jobs remain, the stem is convolved once per
+    batch for all of them. Raises ValueError naming the patient when a job leaves no sequence,
+    or the predictors disagree.
     """
     from seqablate.data.dataset import patient_stacks
     from seqablate.data.dropout import apply_presence, keep_vector, presence_weights
@@ -308,7 +309,9 @@ def predict_conditions(patient: Any, jobs: Sequence[tuple[Predictor, Iterable[st
             plan.append((pred, key, keep, actual))
         groups[gk].append(j)
     preds = list(dict.fromkeys(p for p, _, _, _ in plan))
-    shared = all(p.share_stem for p in preds) and all(p.stem().same_weights(preds[0].stem()) for p in preds[1:])
+    # One condition gains nothing from sharing: its own (folded) stem is one convolution.
+    shared = (len(plan) > 1 and all(p.share_stem for p in preds)
+              and all(p.stem().same_weights(preds[0].stem()) for p in preds[1:]))
     nets = [pred.net(key) for pred, key, _, _ in plan]
     stacks = patient_stacks(patient, k)  # float32[Z, S, K, H, W]
     z, h, w = stacks.shape[0], stacks.shape[-2], stacks.shape[-1]
