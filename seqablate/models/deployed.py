@@ -94,6 +94,9 @@ class DeployedModel(nn.Module):
         g = self.geometry
         if not g:
             return "geometry unknown (a model without its config)"
+        if g["geometry"] == "spacing" and (g.get("spacing_mm") is None or g.get("slice_mm") is None):
+            return (f"resampled to a spacing planned from the cohort it is applied to (none recorded in its config; "
+                    f"trained on {g['image_size']} x {g['image_size']} patches), {g['intensity']} intensities")
         if g["geometry"] == "spacing":
             return (f"resampled to {g['spacing_mm']:g} x {g['spacing_mm']:g} x {g['slice_mm']:g} mm (trained on "
                     f"{g['image_size']} x {g['image_size']} patches), {g['intensity']} intensities, CLAHE tiles "

@@ -185,3 +185,19 @@ def test_model_config_object_accepted_and_aliases_canonicalised() -> None:
     spec = resolve_spec(ModelConfig(integration="mid", sharing="shared", fusion="subtract", backbone="compact", sequences=["bravo", "cube_pre", "cube_post", "flair"], slices=5))
     assert spec.sequences == tuple(SEQS)
     assert spec.integration_point == "layer4" and spec.slices == 5
+
+
+def test_a_model_without_a_planned_spacing_describes_its_geometry() -> None:
+    """A config of the spacing geometry whose spacing was never planned (a model logged by
+    hand) still describes itself instead of failing on the missing number."""
+    from seqablate.config import TrialConfig
+    from seqablate.models import build_model
+    from seqablate.models.deployed import DeployedModel
+
+    cfg = TrialConfig().model_dump(mode="json")
+    assert cfg["data"]["geometry"] == "spacing" and cfg["data"]["spacing_mm"] is None
+    model = build_model({"integration": "input", "backbone": "tiny", "sequences": ["t1_gre_post", "flair"], "slices": 3}, seed=0)
+    text = DeployedModel(model, config=cfg).describe_geometry()
+    assert "planned from the cohort it is applied to" in text
+    cfg["data"].update(spacing_mm=1.5, slice_mm=3.0)
+    assert DeployedModel(model, config=cfg).describe_geometry().startswith("resampled to 1.5 x 1.5 x 3 mm")
