@@ -1,5 +1,7 @@
-"""Noise floor of the invariance test's centre criterion: the crop geometry re-rendered with
-another noise draw, and shifted by half a voxel, scored by the same model."""
+"""Noise floor of the invariance test's centre criterion: the crop geometry re-rendered and
+scored by the same model. ``control.py ROOT OUT [noise|pixels]``: ``noise`` (default) renders
+another noise draw and a shift by 0.75 mm (half a voxel) on every axis; ``pixels`` shifts
+in-plane by 6.4 and 12.8 mm (4 and 8 pixels of the 1.6 mm target grid)."""
 
 import json
 import sys
@@ -15,14 +17,36 @@ root = Path(sys.argv[1])
 out = Path(sys.argv[2])
 out.mkdir(exist_ok=True)
 PATIENTS, SEED = 30, 11
-VARIANTS = {"crop-noise2": ("noise", None), "crop-shift": ("shift", 0.75)}
+SET = sys.argv[3] if len(sys.argv) > 3 else "noise"
+# variant -> (kind, shift of the field of view's centre in mm)
+VARIANTS = {
+    "noise": {"crop-noise2": ("noise", (0.0, 0.0, 0.0)), "crop-shift": ("shift", (0.75, 0.75, 0.75))},
+    "pixels": {"crop-shift4px": ("shift", (6.4, 6.4, 0.0)), "crop-shift8px": ("shift", (12.8, 12.8, 0.0))},
+}[SET]
+COMPARISONS = {
+    "noise": (
+        ["crop-1.5mm", "crop-noise2"],
+        ["crop-1.5mm", "crop-shift"],
+        ["crop-1.5mm", "whole-1.0mm"],
+        ["crop-1.5mm", "whole-1.2x1.2x3mm"],
+        ["whole-1.0mm", "whole-1.2x1.2x3mm"],
+        ["crop-1.5mm", "crop-noise2", "crop-shift"],
+        ["whole-1.0mm", "crop-1.5mm", "whole-1.2x1.2x3mm"],
+    ),
+    "pixels": (
+        ["crop-1.5mm", "crop-shift4px"],
+        ["crop-1.5mm", "crop-shift8px"],
+        ["crop-1.5mm", "whole-1.0mm"],
+        ["whole-1.0mm", "whole-1.2x1.2x3mm"],
+    ),
+}[SET]
 
 
 def render(job):
     import seqablate.data.phantom as ph
 
     folder, index, kind = job
-    centre = ph.BRAIN_CENTRE + (0.75 if kind == "shift" else 0.0)
+    centre = ph.BRAIN_CENTRE + np.asarray(VARIANTS[folder.parent.name][1])
     if kind == "noise":
         ph._NOISE_KEY = 7
     affine, shape = ph.geometry_affine((1.5, 1.5, 1.5), (96.0, 96.0, 72.0), centre=centre)
@@ -78,7 +102,7 @@ if __name__ == "__main__":
                 les[les["patient"] == pid][["centre_x_mm", "centre_y_mm", "centre_z_mm"]].to_numpy()
                 + org
             )
-            for k, truth in enumerate(centres[("crop-noise2", i)]):
+            for k, truth in enumerate(centres[(next(iter(VARIANTS)), i)]):
                 if len(world):
                     d = np.linalg.norm(world - np.asarray(truth), axis=1)
                     if d.min() <= 6.0:
@@ -101,13 +125,5 @@ if __name__ == "__main__":
             over_1p5=int((s > 1.5).sum()),
         )
 
-    for names in (
-        ["crop-1.5mm", "crop-noise2"],
-        ["crop-1.5mm", "crop-shift"],
-        ["crop-1.5mm", "whole-1.0mm"],
-        ["crop-1.5mm", "whole-1.2x1.2x3mm"],
-        ["whole-1.0mm", "whole-1.2x1.2x3mm"],
-        ["crop-1.5mm", "crop-noise2", "crop-shift"],
-        ["whole-1.0mm", "crop-1.5mm", "whole-1.2x1.2x3mm"],
-    ):
+    for names in COMPARISONS:
         print(json.dumps(spread(names)), flush=True)

@@ -322,12 +322,11 @@ def _score_patient(patient: Any, requests: list[tuple[Any, tuple[str, ...]]], jo
 
     if not requests:
         return
-    starts = [len(p.used) for p, _ in requests]
+    # predict_conditions appends one (patient, key) per request to its predictor, in order.
+    cursor = {id(p): len(p.used) for p, _ in requests}
     vols = predict_conditions(patient, requests)
     truth, spacing, pid = original_mask(patient), tuple(patient.spacing), str(patient.patient_id)
-    for n, (job, vol) in enumerate(zip(jobs, vols, strict=True)):
+    for job, (pred, _), vol in zip(jobs, requests, vols, strict=True):
         found[job].append(detect(to_original_grid(vol, patient, above=cfg.eval.threshold), truth, spacing, pid, cfg))
-        pred = requests[n][0]
-        # predict_conditions appends one (patient, key) per request, in order, per predictor.
-        k = starts[n] + sum(1 for m in range(n) if requests[m][0] is pred)
-        used[job][pid] = pred.used[k][1]
+        used[job][pid] = pred.used[cursor[id(pred)]][1]
+        cursor[id(pred)] += 1
