@@ -191,6 +191,11 @@ class DataConfig(_Strict):
     val_min_lesions: int = Field(10, ge=0)  # with val_patients None: at least this many validation lesions
     test_fraction: float = Field(0.25, ge=0.0, lt=1.0)  # fraction of labelled patients held out for test
     split_seed: int = 0  # seed of the patient-level split (independent of the training seed)
+    # train on part of the training split: the first N patients (train_patients) or the first
+    # round(fraction * n) (train_fraction) of one ordering seeded by split_seed, so smaller sets are
+    # nested in larger ones; validation and test stay the same (learning curves); None = all
+    train_patients: int | None = Field(None, ge=1)
+    train_fraction: float | None = Field(None, gt=0, le=1)
     fold: int | None = None  # with folds > 1: which fold is the test fold
     folds: int = Field(1, ge=1)  # k-fold cross-validation when > 1
     num_workers: int = Field(0, ge=0)  # DataLoader workers per training worker
@@ -199,6 +204,13 @@ class DataConfig(_Strict):
     @classmethod
     def _canonical_sequences(cls, v: list[str]) -> list[str]:
         return list(validate_sequences(v))
+
+    @model_validator(mode="after")
+    def _one_training_subset(self) -> DataConfig:
+        if self.train_patients is not None and self.train_fraction is not None:
+            raise ValueError(f"data.train_patients ({self.train_patients}) and data.train_fraction "
+                             f"({self.train_fraction}) both set; give one (a count or a share of the training split)")
+        return self
 
     @field_validator("aliases")
     @classmethod
@@ -440,6 +452,9 @@ class StudyConfig(_Strict):
     name: str = "study"  # MLflow experiment name and study folder name
     space: str = "paper-table1"  # registered space name or path of a .py file defining SPACE
     cohort: str | None = None  # training cohort; copied into base.data.cohort (must agree if both set)
+    # grids: every point trained on each of these cohorts (data.cohort per trial, e.g. phantoms that
+    # differ in one parameter); `cohort` still plans the target spacing, the same for every trial
+    cohorts: list[str] = Field(default_factory=list)
     external: dict[str, str] = Field(default_factory=dict)  # name -> cohort path; merged into base.eval.external
     num_samples: int = Field(8, ge=1)  # searches: trials to sample (grids run each point once per seed)
     seeds: int = Field(1, ge=1)  # every config repeated with train.seed = 0 .. seeds-1

@@ -51,6 +51,15 @@ Time, once per trial, in seconds of wall time (:mod:`seqablate.trainables.timing
     time.other      the seconds in no phase, so that the phases and other sum to total
     time.total      the trial driver's start to its end
 
+Sequence contributions, when every sequence subset was evaluated (``eval.all_subsets``)::
+
+    test.shapley.<seq>              the exact Shapley value of the sequence for test lesion mAP
+    test_<policy>.shapley.<seq>     (:mod:`seqablate.metrics.shapley`), under each policy
+
+The trial's training set, once::
+
+    data.n_train                    patients trained on (the x of a learning curve)
+
 Artifacts of a trial run: :data:`EVAL_DIR` (``lesions.csv``, ``patients.csv``,
 ``pr_curves.csv``, ``froc.csv``, ``pr_curves.png``), :data:`MODEL_DIR` (the MLflow model),
 :data:`SPLIT_JSON` (the trial's split: patient ids of train, val and test, the training
@@ -97,6 +106,11 @@ PR_PNG = "pr_curves.png"
 FROC_CSV = "froc.csv"
 MODEL_DIR = "model"
 SPLIT_JSON = "split.json"
+
+SHAPLEY = "shapley"
+#: How many patients the trial trained on (``data.train_patients`` / ``train_fraction`` of the
+#: training split, else all of it): a learning curve's x.
+N_TRAIN = "data.n_train"
 
 SALIENCY = "saliency"
 SALIENCY_KINDS = ("sequence", "slice")
@@ -150,6 +164,8 @@ def parse_metric(key: str) -> MetricName | None:
         return None
     split, rest, metric, bound, policy = m["split"], m["rest"], m["metric"], m["bound"], m["policy"]
     if split == "test":
+        if rest == SHAPLEY:
+            return None  # a sequence's contribution, not a condition (parse_shapley_key)
         return MetricName(split, rest, None, metric, bound, policy)
     cohort, _, cond = rest.partition(".")
     return MetricName(split, cond or "full", cohort, metric, bound, policy)
@@ -207,6 +223,24 @@ def parse_objective_key(key: str) -> tuple[str, int] | None:
     itself included)."""
     m = _OBJECTIVE_RE.match(key)
     return (m["kind"], int(m["i"])) if m else None
+
+
+def shapley_key(sequence: str, *, policy: str | None = None) -> str:
+    """``test.shapley.<sequence>`` (``test_<policy>.shapley.<sequence>`` for the other
+    statistics policy); inverse of :func:`parse_shapley_key`."""
+    if not sequence or "." in sequence:
+        raise ValueError(f"not a sequence name: {sequence!r}")
+    return f"{prefix('test', SHAPLEY, policy=policy)}.{sequence}"
+
+
+_SHAPLEY_RE = re.compile(r"^test(?:_(?P<policy>stored|per_subset))?\.shapley\.(?P<seq>[^.]+)$")
+
+
+def parse_shapley_key(key: str) -> tuple[str, str | None] | None:
+    """``(sequence, policy)`` of a :func:`shapley_key` name (policy None: the run's own), None
+    for any other name."""
+    m = _SHAPLEY_RE.match(key)
+    return (m["seq"], m["policy"]) if m else None
 
 
 def saliency_key(kind: str, name: str | int, *, cumulative: bool = False) -> str:

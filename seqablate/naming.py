@@ -14,6 +14,7 @@ import json
 import math
 import re
 from collections.abc import Iterable, Mapping
+from pathlib import PurePath
 from typing import Any
 
 #: The L2 tie strength the paper grids use for 'l2_tied' (the paper does not report its
@@ -31,6 +32,7 @@ _NAMED = {
     "train.dropout_mode",
     "train.lr",
     "train.seed",
+    "data.cohort",
 }
 
 
@@ -165,6 +167,8 @@ def run_name(overrides: Mapping[str, Any]) -> str:
         parts.append(f"lr{_num(o['train.lr'])}")
     for key in sorted(k for k in o if k not in _NAMED):
         parts.append(f"{key.rsplit('.', 1)[-1]}{_value(o[key])}")
+    if o.get("data.cohort"):  # a grid crossed with cohorts: the cohort's folder name
+        parts.append(f"on_{PurePath(str(o['data.cohort'])).name}")
     if "train.seed" in o:
         parts.append(f"seed{o['train.seed']}")
     # The name becomes a folder name (Tune's trial folder) and the run's config name, which

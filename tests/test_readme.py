@@ -31,6 +31,8 @@ ELSEWHERE: dict[str, str] = {
     r"^seqablate study run .*--objective ": "tests/trainables/test_trainables_objective.py::test_readme_robustness_study",
     r"^seqablate study run .*--objectives ": "tests/trainables/test_trainables_objective.py::test_readme_multi_objective_study",
     r"^seqablate report runs/pareto$": "tests/trainables/test_trainables_objective.py::test_readme_multi_objective_study",
+    r"^cat > subsets\.yaml|runs/scaling|cohorts/misreg|runs/misreg": (
+        "tests/trainables/test_trainables_new_studies.py::test_readme_new_questions"),
 }
 
 
@@ -132,7 +134,7 @@ SUBSTITUTIONS: list[tuple[str, str]] = [
     (r"\bSTUDY\b", "runs/table2"),
     (r"\bDIR\b", "{tmp}/report"),
 ]
-SMOKE_STUDIES = ("paper-table1", "paper-table2", "hpo", "dropout-sweep", "hpo-per-sequence")
+SMOKE_STUDIES = ("paper-table1", "paper-table2", "hpo", "dropout-sweep", "hpo-per-sequence", "data-scaling")
 
 
 def _prepare(cmd: str, ctx: dict[str, str]) -> str:

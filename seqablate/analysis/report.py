@@ -18,6 +18,7 @@ from typing import Any
 
 import pandas as pd
 
+from seqablate.analysis.cohort_sweep import sweep_blocks
 from seqablate.analysis.document import Document, Figure, Frame, Heading, PaperTable, Paragraph
 from seqablate.analysis.figures import best_runs, evaluation_figures
 from seqablate.analysis.findings import RULES, build_findings
@@ -30,6 +31,8 @@ from seqablate.analysis.runs import (
     timed_runs,
     timing_summary,
 )
+from seqablate.analysis.scaling import scaling_blocks
+from seqablate.analysis.shapley import shapley_blocks
 from seqablate.analysis.study import StudyRuns, load_study
 from seqablate.analysis.tables import CENSORED, build_tables, row_order
 from seqablate.analysis.traces import collect_traces, consistency_comparisons, consistency_frame
@@ -121,6 +124,18 @@ def _document(
     data.tables = tables
     for t in tables:
         doc.add(PaperTable(t))
+    contributions = shapley_blocks(runs, figdir, detections)
+    if contributions:
+        doc.add(Heading("How much each sequence contributes (Shapley values)"))
+        doc.add(*contributions)
+    curves = scaling_blocks(runs, figdir, detections)
+    if curves:
+        doc.add(Heading("How results scale with training data"))
+        doc.add(*curves)
+    sweep = sweep_blocks(runs, figdir, detections)
+    if sweep:
+        doc.add(Heading(f"Across cohorts: the cost of censoring {CENSORED}"))
+        doc.add(*sweep)
     steps.update(1)
 
     # 2. HPO

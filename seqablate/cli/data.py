@@ -100,6 +100,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                     "pixels, 1 mm slices, 90-210 mm square in-plane FOV, 72-168 mm through-plane FOV); lesions "
                     "lie inside the smallest FOV, so every patient shows all of its lesions. Not with "
                     "--shape, --small, --voxel-mm or --fov-mm")
+    ph.add_argument("--misregistration-mm", type=float, default=None, metavar="MM",
+                    help="residual misregistration of every sequence but the registration reference: a shift of "
+                    "exactly MM mm with a proportional rotation (0 = perfectly registered; default: drawn per "
+                    "patient, 0.2-1 mm); patients are otherwise the same at every level")
     ph.add_argument("--overwrite", action="store_true", help="replace a different cohort at OUT")
     ph.set_defaults(func=_phantom)
 
@@ -192,7 +196,7 @@ def _check_phantom_args(args: argparse.Namespace) -> None:
     """ValueError naming the option for phantom grid options that cannot work together or are out of range."""
     import math
 
-    from seqablate.data.phantom import MAX_SIZE, MIN_SIZE
+    from seqablate.data.phantom import MAX_MISREGISTRATION_MM, MAX_SIZE, MIN_SIZE
 
     if args.mixed_scanner:
         given = [f for f, v in (("--voxel-mm", args.voxel_mm), ("--fov-mm", args.fov_mm), ("--shape", args.shape),
@@ -203,6 +207,9 @@ def _check_phantom_args(args: argparse.Namespace) -> None:
     for flag, values in (("--voxel-mm", args.voxel_mm), ("--fov-mm", args.fov_mm)):
         if values is not None and not all(math.isfinite(v) and v > 0 for v in values):
             raise ValueError(f"{flag} {' '.join(f'{v:g}' for v in values)}: sizes must be positive mm")
+    m = args.misregistration_mm
+    if m is not None and not (math.isfinite(m) and 0 <= m <= MAX_MISREGISTRATION_MM):
+        raise ValueError(f"--misregistration-mm {m:g}: must be 0 to {MAX_MISREGISTRATION_MM:g} mm")
     if args.shape is not None and not MIN_SIZE <= min(args.shape) <= max(args.shape) <= MAX_SIZE:
         raise ValueError(f"--shape {' '.join(map(str, args.shape))}: each size must be {MIN_SIZE} to {MAX_SIZE} voxels")
     if args.voxel_mm is not None and args.fov_mm is not None:
@@ -232,6 +239,7 @@ def _phantom(args: argparse.Namespace) -> int:
         voxel_mm=tuple(args.voxel_mm) if args.voxel_mm else None,
         fov_mm=tuple(args.fov_mm) if args.fov_mm else None,
         scanners=SCANNERS[args.site] if args.mixed_scanner else None,
+        misregistration_mm=args.misregistration_mm,
     )
     meta = json.loads((out / "phantom.json").read_text())
     if meta.get("scanners"):

@@ -45,7 +45,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     sp.set_defaults(func=_spaces)
     run = ssub.add_parser("run", help="run a study: SPACE over a cohort, every trial in MLflow")
     run.add_argument("space", help="space name (see `seqablate study spaces`) or a .py file defining SPACE")
-    run.add_argument("--cohort", required=True, help="training cohort folder")
+    run.add_argument("--cohort", default=None, help="training cohort folder (default: the first of --cohorts)")
+    run.add_argument("--cohorts", nargs="+", metavar="PATH", default=None,
+                     help="grids: train every point on each of these cohorts (data.cohort per trial; e.g. phantoms "
+                     "that differ in one parameter); the report then draws the cost of censoring t1_gre_post per "
+                     "cohort. --cohort (default: the first) plans the target spacing every trial uses")
     run.add_argument("--external", action="append", metavar="NAME=PATH", help="external test cohort (repeatable)")
     run.add_argument("--base", default=None, help="base TrialConfig YAML every trial overrides")
     run.add_argument("--name", default=None, help="study name (MLflow experiment; default: the space name)")
@@ -259,13 +263,18 @@ def study_config_from_args(args: argparse.Namespace) -> Any:
     from seqablate.search_spaces import get_space
 
     get_space(args.space)  # unknown space: error listing the spaces, before anything else
-    cohort = Path(args.cohort)
-    if not cohort.exists():
-        raise ValueError(f"--cohort {cohort}: no such file or directory")
+    several = list(getattr(args, "cohorts", None) or [])
+    if args.cohort is None and not several:
+        raise ValueError("--cohort PATH (or --cohorts PATH ...) is required: the training cohort")
+    for flag, path in [("--cohort", args.cohort), *(("--cohorts", c) for c in several)]:
+        if path is not None and not Path(path).exists():
+            raise ValueError(f"{flag} {path}: no such file or directory")
+    cohort = Path(args.cohort if args.cohort is not None else several[0])
     raw: dict[str, Any] = {
         "name": args.name or Path(args.space).stem,
         "space": args.space,
         "cohort": str(cohort.resolve()),
+        "cohorts": [str(Path(c).resolve()) for c in several],
         "external": {k: str(Path(v).resolve()) for k, v in _external(args.external).items()},
         "smoke": bool(args.smoke),
         "trials": list(args.trials or []),

@@ -114,7 +114,16 @@ class _Site:
     lesion_p: float  # 1 + Geometric(p) lesions, capped: most patients have few (mean ~1/p)
     missing_pre: int  # patients without t1_fse_pre
     gain: float  # scanner-ish scale of the stored intensities
+    # residual misregistration of each non-reference sequence: None = the site's (a 0.2-1 mm shift
+    # and a 0.1-0.6 degree rotation, drawn per patient); else a shift of exactly this many mm with
+    # the rotation scaled by it / MEAN_SHIFT_MM (0 = perfectly registered)
+    misregistration_mm: float | None = None
 
+
+#: The mean shift of the sites' residual registration error (uniform 0.2-1 mm).
+MEAN_SHIFT_MM = 0.6
+#: The largest residual misregistration a cohort may ask for (mm).
+MAX_MISREGISTRATION_MM = 10.0
 
 _SITES: dict[str, _Site] = {
     "stanford": _Site(0, PAPER_SEQUENCES, "t1_gre_post", (2.0, 30.0), (1, 10), 0.35, 0, 1000.0),
@@ -543,17 +552,30 @@ def _draw_model(rng: np.random.Generator, site_name: str, site: _Site, region: t
         r_err = Rotation.from_rotvec(axis / np.linalg.norm(axis) * np.deg2rad(angle)).as_matrix()
         sdir = rng.normal(size=3)
         t_err = sdir / np.linalg.norm(sdir) * rng.uniform(0.2, 1.0)  # mm, not voxels
+        if site.misregistration_mm is not None:
+            # The same draws, rescaled: the patient's anatomy, lesions and noise stay those of
+            # every other level, so cohorts that differ in this alone differ in nothing else.
+            scale = site.misregistration_mm / MEAN_SHIFT_MM
+            t_err = sdir / np.linalg.norm(sdir) * site.misregistration_mm
+            angle *= scale
+            r_err = Rotation.from_rotvec(axis / np.linalg.norm(axis) * np.deg2rad(angle)).as_matrix()
         model.registration[seq] = (r_err, t_err, angle)
     for seq in site.sequences:
         model.bias_nodes[seq] = rng.normal(0.0, _BIAS_SIGMA, (1, _BIAS_NODES, _BIAS_NODES, _BIAS_NODES))
     return model
 
 
-def _site(site: str, lesion_diameter_mm: tuple[float, float] | None) -> _Site:
-    """The site's parameters, with ``lesion_diameter_mm`` overriding its diameter range."""
+def _site(site: str, lesion_diameter_mm: tuple[float, float] | None, misregistration_mm: float | None = None) -> _Site:
+    """The site's parameters, with ``lesion_diameter_mm`` overriding its diameter range and
+    ``misregistration_mm`` its residual registration error."""
     if site not in _SITES:
         raise DataError(f"unknown phantom site {site!r}; known: {list(SITES)}")
     s = _SITES[site]
+    if misregistration_mm is not None:
+        m = float(misregistration_mm)
+        if not (math.isfinite(m) and 0.0 <= m <= MAX_MISREGISTRATION_MM):
+            raise DataError(f"misregistration_mm must be in [0, {MAX_MISREGISTRATION_MM:g}] mm, got {misregistration_mm!r}")
+        s = dataclasses.replace(s, misregistration_mm=m)
     if lesion_diameter_mm is not None:
         lo, hi = (float(v) for v in lesion_diameter_mm)
         if not 0 < lo <= hi:
@@ -570,6 +592,7 @@ def patient_model(
     region_mm: tuple[Sequence[float], Sequence[float]] | None = None,
     lesion_diameter_mm: tuple[float, float] | None = None,
     coarsest_mm: float = 1.0,
+    misregistration_mm: float | None = None,
 ) -> PatientModel:
     """Patient ``index`` of ``site``'s cohort ``seed`` in world mm, from ``SeedSequence([seed, site, index])``.
 
@@ -578,9 +601,10 @@ def patient_model(
     (min, max) diameters instead of the site's. ``coarsest_mm``: the coarsest voxel size the
     patient will be rendered at (mm): the first lesion is at least 2.5 of it across and lesions
     are at least that deep in the parenchyma. These and the arguments fix the model: it does
-    not depend on any grid.
+    not depend on any grid. ``misregistration_mm``: the residual registration error of every
+    non-reference sequence, a shift of exactly that many mm (None: the site's, 0.2-1 mm).
     """
-    s = _site(site, lesion_diameter_mm)
+    s = _site(site, lesion_diameter_mm, misregistration_mm)
     if not (math.isfinite(coarsest_mm) and coarsest_mm > 0):
         raise DataError(f"coarsest_mm must be a positive size in mm, got {coarsest_mm!r}")
     return _draw_model(np.random.default_rng([int(seed), s.code, int(index)]), site, s, _region(region_mm), float(coarsest_mm))
@@ -745,6 +769,7 @@ def render_patient(
     coarsest_mm: float = 1.0,
     sequences: Sequence[str] | None = None,
     debug: dict[str, np.ndarray] | None = None,
+    misregistration_mm: float | None = None,
 ) -> tuple[dict[str, np.ndarray], np.ndarray, dict[str, Any]]:
     """Patient ``index`` of ``site``'s cohort ``seed``, rendered at a grid: (images, mask, manifest).
 
@@ -757,10 +782,10 @@ def render_patient(
     the coarsest voxel size you render at as ``coarsest_mm``; the default region is the whole
     head, see :func:`geometry_affine`). A cohort's patient ``i`` is
     ``render_patient(site, seed, i, ...)`` with the cohort's ``region_mm`` and ``coarsest_mm``
-    from its ``phantom.json`` (and ``lesion_diameter_mm`` if set).
+    from its ``phantom.json`` (and ``lesion_diameter_mm`` and ``misregistration_mm`` if set).
     """
     model = patient_model(site, seed, index, region_mm=region_mm, lesion_diameter_mm=lesion_diameter_mm,
-                          coarsest_mm=coarsest_mm)
+                          coarsest_mm=coarsest_mm, misregistration_mm=misregistration_mm)
     return render_model(model, affine=affine, shape=shape, sequences=sequences, debug=debug)
 
 
@@ -939,6 +964,7 @@ def make_phantom_cohort(
     fov_mm: tuple[float, float, float] | None = None,
     scanners: ScannerRange | None = None,
     region_mm: tuple[Sequence[float], Sequence[float]] | None = None,
+    misregistration_mm: float | None = None,
 ) -> Path:
     """Write a synthetic cohort to ``out`` in the ``nifti`` layout and return ``out``.
 
@@ -960,18 +986,21 @@ def make_phantom_cohort(
     the cohort's coarsest voxels across. ``lesion_diameter_mm``: (min, max) lesion diameters
     drawn log-uniformly, instead of the site's (stanford 2-30 mm, oslo 5-30 mm); coarse grids
     may want a larger minimum, since a lesion of one or two voxels is below what the network's
-    output stride resolves. ``workers``: processes rendering patients in parallel (each
-    patient's stream is its own, so the cohort is the same).
+    output stride resolves. ``misregistration_mm``: the residual registration error of every
+    non-reference sequence, a shift of exactly that many mm about the registration reference
+    with a proportional rotation (0 = perfectly registered; None = the site's 0.2-1 mm); the
+    patients are otherwise those of every other level (same draws). ``workers``: processes
+    rendering patients in parallel (each patient's stream is its own, so the cohort is the same).
 
     If ``out`` already holds the same phantom (same site, patients, seed, grid or scanner
-    range, region, lesion sizes, version) it is reused untouched (so cache keys stay valid);
+    range, region, lesion sizes, misregistration, version) it is reused untouched (so cache keys stay valid);
     another phantom cohort is replaced only with ``overwrite``; anything else (a file, a
     non-empty folder seqablate did not write) is an error. The cohort is built in a temp
     folder and moved into place.
     """
     from tqdm.auto import tqdm
 
-    s = _site(site, lesion_diameter_mm)
+    s = _site(site, lesion_diameter_mm, misregistration_mm)
     if patients < 1:
         raise DataError(f"patients must be >= 1, got {patients}")
     params: dict[str, object] = {"version": PHANTOM_VERSION, "site": site, "patients": patients, "seed": seed}
@@ -1000,12 +1029,14 @@ def make_phantom_cohort(
     params["region_mm"] = [region[0].tolist(), region[1].tolist()]
     if lesion_diameter_mm is not None:
         params["lesion_diameter_mm"] = list(s.diameter_mm)  # only when set: the default is the site's
+    if misregistration_mm is not None:
+        params["misregistration_mm"] = s.misregistration_mm
     out = Path(out)
     if _is_phantom(out):
         try:
             old = json.loads((out / "phantom.json").read_text())
             # an override, or its absence, is identity
-            keys = (*params, "lesion_diameter_mm", "voxel_mm", "scanners")
+            keys = (*params, "lesion_diameter_mm", "voxel_mm", "scanners", "misregistration_mm")
             if {k: old.get(k) for k in keys} == {k: params.get(k) for k in keys}:
                 return out
         except (OSError, ValueError):

@@ -37,6 +37,7 @@ from seqablate.search_spaces.registry import (
     validate_space,
 )
 from seqablate.search_spaces.rules import RULES, model_problems
+from seqablate.search_spaces.scaling import data_scaling_points
 
 __all__ = [
     "BUILTIN_HELPERS",
@@ -91,5 +92,12 @@ register_space(
         "hpo with one dropout p per sequence (0-0.6 each, bernoulli); pair with --objective worst or a profile",
         search=make_hpo_per_sequence(),
         search_factory=hpo_per_sequence_for,
+    )
+)
+register_space(
+    Space(
+        "data-scaling",
+        "input-level network, 25 / 50 / 100 % of the training split x sequence dropout off / p=0.25 (6 configs)",
+        points=tuple(data_scaling_points()),
     )
 )

@@ -120,6 +120,18 @@ class Space:
                      if any(fnmatch.fnmatchcase(n, pat) for pat in patterns))
         return dataclasses.replace(self, points=kept, description=f"{self.description} [trials: {', '.join(patterns)}]")
 
+    def crossed(self, key: str, values: Sequence[Any]) -> Space:
+        """The grid with every point repeated for each of ``values`` of ``key`` (e.g. every point
+        on each of several cohorts: ``crossed("data.cohort", paths)``), value-major. Raises
+        :class:`SpaceError` for a search or a point that sets ``key`` itself."""
+        if self.points is None:
+            raise SpaceError(f"space {self.name!r} is a search (Optuna): only a grid can be crossed with {key}")
+        clash = [run_name(p) for p in self.points if key in p]
+        if clash:
+            raise SpaceError(f"space {self.name!r} sets {key} itself (points {clash}); it cannot also be crossed with it")
+        points = tuple({**p, key: v} for v in values for p in self.points)
+        return dataclasses.replace(self, points=points, description=f"{self.description} [x {len(values)} {key}]")
+
     def describe(self) -> dict[str, Any]:
         """A JSON-able description: name, kind, description, source and the grid's points."""
         out: dict[str, Any] = {"name": self.name, "description": self.description, "kind": self.kind,

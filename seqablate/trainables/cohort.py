@@ -145,7 +145,30 @@ def plan_split(cfg: TrialConfig, patients: list[Any], *, warn: bool = False) -> 
                   f"data.val_fraction={d.val_fraction} / data.val_min_lesions={d.val_min_lesions} "
                   "(capped at half of the non-test patients); model selection will be noisy",
                   file=sys.stderr)
-    return TrialSplit(tuple(split.train), tuple(split.val), tuple(split.test))
+    train = training_subset(tuple(split.train), cfg)
+    return TrialSplit(train, tuple(split.val), tuple(split.test))
+
+
+def training_subset(train: tuple[str, ...], cfg: TrialConfig) -> tuple[str, ...]:
+    """The first ``data.train_patients`` (or ``round(data.train_fraction * n)``, at least 1) of
+    one ordering of ``train`` seeded by ``data.split_seed``; all of ``train`` when neither is set.
+
+    The ordering depends only on the training split and the split seed, never on the size asked
+    for, so a smaller set is always a subset of a larger one. Returned in the split's order.
+    Raises ValueError naming the field when more patients are asked for than the split has.
+    """
+    d = cfg.data
+    if d.train_patients is None and d.train_fraction is None:
+        return train
+    n = d.train_patients if d.train_patients is not None else max(1, int(np.floor(d.train_fraction * len(train) + 0.5)))
+    if n > len(train):
+        raise ValueError(f"{d.cohort or 'cohort'}: data.train_patients={n} but the training split has "
+                         f"{len(train)} patients")
+    rng = np.random.default_rng([d.split_seed, 0x7A1E])  # its own stream: the split's draws are unchanged
+    ids = sorted(train)
+    order = [ids[i] for i in rng.permutation(len(ids))]
+    keep = set(order[:n])
+    return tuple(p for p in train if p in keep)
 
 
 def lesion_count(patient: Any) -> int:

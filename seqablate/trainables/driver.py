@@ -73,42 +73,54 @@ class StudyContext:
 
 
 #: Data settings that decide a trial's patient split: a space may vary them in a grid (each
-#: distinct setting is planned on the driver before Ray starts), never in a search.
-SPLIT_FIELDS = ("fold", "folds", "split_seed", "test_fraction", "val_patients", "val_fraction", "val_min_lesions")
+#: distinct setting is planned on the driver before Ray starts), never in a search. The cohort
+#: (``data.cohort``) decides it too, and a grid may vary it the same way.
+SPLIT_FIELDS = ("fold", "folds", "split_seed", "test_fraction", "val_patients", "val_fraction", "val_min_lesions",
+                "train_patients", "train_fraction")
+
+
+def _cohort(cfg: TrialConfig) -> str | None:
+    """``data.cohort`` resolved (two spellings of one folder are one cohort)."""
+    return str(Path(cfg.data.cohort).resolve()) if cfg.data.cohort else None
 
 
 def split_key(cfg: TrialConfig) -> str:
-    """The split settings of ``cfg`` as one string (equal strings, equal splits)."""
-    return json.dumps({f: getattr(cfg.data, f) for f in SPLIT_FIELDS}, sort_keys=True)
+    """The cohort and split settings of ``cfg`` as one string (equal strings, equal splits)."""
+    return json.dumps({"cohort": _cohort(cfg), **{f: getattr(cfg.data, f) for f in SPLIT_FIELDS}}, sort_keys=True)
 
 
 def plan_splits(cfg: StudyConfig, space: Any, points: list[dict[str, Any]], patients: list[Any],
-                base_split: TrialSplit) -> dict[str, dict[str, list[str]]]:
+                base_split: TrialSplit, *, progress: bool = False) -> dict[str, dict[str, list[str]]]:
     """Each distinct split of the space's points, keyed by :func:`split_key`.
 
     A trial's split must follow its own config, or its logged params would not describe the
-    patients it trained and was tested on. Raises :class:`StudySetupError` for a space that
-    varies the cohort, or a search that varies split settings (its points are drawn during the
-    study, after the split is planned).
+    patients it trained and was tested on. A grid point with another ``data.cohort`` has that
+    cohort checked and preprocessed here, before Ray starts (trials only read caches), and its
+    split planned on it; the target spacing stays the base's (planned once, so cohorts that
+    differ in one property are resampled alike). Raises :class:`StudySetupError` for a search
+    that varies the cohort or split settings (its points are drawn during the study, after the
+    split is planned), or a cohort that cannot be used (named with its point).
     """
-    from seqablate.trainables.cohort import plan_split
+    from seqablate.trainables.cohort import check_cohorts, plan_split
 
     varied = sorted({k for p in points for k in p if k == "data.cohort" or k.removeprefix("data.") in SPLIT_FIELDS})
-    if "data.cohort" in varied:
-        raise StudySetupError(f"space {space.name!r} varies data.cohort: a study trains on one cohort "
-                              "(run one study per cohort)")
     if varied and space.kind != "grid":
         raise StudySetupError(f"space {space.name!r} is a search that varies {', '.join(varied)}: each trial's "
-                              "split is planned before Ray starts, so only a grid may vary the split")
+                              "split is planned before Ray starts, so only a grid may vary the cohort or the split")
     out = {split_key(cfg.base): base_split.as_dict()}
+    cohorts = {_cohort(cfg.base): patients}  # resolved cohort -> its patients
     for p in points:
         trial = with_overrides(cfg.base, p)
         key = split_key(trial)
-        if key not in out:
-            try:
-                out[key] = plan_split(trial, patients).as_dict()
-            except ValueError as err:
-                raise StudySetupError(f"space {space.name!r} point {run_name(p)}: {err}") from None
+        if key in out:
+            continue
+        try:
+            cohort = _cohort(trial)
+            if cohort not in cohorts:
+                cohorts[cohort] = check_cohorts(trial, progress=progress)[0]
+            out[key] = plan_split(trial, cohorts[cohort]).as_dict()
+        except ValueError as err:
+            raise StudySetupError(f"space {space.name!r} point {run_name(p)}: {err}") from None
     return out
 
 
@@ -384,7 +396,8 @@ def study_space(cfg: StudyConfig) -> Any:
     from seqablate import search_spaces
 
     space = search_spaces.get_space(cfg.space)
-    return space.select(cfg.trials) if cfg.trials else space
+    space = space.select(cfg.trials) if cfg.trials else space
+    return space.crossed("data.cohort", cfg.cohorts) if cfg.cohorts else space
 
 
 def prepare(cfg: StudyConfig) -> tuple[StudyConfig, TrialSplit, list[Any]]:
@@ -510,7 +523,7 @@ def _run_study(cfg: StudyConfig, held: contextlib.ExitStack, *, resume: bool, ov
     # Every grid point / a sample of search draws must be a valid trial on this base config:
     # a bad point is an error naming it now, not a failed trial after Ray has started.
     points = search_spaces.validate_space(space, cfg.base, seeds=cfg.seeds, samples=8)
-    splits = plan_splits(cfg, space, points, patients, split)
+    splits = plan_splits(cfg, space, points, patients, split, progress=True)
     check_gpus(cfg)
     if _is_local(storage):
         folder = _local(storage)

@@ -85,13 +85,18 @@ class EvalReport:
 
     results: list[ConditionResult] = field(default_factory=list)
     deployed: DeployedModel | None = None  # the model under its own statistics policy
+    sequences: tuple[str, ...] = ()  # the model's sequences, in study order
 
     @property
     def metrics(self) -> dict[str, float]:
+        """Every condition's metrics, and each sequence's Shapley value where every subset
+        was scored (:func:`shapley_metrics`)."""
         out: dict[str, float] = {}
         for r in self.results:
             out.update(r.metrics)
+        out.update(shapley_metrics(out, self.sequences))
         return out
+
 
     def write_artifacts(self, folder: str | Path) -> list[Path]:
         """Write ``lesions.csv``, ``patients.csv``, ``pr_curves.csv``, ``froc.csv`` (all
@@ -110,6 +115,32 @@ class EvalReport:
         own = [r for r in self.results if mn.parse_metric(f"{r.name}.mAP").policy is None]
         _plot_pr(own, folder / mn.PR_PNG)  # the model's own statistics policy only
         return [*paths, folder / mn.PR_PNG]
+
+
+def shapley_metrics(metrics: dict[str, float], sequences: tuple[str, ...]) -> dict[str, float]:
+    """``test[_<policy>].shapley.<seq>``: each sequence's exact Shapley value for test lesion
+    mAP (:mod:`seqablate.metrics.shapley`), for every statistics policy whose ``2^S - 1``
+    subset conditions are all in ``metrics`` (``full``, ``censor_<seq>``, ``subset_<...>``
+    name them); nothing for fewer than two sequences or an incomplete set of subsets."""
+    from seqablate.metrics.shapley import all_subsets, shapley_values
+
+    if len(sequences) < 2:
+        return {}
+    scores: dict[str | None, dict[frozenset[str], float]] = {}
+    for key, value in metrics.items():
+        p = mn.parse_metric(key)
+        if p is None or p.split != "test" or p.metric != "mAP" or p.bound is not None:
+            continue
+        kept = mn.condition_subset(p.condition, sequences)
+        if kept:
+            scores.setdefault(p.policy, {}).setdefault(frozenset(kept), float(value))
+    need = len(all_subsets(sequences))
+    out: dict[str, float] = {}
+    for policy, table in scores.items():
+        if len(table) == need:
+            for seq, phi in shapley_values(table, sequences).items():
+                out[mn.shapley_key(seq, policy=policy)] = phi
+    return out
 
 
 def _plot_pr(results: list[ConditionResult], path: Path) -> None:
@@ -267,7 +298,7 @@ def evaluate_model(
     from seqablate.models.inference import Predictor
 
     runs = policies(model, cfg, norm_stats)
-    report = EvalReport(deployed=runs[0][1])
+    report = EvalReport(deployed=runs[0][1], sequences=tuple(cfg.data.sequences))
     predictors = [Predictor(d, device=device, batch_size=cfg.eval.batch_size, amp=cfg.train.amp) for _, d in runs]
     test = [p for p in test_patients if p.mask is not None]
     conds = conditions_override if conditions_override is not None else evaluation_conditions(cfg)

@@ -470,6 +470,7 @@ def _train(config: dict[str, Any], session: Session | None, timer: PhaseTimer, e
             # Which patients trained it, for evaluate and other tools (export-nnunet); rewritten
             # identically on a resume.
             logger.log_dict(split_record(cfg, run.split), mn.SPLIT_JSON)
+            logger.log_metrics({mn.N_TRAIN: float(len(run.split.train))}, step=0)
         if logger is not None and progress.resumed_from is not None:
             # Where a restarted worker picked up: a resume from a checkpoint is visible in MLflow.
             logger.log_metrics({"train.resumed_from_step": float(progress.resumed_from)}, step=progress.resumed_from)

@@ -171,6 +171,11 @@ def evaluate_cohort(
     metrics = report.metrics
     policies = sorted({mn.parse_metric(f"{r.name}.mAP").policy for r in report.results}, key=lambda x: x or "")
     table = table_markdown(metrics, [n for n, _ in conds], policies)
+    shapley = [(k, mn.parse_shapley_key(k)) for k in sorted(metrics) if mn.parse_shapley_key(k)]
+    if shapley:
+        own = [f"{seq} {100 * metrics[k]:+.1f}" for k, (seq, pol) in shapley if pol is None]
+        table += ("\n\nEach sequence's contribution to test mAP (exact Shapley values over the subsets, mAP points; "
+                  f"they sum to the full-protocol mAP): {', '.join(own)}")
     fell_back = fallbacks(report)
     if fell_back:
         lines = "; ".join(f"{c}: {', '.join(ids[:5])}{' ...' if len(ids) > 5 else ''}" for c, ids in fell_back.items())

@@ -107,3 +107,28 @@ def test_vessels_and_mimics(patient) -> None:
         assert not lesion[ijk]  # not part of the annotation
         for img in (gre, pre, post):  # bright on every T1 scan, pre-contrast included
             assert img[ijk] > 1.2 * img[wm].mean()
+
+
+def test_misregistration_level_moves_only_the_other_sequences() -> None:
+    """``misregistration_mm``: 0 leaves every sequence on the reference; 2 mm shifts each other
+    sequence by ~2 mm (measured by phase correlation, independently of the manifest); the
+    reference image, the mask and the lesions are those of every level (same draws)."""
+    import dataclasses
+
+    affine = _grid(SHAPE, VOXEL)
+    out = {}
+    for m in (0.0, 2.0):
+        site = dataclasses.replace(_SITES["stanford"], misregistration_mm=m)
+        out[m] = _render_patient(np.random.default_rng([7, 0, 0]), site, SHAPE, affine,
+                                 ("t1_gre_post", "t1_fse_post"), None)
+    (img0, mask0, info0), (img2, mask2, info2) = out[0.0], out[2.0]
+    np.testing.assert_array_equal(img0["t1_gre_post"], img2["t1_gre_post"])
+    np.testing.assert_array_equal(mask0, mask2)
+    assert info0["lesions"] == info2["lesions"]
+    assert np.linalg.norm(info2["registration_error"]["t1_fse_post"]["shift_mm"]) == pytest.approx(2.0, abs=1e-3)
+    ref = ndimage.gaussian_gradient_magnitude(img0["t1_gre_post"].astype(np.float64), 1.0)
+    for m, img in ((0.0, img0), (2.0, img2)):
+        mov = ndimage.gaussian_gradient_magnitude(img["t1_fse_post"].astype(np.float64), 1.0)
+        shift, _, _ = phase_cross_correlation(ref, mov, upsample_factor=20)
+        measured = float(np.linalg.norm(np.asarray(shift) * np.asarray(VOXEL)))
+        assert measured == pytest.approx(m, abs=0.3 + 0.15 * m), (m, measured)  # + the scaled rotation

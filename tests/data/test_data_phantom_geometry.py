@@ -265,6 +265,8 @@ def test_site_default_scanner_ranges_and_help(capsys: pytest.CaptureFixture[str]
                                                        "it cannot be combined with --voxel-mm"),
     (["--mixed-scanner", "--shape", "32", "32", "16"], "cannot be combined with --shape"),
     (["--shape", "4", "32", "32"], "--shape 4 32 32: each size must be 8 to"),
+    (["--misregistration-mm", "-1"], "--misregistration-mm -1: must be 0 to 10 mm"),
+    (["--misregistration-mm", "nan"], "--misregistration-mm nan: must be 0 to 10 mm"),
 ])
 def test_cli_refuses_bad_grid_options(tmp_path: Path, capsys: pytest.CaptureFixture[str], args: list[str],
                                       message: str) -> None:

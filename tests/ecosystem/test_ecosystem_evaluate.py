@@ -90,6 +90,14 @@ def test_registered_model_every_subset_logged(trained: Path, phantom: Path, tmp_
     (ev,) = c.search_runs([c.get_run(run_id).info.experiment_id],
                           f"tags.`mlflow.parentRunId` = '{run_id}' and tags.`seqablate.model` = '{ref}'")
     assert {k for k in ev.data.metrics if ".subset_" in k} == {k for k in got if ".subset_" in k}
+    # Every subset scored: each sequence's Shapley value, logged too; they sum to the full mAP.
+    shapley = {k: v for k, v in got.items() if k.startswith("test.shapley.")}
+    assert sorted(shapley) == sorted(f"test.shapley.{s}" for s in ("t1_gre_post", "t1_fse_pre", "t1_fse_post", "flair"))
+    assert sum(shapley.values()) == pytest.approx(got["test.full.mAP"])
+    assert all(ev.data.metrics[k] == pytest.approx(v) for k, v in shapley.items())
+    table = (tmp_path / "ev" / "table.md").read_text()
+    assert "contribution to test mAP (exact Shapley values" in table
+    assert f"t1_gre_post {100 * shapley['test.shapley.t1_gre_post']:+.1f}" in table
     assert not (tmp_path / "mlflow.db").exists()
 
 

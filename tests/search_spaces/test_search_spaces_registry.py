@@ -22,6 +22,15 @@ def test_list_spaces_one_line_each() -> None:
     assert get_space("hpo").kind == "search" and get_space("paper-table1").kind == "grid"
 
 
+def test_data_scaling_grid_is_sizes_by_dropout() -> None:
+    from seqablate.config import TrialConfig
+
+    space = get_space("data-scaling")
+    pts = [(p["data.train_fraction"], p["train.dropout_p"]) for p in space.points]
+    assert pts == [(f, d) for f in (0.25, 0.5, 1.0) for d in (0.0, 0.25)]
+    validate_space(space, TrialConfig(), seeds=1)  # every point a valid trial config
+
+
 def test_duplicate_name_refused() -> None:
     with pytest.raises(SpaceError, match="'paper-table1' is already registered"):
         register_space(Space("paper-table1", "again", points=({},)))

@@ -78,3 +78,22 @@ def test_evaluation_by_patient_gives_the_per_condition_numbers(cohorts: dict[str
     for name, expect in (("external.oslo", own), ("external_stored.oslo", dict.fromkeys(own, "stored"))):
         r = by_name[name]
         assert dict(zip(r.patients["patient"].astype(str), r.patients["norm_stats"], strict=True)) == expect
+
+
+def test_shapley_metrics_from_the_subset_conditions_under_each_policy() -> None:
+    """Three sequences scored on all 7 subsets under the run's policy (named as the evaluation
+    names them: full, censor_<seq>, subset_<...>), the other policy incomplete: values for the
+    first only, equal to the hand-computed game of tests/metrics/test_metrics_shapley.py."""
+    from seqablate import metric_names as mn
+    from seqablate.trainables.evaluate import shapley_metrics
+
+    seqs = ("a", "b", "c")
+    v = {"subset_a": 0.1, "subset_b": 0.2, "subset_c": 0.0, "censor_c": 0.5, "censor_b": 0.3, "censor_a": 0.2,
+         "full": 0.6}
+    metrics = {f"test.{c}.mAP": x for c, x in v.items()}
+    metrics |= {"test.full.mAP_lo": 0.0, "test.full.tp_dice": 0.9, "external.oslo.mAP": 0.9}
+    metrics |= {f"test_stored.{c}.mAP": x for c, x in v.items() if c != "subset_c"}
+    got = shapley_metrics(metrics, seqs)
+    assert got == pytest.approx({mn.shapley_key("a"): 1.6 / 6, mn.shapley_key("b"): 1.6 / 6,
+                                 mn.shapley_key("c"): 0.4 / 6})
+    assert shapley_metrics(metrics, ("a",)) == {}
