@@ -16,7 +16,7 @@ import os
 import types
 import typing
 from collections.abc import Mapping, Sequence
-from pathlib import Path
+from pathlib import Path, PurePath
 from typing import Any, Literal, TypeVar
 
 import yaml
@@ -192,7 +192,7 @@ class DataConfig(_Strict):
     test_fraction: float = Field(0.25, ge=0.0, lt=1.0)  # fraction of labelled patients held out for test
     split_seed: int = 0  # seed of the patient-level split (independent of the training seed)
     # train on part of the training split: the first N patients (train_patients) or the first
-    # round(fraction * n) (train_fraction) of one ordering seeded by split_seed, so smaller sets are
+    # fraction * n rounded half up (train_fraction) of one ordering seeded by split_seed, so smaller sets are
     # nested in larger ones; validation and test stay the same (learning curves); None = all
     train_patients: int | None = Field(None, ge=1)
     train_fraction: float | None = Field(None, gt=0, le=1)
@@ -474,6 +474,20 @@ class StudyConfig(_Strict):
     def _name(cls, v: str) -> str:
         # The name becomes an experiment name and a folder name: keep it path-safe.
         return _path_safe_name(v)
+
+    @field_validator("cohorts")
+    @classmethod
+    def _distinct_cohort_names(cls, v: list[str]) -> list[str]:
+        # A cohort's folder name labels its runs (run names "...-on_<folder>") and its point in
+        # the report's cohort sweep: two folders of one name would merge there.
+        seen: dict[str, str] = {}
+        for path in v:
+            name = PurePath(path).name
+            if name in seen:
+                raise ValueError(f"cohorts {seen[name]!r} and {path!r} share the folder name {name!r}, which labels "
+                                 "their runs and report rows; rename one folder")
+            seen[name] = path
+        return v
 
     @field_validator("external")
     @classmethod

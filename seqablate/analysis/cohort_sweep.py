@@ -159,13 +159,21 @@ def trends(points: Sequence[CostPoint], detections: Any = None, censored: str = 
                     per = [detections.get(r).get(prefix) for r in p.group.usable]
                     sets.append((per, p.group.key))
             if all(d is not None for per, _ in sets for d in per):
-                common = set.intersection(*({x.patient_id for x in d} for per, _ in sets for d in per))
-                arms_ = [Arm([[x for x in d if x.patient_id in common] for d in per], key) for per, key in sets]
-                est = RecipeData(arms_, "mAP", n=2000, seed=0).contrast([1.0, -1.0, -1.0, 1.0], LEVEL)
-                iv, kind = (est.recipe, "training recipe") if est.recipe else (est.networks, "these networks")
-                row["change of cost (mAP points)"] = f"{100 * est.estimate:+.1f}"
-                row["95 % interval"] = f"({100 * iv[0]:+.1f}, {100 * iv[1]:+.1f})"
-                row["interval"] = kind
+                ids = [{x.patient_id for x in d} for per, _ in sets for d in per]
+                common = set.intersection(*ids)
+                if not common:
+                    # the resampling pairs patients across cohorts: without shared patients there is
+                    # nothing to pair, and the point estimate above stays the runs' own
+                    row["interval"] = "none: the two cohorts share no test patients"
+                else:
+                    arms_ = [Arm([[x for x in d if x.patient_id in common] for d in per], key) for per, key in sets]
+                    est = RecipeData(arms_, "mAP", n=2000, seed=0).contrast([1.0, -1.0, -1.0, 1.0], LEVEL)
+                    iv, kind = (est.recipe, "training recipe") if est.recipe else (est.networks, "these networks")
+                    row["change of cost (mAP points)"] = f"{100 * est.estimate:+.1f}"
+                    row["95 % interval"] = f"({100 * iv[0]:+.1f}, {100 * iv[1]:+.1f})"
+                    row["interval"] = kind
+                    if len(common) < len(set.union(*ids)):
+                        row["interval"] += f" (on the {len(common)} test patients both cohorts have)"
         rows.append(row)
     return pd.DataFrame(rows)
 
@@ -173,7 +181,7 @@ def trends(points: Sequence[CostPoint], detections: Any = None, censored: str = 
 def plot_costs(points: Sequence[CostPoint], param: str | None, path: str | Path, censored: str) -> Path:
     """Censoring cost (mAP points) against the cohort parameter, a line per arm with intervals
     (solid: training recipe; dashed: these networks). Raises ValueError without points."""
-    from seqablate.analysis.plots import _plt, _save
+    from seqablate.analysis.plots import _plt, _save, interval_yerr
 
     if not points:
         raise ValueError("no censoring costs to plot")
@@ -189,7 +197,7 @@ def plot_costs(points: Sequence[CostPoint], param: str | None, path: str | Path,
         for x, p in zip(xs, pts, strict=True):
             if p.interval is not None:
                 eb = ax.errorbar(x, 100 * p.estimate, color=line.get_color(), capsize=3, lw=1,
-                                 yerr=[[100 * (p.estimate - p.interval[0])], [100 * (p.interval[1] - p.estimate)]])
+                                 yerr=interval_yerr(p.estimate, p.interval))
                 if p.kind != "recipe":
                     eb[-1][0].set_linestyle("--")
     ax.axhline(0, color="black", lw=0.6)

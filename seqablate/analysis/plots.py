@@ -37,6 +37,15 @@ def _plt() -> Any:
     return plt
 
 
+def interval_yerr(estimate: float, interval: tuple[float, float], scale: float = 100.0) -> list[list[float]]:
+    """matplotlib's ``yerr`` ``[[below], [above]]`` of an interval around ``estimate``, in units of
+    ``scale``. A percentile-bootstrap interval need not contain a bias-corrected estimate; the arm
+    on the side the interval does not reach is then drawn as 0 (matplotlib refuses negative
+    error bars) and the table beside the plot keeps the interval's own ends."""
+    lo, hi = interval
+    return [[max(0.0, scale * (estimate - lo))], [max(0.0, scale * (hi - estimate))]]
+
+
 def _save(fig: Any, path: str | Path) -> Path:
     """Save ``fig`` to ``path`` via a temp file + rename (never a half-written PNG)."""
     plt = _plt()

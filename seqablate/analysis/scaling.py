@@ -66,8 +66,13 @@ def _arm_labels(runs: Sequence[Run]) -> dict[tuple, str]:
 
 def _panels(runs: Sequence[Run]) -> list[tuple[str, str, str | None, str]]:
     """``(panel name, split, cohort, condition)`` of each condition and external cohort."""
-    out = [(c, "test", None, c) for c in logged_conditions(runs)]
+    conds = logged_conditions(runs)
+    # the full protocol, each sequence censored alone, then the external cohorts, then subsets:
+    # with every subset evaluated (15 conditions for 4 sequences) the first panels stay these
+    first = [c for c in conds if c == mn.FULL or c.startswith(mn.censor_condition(""))]
+    out = [(c, "test", None, c) for c in first]
     out += [(f"external {c}", "external", c, "full") for c in external_cohorts(runs)]
+    out += [(c, "test", None, c) for c in conds if c not in first]
     return out[:MAX_PANELS]
 
 
@@ -96,7 +101,8 @@ def learning_curves(runs: Sequence[Run], detections: Any = None) -> list[CurvePo
                 elif all(math.isfinite(v) for v in est.networks):
                     point.interval, point.kind = est.networks, "networks"
             out.append(point)
-    return sorted(out, key=lambda p: (p.panel, p.arm, p.n_train))
+    order = {panel: i for i, (panel, *_) in enumerate(_panels(usable))}
+    return sorted(out, key=lambda p: (order[p.panel], p.arm, p.n_train))
 
 
 def curves_table(points: Sequence[CurvePoint]) -> pd.DataFrame:
@@ -119,7 +125,7 @@ def plot_learning_curves(points: Sequence[CurvePoint], path: str | Path) -> Path
     """One panel per condition / external cohort: mAP % against training patients, a line per
     arm, the interval as error bars (solid: training recipe; dashed: these networks). Raises
     ValueError without points."""
-    from seqablate.analysis.plots import _plt, _save
+    from seqablate.analysis.plots import _plt, _save, interval_yerr
 
     if not points:
         raise ValueError("no learning-curve points to plot")
@@ -142,7 +148,7 @@ def plot_learning_curves(points: Sequence[CurvePoint], path: str | Path) -> Path
             for p in pts:
                 if p.interval is not None:
                     eb = ax.errorbar(p.n_train, 100 * p.estimate, color=color, capsize=3, lw=1,
-                                     yerr=[[100 * (p.estimate - p.interval[0])], [100 * (p.interval[1] - p.estimate)]])
+                                     yerr=interval_yerr(p.estimate, p.interval))
                     if p.kind != "recipe":
                         eb[-1][0].set_linestyle("--")
         ax.set_title(panel, fontsize=8)

@@ -152,7 +152,7 @@ def plot_shapley(values: list[ShapleyValue], path: str | Path) -> Path:
     """One panel per configuration: a bar per sequence and policy (mAP points) with the
     training recipe's 95 % interval (solid) or, where it is unavailable, that of these networks
     (dashed caps). Raises ValueError without values."""
-    from seqablate.analysis.plots import _plt, _save
+    from seqablate.analysis.plots import _plt, _save, interval_yerr
 
     if not values:
         raise ValueError("no Shapley values to plot")
@@ -173,8 +173,7 @@ def plot_shapley(values: list[ShapleyValue], path: str | Path) -> Path:
                        label=f"{pol} statistics" if v.sequence == seqs[0] else None)
                 iv, ls = (v.recipe, "-") if v.recipe is not None else (v.networks, "--")
                 if iv is not None:
-                    lo, hi = 100 * iv[0], 100 * iv[1]
-                    eb = ax.errorbar(xpos, 100 * v.estimate, yerr=[[100 * v.estimate - lo], [hi - 100 * v.estimate]],
+                    eb = ax.errorbar(xpos, 100 * v.estimate, yerr=interval_yerr(v.estimate, iv),
                                      color="black", capsize=3, lw=1)
                     eb[-1][0].set_linestyle(ls)
         ax.axhline(0, color="black", lw=0.6)
@@ -201,11 +200,14 @@ def shapley_blocks(runs: list[Run], figdir: Path, detections: Any = None) -> lis
         "Each sequence's Shapley value for test lesion mAP: its marginal contribution (mAP with it minus mAP "
         "without it) averaged over every order in which the sequences could be added, from the scores of all "
         "2^S - 1 sequence subsets (Table V; the empty set scores 0). The values of a network sum to its "
-        "full-protocol mAP. Per seed, then averaged over seeds; intervals at 95 %: 'these networks' resamples "
+        "full-protocol mAP on the same patients. Per seed, then averaged over seeds; intervals at 95 %: 'these networks' resamples "
         "patients with the seeds fixed, 'the training recipe' also treats the seed as random (>= 3 seeds). "
         "Each statistics policy the runs logged is named in the 'statistics' column: a censored input runs "
         "with the stored BatchNorm statistics or with statistics recomputed for its subset, and the subset "
-        "scores, hence the values, depend on it."
+        "scores, hence the values, depend on it. Estimates and intervals use the test patients scored under "
+        "every subset; the values each run logged (test.shapley.<seq>) pool every subset's own scored patients, "
+        "so where some patients lack a sequence (and so drop out of the subsets holding only missing ones) the "
+        "two differ, and the logged values sum to the run's full-protocol mAP."
     )]
     blocks.append(Figure(plot_shapley(values, figdir / SHAPLEY_PNG), "Sequence contributions (Shapley values) with "
                                                                      "intervals, per configuration"))

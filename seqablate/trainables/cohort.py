@@ -150,7 +150,7 @@ def plan_split(cfg: TrialConfig, patients: list[Any], *, warn: bool = False) -> 
 
 
 def training_subset(train: tuple[str, ...], cfg: TrialConfig) -> tuple[str, ...]:
-    """The first ``data.train_patients`` (or ``round(data.train_fraction * n)``, at least 1) of
+    """The first ``data.train_patients`` (or ``data.train_fraction * n`` rounded half up, at least 1) of
     one ordering of ``train`` seeded by ``data.split_seed``; all of ``train`` when neither is set.
 
     The ordering depends only on the training split and the split seed, never on the size asked

@@ -121,7 +121,10 @@ def shapley_metrics(metrics: dict[str, float], sequences: tuple[str, ...]) -> di
     """``test[_<policy>].shapley.<seq>``: each sequence's exact Shapley value for test lesion
     mAP (:mod:`seqablate.metrics.shapley`), for every statistics policy whose ``2^S - 1``
     subset conditions are all in ``metrics`` (``full``, ``censor_<seq>``, ``subset_<...>``
-    name them); nothing for fewer than two sequences or an incomplete set of subsets."""
+    name them); nothing for fewer than two sequences or an incomplete set of subsets. Each
+    subset's mAP is the logged one, pooled over the patients that subset could score (a patient
+    holding none of its sequences is skipped), so the values sum to the full-protocol mAP; the
+    report's estimates use the patients every subset scored."""
     from seqablate.metrics.shapley import all_subsets, shapley_values
 
     if len(sequences) < 2:

@@ -171,7 +171,8 @@ def study_source(study: str | Path, *, tracking_uri: str | None = None) -> Study
     if len(splits) > 1:
         runs = ", ".join(rid for rid, _ in splits.values())
         raise ValueError(f"study {text!r}: its trials were trained on {len(splits)} different splits (their data "
-                         f"configs differ: fold, split_seed, ...); name one trial by its run id: {runs}")
+                         f"configs differ in data.cohort or a split setting: fold, split_seed, train_patients, "
+                         f"train_fraction, ...); name one trial by its run id: {runs}")
     if splits:
         rid, split = next(iter(splits.values()))
         return StudySource(split, _trial_config(rid, ref.tracking_uri), ref, rid, name)

@@ -106,3 +106,29 @@ def test_one_cohort_no_sweep_and_without_tables_the_logged_means(tmp_path: Path)
     points, _ = censoring_costs(runs)
     p = next(p for p in points if p.x == 2.0 and "dropout" not in p.arm)
     assert p.estimate == pytest.approx(_diffs(2.0, "0.0").mean()) and p.interval is None
+
+
+def test_cohorts_without_shared_patients_give_a_trend_without_interval(tmp_path: Path) -> None:
+    """The trend's resampling pairs patients across the two cohorts: with none shared (another
+    site's phantom) the row keeps the runs' point estimate and says why it has no interval; with
+    some shared, the interval is named as taken on those."""
+    for keep, expect in ((0, "none: the two cohorts share no test patients"),
+                         (3, "training recipe (on the 3 test patients both cohorts have)")):
+        d = _Detections()
+        (tmp_path / f"k{keep}").mkdir()
+        cohorts = _cohorts(tmp_path / f"k{keep}")
+        runs = _runs(d, cohorts)
+        for r in runs:  # rename the 2 mm cohort's patients, all but the first `keep`
+            if r.params["data.cohort"] == str(cohorts[2.0]):
+                for prefix, dets in d.by_run[r.run_id].items():
+                    d.by_run[r.run_id][prefix] = [p if i < keep else detection(f"oslo{i}", list(p.scores), list(p.is_tp), 4)
+                                                  for i, p in enumerate(dets)]
+        points, _ = censoring_costs(runs, d)
+        row = trends(points, d).iloc[0]
+        assert row["interval"] == expect
+        if keep == 0:
+            lo, hi = (next(p for p in points if p.x == x and p.arm == row["arm"]) for x in (0.0, 2.0))
+            assert row["95 % interval"] == "-"
+            assert row["change of cost (mAP points)"] == f"{100 * (hi.estimate - lo.estimate):+.1f}"
+        # and the figure draws, whatever side of its estimate an interval lies
+        sweep_blocks(runs, tmp_path / f"k{keep}", d)

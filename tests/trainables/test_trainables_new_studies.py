@@ -70,8 +70,9 @@ def test_readme_new_questions(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
 
 
 def test_cohorts_flag_bad_inputs(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    """--cohorts: a missing folder is named; a search cannot be crossed with cohorts; no
-    --cohort at all is an error naming both flags. Nothing is written."""
+    """--cohorts: a missing folder is named; two folders of one name (which labels runs) are
+    refused, naming both; a search cannot be crossed with cohorts; no --cohort at all is an
+    error naming both flags. Nothing is written."""
     from seqablate.cli import main
     from seqablate.search_spaces import SpaceError, get_space, run_name
 
@@ -80,6 +81,12 @@ def test_cohorts_flag_bad_inputs(tmp_path: Path, capsys: pytest.CaptureFixture[s
     assert f"--cohorts {tmp_path / 'nope'}: no such file or directory" in capsys.readouterr().err
     assert main(["study", "run", "dropout-sweep", "--storage", str(tmp_path / "s")]) == 2
     assert "--cohort PATH (or --cohorts PATH ...) is required" in capsys.readouterr().err
+    for sub in ("x/stanford", "y/stanford"):
+        (tmp_path / sub).mkdir(parents=True)
+    assert main(["study", "run", "dropout-sweep", "--cohorts", str(tmp_path / "x/stanford"),
+                 str(tmp_path / "y/stanford"), "--storage", str(tmp_path / "s")]) == 2
+    err = capsys.readouterr().err
+    assert "share the folder name 'stanford'" in err and str(tmp_path / "y/stanford") in err
     assert not (tmp_path / "s").exists()
     with pytest.raises(SpaceError, match="is a search .*only a grid can be crossed with data.cohort"):
         get_space("hpo").crossed("data.cohort", ["/a", "/b"])
