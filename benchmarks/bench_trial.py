@@ -11,7 +11,12 @@ a parent run id, as ``seqablate report`` does) and prints:
   through the loop's own ``train_step`` (forward, loss, backward, update), with the trial's
   torch threads (the study's ``cpus_per_worker``, else 1);
 * the single ratio ``steps / trial wall time``: the trials' summed ``time.steps`` over their
-  summed ``time.total``.
+  summed ``time.total``;
+* with ``--startup-floor N``: Ray Train V2's own start-up, measured here: N ``TorchTrainer``
+  fits of a function that only notes the time it was entered (one worker with the study's CPUs,
+  a local Ray instance of this process), from ``fit()`` to that entry (the controller actor,
+  the worker actor, the train context: no seqablate code runs), beside the trials' median
+  ``time.startup``.
 
 ::
 
@@ -87,6 +92,37 @@ def isolated_step(cfg: Any, *, steps: int, warmup: int, rounds: int, use_gpu: bo
     return statistics.median(times), what
 
 
+def _note_entry(config: dict[str, Any]) -> None:
+    """The empty train function: writes the time it was entered."""
+    Path(config["out"]).write_text(repr(time.time()))
+
+
+def train_startup_floor(fits: int, *, cpus: int) -> list[float]:
+    """Seconds from ``TorchTrainer.fit()`` to the entry of a train function that does nothing,
+    ``fits`` times, one worker of ``cpus`` CPUs on a local Ray instance started here."""
+    import ray
+    import ray.train
+    from ray.train.torch import TorchTrainer
+
+    out: list[float] = []
+    with tempfile.TemporaryDirectory(prefix="bench-floor-") as tmp:
+        ray.init(num_cpus=max(2, cpus), include_dashboard=False, log_to_driver=False)
+        try:
+            for i in range(fits):
+                mark = Path(tmp) / f"entry{i}"
+                trainer = TorchTrainer(
+                    _note_entry, train_loop_config={"out": str(mark)},
+                    scaling_config=ray.train.ScalingConfig(num_workers=1, resources_per_worker={"CPU": cpus}),
+                    run_config=ray.train.RunConfig(name=f"floor{i}", storage_path=str(Path(tmp) / "store")),
+                )
+                t0 = time.time()
+                trainer.fit()
+                out.append(float(mark.read_text()) - t0)
+        finally:
+            ray.shutdown()
+    return out
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("study", help="study folder, train --out folder, experiment name or parent run id")
@@ -97,6 +133,8 @@ def main() -> int:
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--threads", type=int, default=None, help="torch threads (default: the study's cpus_per_worker)")
     ap.add_argument("--gpu", action="store_true", help="time the step on the GPU when there is one")
+    ap.add_argument("--startup-floor", type=int, default=0, metavar="N",
+                    help="also time N fits of an empty Ray Train V2 function (its start-up floor)")
     args = ap.parse_args()
 
     from seqablate.analysis.runs import timed_runs, timing_summary
@@ -138,6 +176,13 @@ def main() -> int:
     steps = int(cfg.train.steps)
     print(f"floor: {steps} isolated steps / the median trial's wall time: {steps * step_s / median_total:.3f}")
     print(f"steps / trial wall time: {totals['steps'] / totals[mn.TIME_TOTAL]:.3f}")
+    if args.startup_floor > 0:
+        floors = train_startup_floor(args.startup_floor, cpus=threads)
+        floor = statistics.median(floors)
+        startup = float(table.set_index("phase").loc["startup", "median_s"])
+        print(f"Ray Train V2 start-up floor (fit() to an empty function's entry, {len(floors)} fits): "
+              f"median {floor:.1f} s ({', '.join(f'{f:.1f}' for f in floors)}); the trials' median "
+              f"time.startup {startup:.1f} s = {startup / floor:.2f}x the floor")
     return 0
 
 

@@ -121,3 +121,79 @@ def estimate_bn_stats(
         raise ValueError("no batch to estimate BatchNorm statistics from")
     return stats_of(work)
 
+
+
+def _estimation_copy(model: nn.Module, device: torch.device | str | None) -> nn.Module:
+    """A deep copy for :func:`estimate_bn_stats`-style estimation: statistics reset, BatchNorms
+    in train mode with cumulative averaging, everything else in eval mode."""
+    work = copy.deepcopy(model)
+    if device is not None:
+        work = work.to(device)
+    work.eval()
+    for _, bn in batchnorms(work):
+        bn.reset_running_stats()
+        bn.momentum = None
+        bn.train()
+    return work
+
+
+@torch.no_grad()
+def estimate_bn_stats_many(
+    model: nn.Module,
+    batches: Iterable[tuple[Tensor, Tensor]],
+    conditions: Mapping[str, Sequence[bool]],
+    *,
+    device: torch.device | str | None = None,
+) -> dict[str, dict[str, Tensor]]:
+    """BatchNorm statistics of several presence conditions from the same slices; ``model``
+    is untouched.
+
+    ``batches``: ``(image[B, S, K, H, W], present[B, S])`` as stored (not yet through the
+    presence rule); ``conditions``: name -> bool[S], the sequences kept. Each condition's
+    statistics are those :func:`estimate_bn_stats` gives on the batches put through the
+    presence rule with that condition kept (per batch and condition, one forward pass of that
+    condition's own copy of the model). A model whose first layer is one convolution of every
+    sequence (``model.stem()``) convolves each batch's sequences once and combines them per
+    condition (:class:`seqablate.models.stem.SharedStem`; the same statistics up to float
+    summation order); this needs every sample of a batch to hold every kept sequence, and a
+    batch where one does not goes through the plain path. Raises ValueError when
+    ``batches`` is empty, and for an empty condition.
+    """
+    from seqablate.data.dropout import apply_presence, presence_weights
+    from seqablate.models.stem import SharedStem
+
+    flags = {name: torch.as_tensor([bool(x) for x in keep]) for name, keep in conditions.items()}
+    for name, keep in flags.items():
+        if not bool(keep.any()):
+            raise ValueError(f"condition {name!r} keeps no sequence")
+    works = {name: _estimation_copy(model, device) for name in flags}
+    if not works:
+        return {}
+    dev = next(next(iter(works.values())).parameters()).device
+    stem_of = getattr(model, "stem", None)
+    stem = None
+    if callable(stem_of) and stem_of() is not None:
+        conv, _ = stem_of()
+        s, k = len(model.sequences), model.slices  # type: ignore[arg-type]
+        try:
+            stem = SharedStem(conv, s, k, channels_last=dev.type == "cpu").to(dev)
+        except ValueError:
+            stem = None  # not one convolution of all S*K channels: plain passes
+    n = 0
+    for image, present in batches:
+        image, present = image.to(dev), present.to(dev, torch.bool)
+        size = (image.shape[-2], image.shape[-1])
+        parts = stem.partials(image) if stem is not None else None
+        for name, keep in flags.items():
+            keep_d = keep.to(dev)
+            work = works[name]
+            if parts is not None and bool((present | ~keep_d).all()):
+                # Every sample holds every kept sequence: one presence weight per sequence.
+                y = stem.combine(parts, presence_weights(keep_d), work.stem()[1])  # type: ignore[union-attr, operator]
+                work.forward_from_stem(y, size)  # type: ignore[operator]
+            else:
+                work(*apply_presence(image, present, keep_d.expand_as(present)))
+        n += 1
+    if n == 0:
+        raise ValueError("no batch to estimate BatchNorm statistics from")
+    return {name: stats_of(work) for name, work in works.items()}

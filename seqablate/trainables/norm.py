@@ -3,11 +3,13 @@
 :mod:`seqablate.models.norm_stats` estimates statistics from batches; this module draws
 those batches: training slices of the patients who have every sequence of the subset, drawn
 with the training sampler's lesion oversampling (so the statistics describe the same slice
-mix as the stored ones), put through the presence rule with only the subset kept.
+mix as the stored ones), put through the presence rule with only the subset kept. Subsets that
+the same patients can provide (on a complete cohort: all of them) are estimated from one draw.
 """
 
 from __future__ import annotations
 
+import zlib
 from collections.abc import Iterator, Sequence
 from typing import Any
 
@@ -15,7 +17,7 @@ import numpy as np
 import torch
 
 from seqablate.config import TrialConfig
-from seqablate.models.norm_stats import NormStats, estimate_bn_stats, subset_flags, subset_key
+from seqablate.models.norm_stats import NormStats, estimate_bn_stats_many, subset_flags, subset_key
 from seqablate.sequences import subsets
 
 #: Studies with at most this many sequences get statistics for every subset (2^S - 1).
@@ -33,39 +35,50 @@ def norm_subsets(cfg: TrialConfig) -> list[str]:
     return keys
 
 
-def subset_batches(
-    patients: Sequence[Any], cfg: TrialConfig, key: str, *, seed: int = 0
-) -> Iterator[tuple[torch.Tensor, torch.Tensor]] | None:
-    """``eval.norm_batches`` batches of ``eval.norm_batch_size`` training slices of subset
-    ``key``, or None when no training patient has all of its sequences.
+def eligible_groups(patients: Sequence[Any], sequences: Sequence[str], keys: Sequence[str]) -> tuple[dict[tuple[int, ...], list[str]], list[str]]:
+    """Subset keys grouped by the training patients who have all of their sequences.
 
-    Yields ``(image[B, S, K, H, W], present[B, S])`` after the presence rule (only the subset
-    kept, scaled by S / |subset|). Reproducible from ``seed`` and the key.
+    Returns ``(groups, skipped)``: ``groups`` maps the indices into ``patients`` of a group's
+    eligible patients to its keys (in ``keys`` order, duplicates dropped); ``skipped`` lists
+    the keys no patient can provide. On a cohort where every patient has every sequence all
+    keys form one group, so all subsets are estimated from the same slices.
+    """
+    groups: dict[tuple[int, ...], list[str]] = {}
+    skipped: list[str] = []
+    have = [np.asarray(p.present, dtype=bool) for p in patients]
+    for key in dict.fromkeys(keys):
+        flags = np.asarray(subset_flags(key, sequences), dtype=bool)
+        idx = tuple(i for i, h in enumerate(have) if bool(np.all(h[flags])))
+        if idx:
+            groups.setdefault(idx, []).append(key)
+        else:
+            skipped.append(key)
+    return groups, skipped
+
+
+def shared_batches(
+    patients: Sequence[Any], cfg: TrialConfig, *, seed: int = 0
+) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    """``eval.norm_batches`` batches of ``eval.norm_batch_size`` training slices of
+    ``patients`` (non-empty), drawn with the training sampler's lesion oversampling.
+
+    Yields ``(image[B, S, K, H, W], present[B, S])`` as stored (the presence rule is applied
+    per condition by :func:`~seqablate.models.norm_stats.estimate_bn_stats_many`): the
+    training patches under ``data.geometry: spacing``, whole slices under ``resize``.
+    Reproducible from ``seed`` and the patients' ids.
     """
     from seqablate.data.dataset import SliceDataset, slice_weights
-    from seqablate.data.dropout import apply_presence
 
-    seqs = tuple(cfg.data.sequences)
-    flags = np.asarray(subset_flags(key, seqs), dtype=bool)
-    eligible = [p for p in patients if bool(np.all(np.asarray(p.present, dtype=bool)[flags]))]
-    if not eligible:
-        return None
-    state = np.random.SeedSequence([seed, *flags.astype(int)]).generate_state(2)
-    patch = cfg.data.image_size if cfg.data.geometry == "spacing" else None  # the training patches
-    ds = SliceDataset(eligible, slices=cfg.data.slices, patch=patch, seed=int(state[1]))
+    ids = "\n".join(str(p.patient_id) for p in patients)
+    state = np.random.SeedSequence([int(seed), zlib.crc32(ids.encode())]).generate_state(2)
+    patch = cfg.data.image_size if cfg.data.geometry == "spacing" else None
+    ds = SliceDataset(list(patients), slices=cfg.data.slices, patch=patch, seed=int(state[1]))
     weights = torch.as_tensor(slice_weights(ds, oversample=cfg.data.oversample))
     gen = torch.Generator().manual_seed(int(state[0]))
-    keep = torch.as_tensor(flags)
-
-    def draw() -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-        for _ in range(cfg.eval.norm_batches):
-            idx = torch.multinomial(weights, cfg.eval.norm_batch_size, replacement=True, generator=gen).tolist()
-            items = [ds[i] for i in idx]
-            image = torch.stack([it["image"] for it in items])
-            present = torch.stack([it["present"] for it in items])
-            yield apply_presence(image, present, keep.expand_as(present))
-
-    return draw()
+    for _ in range(cfg.eval.norm_batches):
+        idx = torch.multinomial(weights, cfg.eval.norm_batch_size, replacement=True, generator=gen).tolist()
+        items = [ds[i] for i in idx]
+        yield torch.stack([it["image"] for it in items]), torch.stack([it["present"] for it in items])
 
 
 def estimate_norm_stats(
@@ -79,18 +92,20 @@ def estimate_norm_stats(
 ) -> tuple[NormStats, list[str]]:
     """Statistics of every subset in ``keys`` from training ``patients``; ``model`` untouched.
 
-    Returns ``(stats, skipped)``: ``skipped`` lists the keys no training patient could
-    provide (their patients fall back to the stored statistics).
+    The subsets that the same patients can provide share one draw of training slices (one
+    read of the cache, one stem convolution per batch: :func:`eligible_groups`,
+    :func:`~seqablate.models.norm_stats.estimate_bn_stats_many`). Returns ``(stats,
+    skipped)``: ``skipped`` lists the keys no training patient could provide (their patients
+    fall back to the stored statistics).
     """
+    seqs = tuple(cfg.data.sequences)
+    groups, skipped = eligible_groups(patients, seqs, keys)
     stats: NormStats = {}
-    skipped: list[str] = []
-    for key in dict.fromkeys(keys):
-        batches = subset_batches(patients, cfg, key, seed=seed)
-        if batches is None:
-            skipped.append(key)
-            continue
-        stats[key] = estimate_bn_stats(model, batches, device=device)
-    return stats, skipped
+    for idx, group in groups.items():
+        conditions = {key: subset_flags(key, seqs) for key in group}
+        batches = shared_batches([patients[i] for i in idx], cfg, seed=seed)
+        stats.update(estimate_bn_stats_many(model, batches, conditions, device=device))
+    return {key: stats[key] for key in dict.fromkeys(keys) if key in stats}, skipped
 
 
 def patient_subsets(patients: Sequence[Any], sequences: Sequence[str], censor: Sequence[str] = ()) -> list[str]:

@@ -182,3 +182,68 @@ def test_deployed_forward_groups_a_mixed_batch_by_subset() -> None:
             net = apply_stats(copy.deepcopy(model).eval(), stats[key]) if key else copy.deepcopy(model).eval()
             xi = x[i : i + 1] * present[i : i + 1, :, None, None, None] * (2 / int(present[i].sum()))
             torch.testing.assert_close(y[i : i + 1], net(xi, present[i : i + 1]))
+
+
+@pytest.mark.parametrize("mode", [MODES[0], MODES[1]], ids=["input", "mid-layer4"])
+def test_statistics_of_many_conditions_from_one_draw_equal_one_condition_at_a_time(mode: dict) -> None:
+    """estimate_bn_stats_many (one draw, a shared stem for the input-level network) gives each
+    condition the statistics estimate_bn_stats gives on the same slices put through the
+    presence rule; a batch where a sample lacks a kept sequence takes the plain path."""
+    from seqablate.data.dropout import apply_presence
+    from seqablate.models.norm_stats import estimate_bn_stats_many
+
+    model = build_model({**mode, "backbone": "tiny", "sequences": SEQS, "slices": 3}, seed=0)
+    g = torch.Generator().manual_seed(1)
+    batches = []
+    for b in range(3):
+        x = torch.rand(4, len(SEQS), 3, 32, 32, generator=g) + torch.arange(len(SEQS)).view(1, -1, 1, 1, 1)
+        present = torch.ones(4, len(SEQS), dtype=torch.bool)
+        if b == 2:
+            present[1, 3] = False  # flair absent in one sample: conditions keeping flair go plain
+            x[1, 3] = 0
+        batches.append((x, present))
+    conditions = {"all": [True] * 4, "no_gre": [False, True, True, True], "gre_flair": [True, False, False, True],
+                  "fse_pre": [False, True, False, False]}
+    from seqablate.models.stem import SharedStem
+
+    combined = []
+    original = SharedStem.combine
+
+    def counting(self, parts, weights, norm):  # noqa: ANN001, ANN202
+        combined.append(tuple(weights.tolist()))
+        return original(self, parts, weights, norm)
+
+    SharedStem.combine = counting  # type: ignore[method-assign]
+    try:
+        many = estimate_bn_stats_many(model, batches, conditions)
+    finally:
+        SharedStem.combine = original  # type: ignore[method-assign]
+    # the input-level network shares its stem: 2 complete batches x 4 conditions, then only
+    # the condition without flair on the batch with a sample lacking it; the mid network never
+    assert len(combined) == (9 if mode["integration"] == "input" else 0)
+    for name, keep in conditions.items():
+        k = torch.tensor(keep)
+        one = estimate_bn_stats(model, [apply_presence(x, p, k.expand_as(p)) for x, p in batches])
+        assert set(many[name]) == set(one)
+        for buf, want in one.items():
+            torch.testing.assert_close(many[name][buf], want, rtol=1e-4, atol=1e-5, msg=f"{name} {buf}")
+    with pytest.raises(ValueError, match="keeps no sequence"):
+        estimate_bn_stats_many(model, batches, {"none": [False] * 4})
+    with pytest.raises(ValueError, match="no batch"):
+        estimate_bn_stats_many(model, [], conditions)
+
+
+def test_subsets_are_grouped_by_the_patients_who_can_provide_them() -> None:
+    from types import SimpleNamespace
+
+    from seqablate.trainables.norm import eligible_groups
+
+    seqs = ("a", "b", "c")
+    pts = [SimpleNamespace(present=[True, True, True]), SimpleNamespace(present=[True, False, True]),
+           SimpleNamespace(present=[False, True, True])]
+    groups, skipped = eligible_groups(pts, seqs, ["a+b+c", "a+c", "c", "a", "b", "a+b", "a+c"])
+    # by hand: a+b+c and a+b only patient 0; a+c and a patients 0, 1; b patients 0, 2; c all
+    assert groups == {(0,): ["a+b+c", "a+b"], (0, 1): ["a+c", "a"], (0, 1, 2): ["c"], (0, 2): ["b"]}
+    assert skipped == []
+    groups, skipped = eligible_groups(pts[1:2], seqs, ["a+b", "a"])
+    assert groups == {(0,): ["a"]} and skipped == ["a+b"]
