@@ -153,16 +153,18 @@ def _plot_pr(results: list[ConditionResult], path: Path) -> None:
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(5, 4))
-    for r in results:
-        if len(r.pr):
-            ax.step(r.pr["recall"], r.pr["precision"], where="post",
-                    label=f"{r.name} (mAP {r.metrics.get(r.name + '.mAP', float('nan')):.2f})")
+    drawn = [r for r in results if len(r.pr)]
+    for r in drawn:
+        ax.step(r.pr["recall"], r.pr["precision"], where="post",
+                label=f"{r.name} (mAP {r.metrics.get(r.name + '.mAP', float('nan')):.2f})")
     ax.set_xlabel("recall (lesion sensitivity)")
     ax.set_ylabel("precision")
     ax.set_xlim(0, 1)
     ax.set_ylim(0, 1.02)
-    if results:
+    if drawn:
         ax.legend(fontsize=6)
+    else:  # no condition predicted a lesion: say so instead of an empty legend
+        ax.text(0.5, 0.5, "no predicted lesion under any condition", ha="center", va="center", fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)
