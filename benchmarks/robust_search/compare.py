@@ -62,7 +62,7 @@ def rows(study: str) -> list[dict[str, Any]]:
             if t is None:
                 continue
             full, worst = t
-            out.append({"study": data.name, "configuration": g.dropout_label, "seeds": len(g.usable),
+            out.append({"study": data.name, "configuration": g.dropout_label or "p=0 (no dropout)", "seeds": len(g.usable),
                         "val_worst": _val_worst(g), "full": full, "worst": worst})
     return sorted(out, key=lambda r: -r["val_worst"])
 
