@@ -103,16 +103,8 @@ def estimate_bn_stats(
     averaging (every batch weighs the same), the rest in eval mode (no dropout), no gradients.
     Raises ValueError when ``batches`` is empty.
     """
-    work = copy.deepcopy(model)
-    if device is not None:
-        work = work.to(device)
+    work = _estimation_copy(model, device)
     dev = next(work.parameters()).device
-    work.eval()
-    bns = batchnorms(work)
-    for _, bn in bns:
-        bn.reset_running_stats()
-        bn.momentum = None  # cumulative moving average
-        bn.train()
     n = 0
     for image, present in batches:
         work(image.to(dev), present.to(dev))
@@ -120,7 +112,6 @@ def estimate_bn_stats(
     if n == 0:
         raise ValueError("no batch to estimate BatchNorm statistics from")
     return stats_of(work)
-
 
 
 def _estimation_copy(model: nn.Module, device: torch.device | str | None) -> nn.Module:
@@ -132,7 +123,7 @@ def _estimation_copy(model: nn.Module, device: torch.device | str | None) -> nn.
     work.eval()
     for _, bn in batchnorms(work):
         bn.reset_running_stats()
-        bn.momentum = None
+        bn.momentum = None  # cumulative moving average: every batch weighs the same
         bn.train()
     return work
 

@@ -185,7 +185,8 @@ def test_deployed_forward_groups_a_mixed_batch_by_subset() -> None:
 
 
 @pytest.mark.parametrize("mode", [MODES[0], MODES[1]], ids=["input", "mid-layer4"])
-def test_statistics_of_many_conditions_from_one_draw_equal_one_condition_at_a_time(mode: dict) -> None:
+def test_statistics_of_many_conditions_from_one_draw_equal_one_condition_at_a_time(
+        mode: dict, monkeypatch: pytest.MonkeyPatch) -> None:
     """estimate_bn_stats_many (one draw, a shared stem for the input-level network) gives each
     condition the statistics estimate_bn_stats gives on the same slices put through the
     presence rule; a batch where a sample lacks a kept sequence takes the plain path."""
@@ -213,11 +214,8 @@ def test_statistics_of_many_conditions_from_one_draw_equal_one_condition_at_a_ti
         combined.append(tuple(weights.tolist()))
         return original(self, parts, weights, norm)
 
-    SharedStem.combine = counting  # type: ignore[method-assign]
-    try:
-        many = estimate_bn_stats_many(model, batches, conditions)
-    finally:
-        SharedStem.combine = original  # type: ignore[method-assign]
+    monkeypatch.setattr(SharedStem, "combine", counting)
+    many = estimate_bn_stats_many(model, batches, conditions)
     # the input-level network shares its stem: 2 complete batches x 4 conditions, then only
     # the condition without flair on the batch with a sample lacking it; the mid network never
     assert len(combined) == (9 if mode["integration"] == "input" else 0)
