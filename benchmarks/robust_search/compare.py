@@ -6,7 +6,10 @@ per configuration, its validation worst case at the selected checkpoint, and its
 mAP and worst case (each network's weakest of the full protocol and each sequence censored,
 bias-corrected, seeds averaged: :meth:`seqablate.metrics.recipe.RecipeData.minimum`) with the
 training recipe's 95 % interval (>= 3 seeds) or else that of these networks. Each study's
-configuration chosen on validation (highest validation worst case) is then set side by side.
+configuration chosen on validation (highest validation worst case) is then set side by side, and
+the difference of each choice's test worst case from the last study's choice is printed with its
+interval (:meth:`seqablate.metrics.recipe.RecipeData.minimum_difference`; the recipe interval
+when both have >= 3 seeds).
 
     python benchmarks/robust_search/compare.py STUDY_PER_SEQUENCE STUDY_SHARED_P
 """
@@ -33,8 +36,9 @@ def _val_worst(group: ConfigGroup) -> float:
     return float(np.mean(vals))
 
 
-def _test(group: ConfigGroup, det: StudyDetections) -> tuple[Any, Any] | None:
-    """(full-protocol mean, worst-case minimum) RecipeEstimates on the common test patients."""
+def _detections(group: ConfigGroup, det: StudyDetections) -> list[list[Any]] | None:
+    """Per condition (the full protocol, then each sequence censored), per seed, the test
+    patients' detections; None when a run lacks one."""
     conds = [mn.FULL] + [mn.censor_condition(s) for s in group.sequences]
     sets = []
     for c in conds:
@@ -42,10 +46,28 @@ def _test(group: ConfigGroup, det: StudyDetections) -> tuple[Any, Any] | None:
         if any(d is None for d in per):
             return None
         sets.append(per)
-    common = set.intersection(*({p.patient_id for p in d} for per in sets for d in per))
-    arms = [Arm([[p for p in d if p.patient_id in common] for d in per], "cfg") for per in sets]
-    data = RecipeData(arms, "mAP", n=2000, seed=0)
-    return data.mean(0), data.minimum(list(range(len(conds))))
+    return sets
+
+
+def _arms(sets: list[list[Any]], common: set[str], group: str) -> list[Arm]:
+    return [Arm([[p for p in d if p.patient_id in common] for d in per], group) for per in sets]
+
+
+def _patients(sets: list[list[Any]]) -> set[str]:
+    return set.intersection(*({p.patient_id for p in d} for per in sets for d in per))
+
+
+def _test(sets: list[list[Any]]) -> tuple[Any, Any]:
+    """(full-protocol mean, worst-case minimum) RecipeEstimates on the common test patients."""
+    data = RecipeData(_arms(sets, _patients(sets), "cfg"), "mAP", n=2000, seed=0)
+    return data.mean(0), data.minimum(list(range(len(sets))))
+
+
+def _difference(a: list[list[Any]], b: list[list[Any]]) -> Any:
+    """Worst case of a minus worst case of b (RecipeEstimate) on their common test patients."""
+    common = _patients(a) & _patients(b)
+    data = RecipeData(_arms(a, common, "a") + _arms(b, common, "b"), "mAP", n=2000, seed=0)
+    return data.minimum_difference(list(range(len(a))), list(range(len(a), len(a) + len(b))))
 
 
 def _fmt(e: Any) -> str:
@@ -58,12 +80,12 @@ def rows(study: str) -> list[dict[str, Any]]:
     out = []
     with StudyDetections(data) as det:
         for g in group_by_config([r for r in data.runs if r.usable]):
-            t = _test(g, det)
-            if t is None:
+            sets = _detections(g, det)
+            if sets is None:
                 continue
-            full, worst = t
+            full, worst = _test(sets)
             out.append({"study": data.name, "configuration": g.dropout_label or "p=0 (no dropout)", "seeds": len(g.usable),
-                        "val_worst": _val_worst(g), "full": full, "worst": worst})
+                        "val_worst": _val_worst(g), "full": full, "worst": worst, "detections": sets})
     return sorted(out, key=lambda r: -r["val_worst"])
 
 
@@ -87,6 +109,12 @@ def main() -> None:
     for r in chosen:
         print(f"- {r['study']}: {r['configuration']} ({r['seeds']} seed(s)): val worst {100 * r['val_worst']:.1f}, "
               f"test worst {_fmt(r['worst'])}, test full {_fmt(r['full'])}")
+    if len(chosen) > 1:
+        base = chosen[-1]
+        print(f"\nTest worst case minus that of {base['study']}'s choice ({base['configuration']}), "
+              "on their common test patients:\n")
+        for r in chosen[:-1]:
+            print(f"- {r['study']}: {_fmt(_difference(r['detections'], base['detections']))}")
 
 
 if __name__ == "__main__":

@@ -307,6 +307,42 @@ class RecipeData:
         is estimated on the resamples where every value is finite (0 when none is). Raises
         ValueError for no indices or arms of several groups.
         """
+        if not 0.0 < float(level) < 1.0:
+            raise ValueError(f"level must be in (0, 1), got {level!r}")
+        group, obs, res, bias, fixed = self._seed_minima(indices, bias_correction)
+        est = _estimate(self.metric, {group: (obs, res)}, float(level), self.n_patients, {group} if fixed else set())
+        return replace(est, bias=float(np.mean(bias)))
+
+    def minimum_difference(self, first: Sequence[int], second: Sequence[int], level: float = 0.95, *,
+                           bias_correction: bool = True) -> RecipeEstimate:
+        """``minimum(first) - minimum(second)``: how much one configuration's worst case
+        (its networks' weakest condition among arms ``first``) exceeds another's (arms
+        ``second``), on the same patients and resamples, with both intervals.
+
+        Each side is one group of networks, as in :meth:`minimum` (its per-seed minima,
+        bias-corrected the same way); the two groups must differ (two configurations'
+        networks, seeds independent), so the seed component adds the two groups' seed
+        variances and the patient component is that of the difference, as in
+        :meth:`contrast` with weights ``[1, -1]`` (which this equals when each side has
+        one arm). ``RecipeEstimate.bias`` is the first side's mean correction minus the
+        second's. Raises ValueError for an empty side, a side of several groups, or both
+        sides of one group.
+        """
+        if not 0.0 < float(level) < 1.0:
+            raise ValueError(f"level must be in (0, 1), got {level!r}")
+        ga, oa, ra, ba, fa = self._seed_minima(first, bias_correction)
+        gb, ob, rb, bb, fb = self._seed_minima(second, bias_correction)
+        if ga == gb:
+            raise ValueError(f"minimum_difference: both sides are group {ga!r}; compare two configurations' networks")
+        fixed = ({ga} if fa else set()) | ({gb} if fb else set())
+        est = _estimate(self.metric, {ga: (oa, ra), gb: (-ob, -rb)}, float(level), self.n_patients, fixed)
+        return replace(est, bias=float(np.mean(ba) - np.mean(bb)))
+
+    def _seed_minima(self, indices: Sequence[int], bias_correction: bool,
+                     ) -> tuple[Hashable, np.ndarray, np.ndarray, np.ndarray, bool]:
+        """(group, corrected per-seed minima float[S], their resamples float[S, B], the
+        per-seed bias float[S] subtracted, whether the group is fixed) of arms ``indices``
+        (:meth:`minimum`'s docstring)."""
         if not indices:
             raise ValueError("minimum: no arms")
         arms = [self.values[i] for i in indices]
@@ -315,8 +351,6 @@ class RecipeData:
             raise ValueError(f"minimum: the arms must be one group (the same networks), got {sorted(map(str, groups))}")
         if len({a.observed.size for a in arms}) != 1:
             raise ValueError("minimum: arms of one group with different numbers of seeds cannot be paired")
-        if not 0.0 < float(level) < 1.0:
-            raise ValueError(f"level must be in (0, 1), got {level!r}")
         obs = np.min(np.stack([a.observed for a in arms]), axis=0)  # [S]
         res_all = np.stack([a.resampled for a in arms])  # [C, S, B]
         res = np.min(res_all, axis=0)  # [S, B]
@@ -327,10 +361,7 @@ class RecipeData:
                 # The min's own Jensen gap, not the metric's: a single condition gets 0.
                 bias = res[:, ok].mean(axis=1) - res_all[:, :, ok].mean(axis=2).min(axis=0)
         (group,) = groups
-        fixed = {group} if all(a.fixed for a in arms) else set()
-        est = _estimate(self.metric, {group: (obs - bias, res - 2.0 * bias[:, None])}, float(level),
-                        self.n_patients, fixed)
-        return replace(est, bias=float(np.mean(bias)))
+        return group, obs - bias, res - 2.0 * bias[:, None], bias, all(a.fixed for a in arms)
 
     def ratio(self, numerator: int, denominator: int, level: float = 0.95,
               ) -> tuple[float, tuple[float, float] | None]:

@@ -313,3 +313,51 @@ def test_worst_case_coverage_table():
     control = [c for label, _, c in rows if label.startswith("control")]
     # a level's recipe interval is conservative because of its t quantile: Hillis' df is near nominal
     assert all(0.91 <= c.rate("recipe_hillis") <= 0.975 for c in control)
+
+
+# --------------------------------------------------------------------------- two worst cases
+
+
+def _two_configurations(conditions: Conditions, model: SimulationModel, n_seeds: int, n_patients: int,
+                        rng: np.random.Generator, counts_seed: int) -> RecipeData:
+    """Two configurations of the SAME recipe on the same patients: one simulated study of
+    2 * n_seeds networks split into groups "a" (first half) and "b" (second half), so the true
+    difference of their expected worst cases is exactly 0. Arms: a's conditions, then b's."""
+    study = simulate_condition_study(QUALITY, conditions, 2 * n_seeds, n_patients, rng, model)
+    arms = [Arm(runs[:n_seeds], "a") for runs in study.runs] + [Arm(runs[n_seeds:], "b") for runs in study.runs]
+    return RecipeData(arms, "mAP", counts=resample_counts(n_patients, N_BOOT, counts_seed))
+
+
+def test_difference_of_worst_cases_is_the_contrast_for_single_conditions():
+    """With one condition per side (nothing to minimise) the difference is the linear
+    contrast a - b, intervals included; each side's own minimum is its mean."""
+    data = _two_configurations(CLOSE, SimulationModel(), 3, 30, np.random.default_rng(5), 7)
+    d = data.minimum_difference([0], [3])
+    c = data.contrast([1.0, 0.0, 0.0, -1.0, 0.0, 0.0])
+    assert d.estimate == pytest.approx(c.estimate) and d.bias == 0.0
+    assert d.recipe == pytest.approx(c.recipe) and d.networks == pytest.approx(c.networks)
+    both = data.minimum_difference([0, 1, 2], [3, 4, 5])
+    assert both.estimate == pytest.approx(data.minimum([0, 1, 2]).estimate - data.minimum([3, 4, 5]).estimate)
+    assert both.bias == pytest.approx(data.minimum([0, 1, 2]).bias - data.minimum([3, 4, 5]).bias)
+    with pytest.raises(ValueError, match="both sides are group"):
+        data.minimum_difference([0, 1], [2])
+    with pytest.raises(ValueError, match="one group"):
+        data.minimum_difference([0, 3], [4])
+
+
+def test_difference_of_worst_cases_covers_zero_between_equal_recipes():
+    """Known truth: two configurations of one recipe differ by 0 in expected worst case. The
+    recipe interval of the difference covers 0 at about its level (seed-dominated, two tied
+    conditions, 3 + 3 seeds, 40 patients); the networks interval, read as a statement about
+    the recipes, does not (it holds the seeds fixed)."""
+    rng = np.random.default_rng(21)
+    recipe, fixed = [], []
+    for i in range(150):
+        d = _two_configurations(CLOSE, SEED_DOMINATED, 3, 40, rng, 9000 + i).minimum_difference([0, 1, 2], [3, 4, 5])
+        assert d.recipe is not None, d.recipe_reason
+        recipe.append(d.recipe[0] <= 0.0 <= d.recipe[1])
+        fixed.append(d.networks[0] <= 0.0 <= d.networks[1])
+    print(f"\nworst-case difference, equal recipes: recipe covers 0 in {np.mean(recipe):.1%}, "
+          f"networks interval in {np.mean(fixed):.1%} (150 studies)")
+    assert np.mean(recipe) >= 0.9
+    assert np.mean(fixed) <= 0.8
