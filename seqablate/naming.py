@@ -203,9 +203,17 @@ def trial_key(overrides: Mapping[str, Any]) -> str:
 def expand_seeds(configs: Iterable[Mapping[str, Any]], seeds: int) -> list[dict[str, Any]]:
     """Every override dict repeated with ``train.seed`` = 0 .. seeds-1 (config-major order).
 
-    ``seeds`` must be >= 1. A config that already sets ``train.seed`` gets it replaced; the
-    result contains no duplicates when the inputs contain none.
+    ``seeds`` must be >= 1. A config that already sets ``train.seed`` (an integer) starts
+    there: seeds ``s .. s+seeds-1``, so a grid can name fresh seeds (e.g. to retrain a search's
+    choice with seeds the search never saw). Configs that differ only in ``train.seed`` can
+    thus overlap when ``seeds`` > 1; the study's space validation refuses the duplicates.
     """
     if isinstance(seeds, bool) or not isinstance(seeds, int) or seeds < 1:
         raise ValueError(f"seeds must be an integer >= 1, got {seeds!r}")
-    return [{**dict(c), "train.seed": s} for c in configs for s in range(seeds)]
+    out = []
+    for c in configs:
+        first = c.get("train.seed", 0)
+        if isinstance(first, bool) or not isinstance(first, int) or first < 0:
+            raise ValueError(f"train.seed must be an integer >= 0, got {first!r} in {dict(c)}")
+        out += [{**dict(c), "train.seed": first + s} for s in range(seeds)]
+    return out

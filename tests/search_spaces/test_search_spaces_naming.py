@@ -48,8 +48,12 @@ def test_expand_seeds() -> None:
     out = expand_seeds([{"a": 1}, {"a": 2, "train.seed": 9}], 3)
     assert out == [
         {"a": 1, "train.seed": 0}, {"a": 1, "train.seed": 1}, {"a": 1, "train.seed": 2},
-        {"a": 2, "train.seed": 0}, {"a": 2, "train.seed": 1}, {"a": 2, "train.seed": 2},
+        {"a": 2, "train.seed": 9}, {"a": 2, "train.seed": 10}, {"a": 2, "train.seed": 11},
     ]
+    # points naming their seeds (a retrain with seeds a search never saw) keep them
+    assert [c["train.seed"] for c in expand_seeds([{"train.seed": s} for s in (1, 2, 3)], 1)] == [1, 2, 3]
+    with pytest.raises(ValueError, match="train.seed must be an integer >= 0"):
+        expand_seeds([{"train.seed": "1"}], 1)
     for bad in (0, -1, 1.5, True, "2"):
         with pytest.raises(ValueError, match="seeds must be an integer >= 1"):
             expand_seeds([{}], bad)  # type: ignore[arg-type]

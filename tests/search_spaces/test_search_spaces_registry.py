@@ -10,6 +10,7 @@ from seqablate.search_spaces import (
     get_space,
     list_spaces,
     register_space,
+    run_name,
     validate_space,
 )
 
@@ -129,6 +130,11 @@ def test_validate_space_names_point_and_field(tmp_path: Path) -> None:
     dupes = get_space(str(_write(tmp_path, "SPACE = [{'train.lr': 1e-3}, {'train.lr': 0.001}]\n", "d.py")))
     with pytest.raises(SpaceError, match=r"point 1 \(lr1e-3-seed0\) repeats point 0"):
         validate_space(dupes)
+    # points that name their seeds are distinct trials; with --seeds 2 they overlap and are refused
+    seeded = get_space(str(_write(tmp_path, "SPACE = [{'train.lr': 1e-3, 'train.seed': s} for s in (1, 2)]\n", "s.py")))
+    assert [run_name(p) for p in validate_space(seeded)] == ["lr1e-3-seed1", "lr1e-3-seed2"]
+    with pytest.raises(SpaceError, match=r"point 2 \(lr1e-3-seed2\) repeats point 1"):
+        validate_space(seeded, seeds=2)
     failing = get_space(str(_write(tmp_path, "def SPACE(trial):\n    raise KeyError('k')\n", "e.py")))
     with pytest.raises(SpaceError, match="sample 0: the define-by-run function failed: KeyError"):
         validate_space(failing)
