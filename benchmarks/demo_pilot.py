@@ -52,7 +52,7 @@ def _one(args: tuple[str, float, float, int, int, int, float | None]) -> dict[st
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--out", required=True)
-    ap.add_argument("--lr", type=float, nargs="+", default=[2e-3])
+    ap.add_argument("--lr", type=float, nargs="+", default=None, help="default: the demo's learning rate")
     ap.add_argument("--p", type=float, nargs="+", default=[0.0, 0.25])
     ap.add_argument("--steps", type=int, default=3000)
     ap.add_argument("--val-every", type=int, default=250)
@@ -62,11 +62,12 @@ def main() -> None:
     ap.add_argument("--spacing", type=float, nargs="+", default=[0.0],
                     help="in-plane target spacing(s) in mm, slices at 1.5x; 0 = planned from the training patients")
     args = ap.parse_args()
-    from seqablate.demo import make_cohorts
+    from seqablate.demo import LR, make_cohorts
 
+    lrs = args.lr or [LR]
     make_cohorts(Path(args.out), workers=2)  # once, before the workers share them
     jobs = [(args.out, p, lr, n, args.val_every, seed, mm or None) for n in (args.step_counts or [args.steps])
-            for mm in args.spacing for lr in args.lr for seed in args.seeds for p in args.p]
+            for mm in args.spacing for lr in lrs for seed in args.seeds for p in args.p]
     with ProcessPoolExecutor(max_workers=2, mp_context=multiprocessing.get_context("spawn")) as pool:
         for r in pool.map(_one, jobs):
             print(json.dumps(r), flush=True)

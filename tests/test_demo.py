@@ -53,3 +53,21 @@ def test_demo_smoke_end_to_end_and_rerun_resumes(tmp_path: Path, capsys: pytest.
     assert "6/6 trials finished" in capsys.readouterr().out
     assert len(tracking.list_trials(str(out / "study"))) == 6
     assert {p: p.stat().st_mtime_ns for p in (out / "cohorts").rglob("*.nii.gz")} == mtimes
+    # Another seed count is another study: refused, naming the key, nothing trained or deleted.
+    assert main(["demo", "--out", str(out), "--smoke", "--seeds", "2"]) != 0
+    assert "seeds" in capsys.readouterr().err
+    assert len(tracking.list_trials(str(out / "study"))) == 6
+
+
+def test_demo_seeds_default_to_five_per_arm_and_smoke_to_three(tmp_path: Path) -> None:
+    """Five seeds per arm let the exact seed test of finding (d) reach its Holm level (the
+    smallest one-sided p of 5 + 5 seeds is 1/252); ``--seeds`` overrides, ``--smoke`` keeps 3."""
+    from math import comb
+
+    from seqablate.demo import study_config
+
+    cohorts = {"stanford": tmp_path / "s", "oslo": tmp_path / "o"}
+    assert study_config(tmp_path, cohorts).seeds == 5
+    assert study_config(tmp_path, cohorts, smoke=True).seeds == 3
+    assert study_config(tmp_path, cohorts, seeds=4).seeds == 4
+    assert 1 / comb(10, 5) < 0.05 / 5 < 1 / comb(8, 4)  # 5 + 5 seeds reach Holm's smallest level, 4 + 4 do not
