@@ -69,7 +69,7 @@ cohort and the sequences; also inside ``model/``).
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 SPLITS = ("test", "external")
@@ -278,6 +278,24 @@ FULL = "full"
 def censor_condition(sequence: str) -> str:
     """``censor_<sequence>``: every sequence but one."""
     return f"censor_{sequence}"
+
+
+#: The full-protocol test mAP under the model's own statistics policy (``test.full.mAP``): the
+#: number a trial's line, a runs view and a search's fallback objective lead with.
+TEST_FULL_MAP = metric_key("test", FULL, "mAP")
+
+
+def censored_map_keys(keys: Iterable[str]) -> list[tuple[str, str]]:
+    """``(sequence, key)`` for every ``test.censor_<sequence>.mAP`` among ``keys`` (the model's
+    own policy, one censored sequence, no interval bound), sorted by key: what a study
+    evaluated with ``eval.censor``, whichever sequences that named."""
+    out = []
+    for k in keys:
+        m = parse_metric(k)
+        if (m is not None and m.split == "test" and m.policy is None and m.bound is None and m.metric == "mAP"
+                and m.condition.startswith("censor_") and "-" not in m.condition):
+            out.append((m.condition[len("censor_"):], k))
+    return sorted(out, key=lambda t: t[1])
 
 
 def subset_condition(kept: Sequence[str]) -> str:

@@ -21,7 +21,7 @@ from seqablate.config import dropout_probabilities
 
 #: Objective metrics, in order of preference: what the Tune search maximised first (the best
 #: validation objective; ``val.best_mAP`` is its first name, older runs log only that).
-OBJECTIVES: tuple[str, ...] = (mn.VAL_BEST_OBJECTIVE, mn.VAL_BEST, mn.VAL_MAP, "test.full.mAP")
+OBJECTIVES: tuple[str, ...] = (mn.VAL_BEST_OBJECTIVE, mn.VAL_BEST, mn.VAL_MAP, mn.TEST_FULL_MAP)
 #: The param a per-sequence dropout mapping is spread over (``train.dropout_p.<sequence>``).
 DROPOUT_PARAM = "train.dropout_p"
 

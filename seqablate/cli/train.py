@@ -413,12 +413,14 @@ def _report_study(result: Any) -> int:
     interrupted or never started, and prints the command that continues it; a study whose
     every trial failed exits 1.
     """
+    from seqablate import metric_names as mn
+
     print(f"\nstudy folder: {result.storage}")
     for r in result.trials:
-        m = r.get("test.full.mAP")
-        c = r.get("test.censor_t1_gre_post.mAP")
+        m = r.get(mn.TEST_FULL_MAP)
         extra = f"  test mAP {m:.3f}" if isinstance(m, float) else ""
-        extra += f"  censored t1_gre_post {c:.3f}" if isinstance(c, float) else ""
+        for seq, key in mn.censored_map_keys(r):
+            extra += f"  censored {seq} {r[key]:.3f}" if isinstance(r[key], float) else ""
         print(f"  {r['status']:<11} {r['name']:<40}{extra}  {r.get('error', '')[:120]}")
     if getattr(result, "interrupted", False):
         done = sum(r["status"] == "TERMINATED" for r in result.trials)

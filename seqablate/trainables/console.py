@@ -20,11 +20,11 @@ from tqdm.auto import tqdm
 from seqablate import metric_names as mn
 from seqablate.trainables.trial_names import config_name
 
-#: The numbers a finished trial's line shows, if it reported them.
+#: The numbers a finished trial's line shows first, if it reported them; then the test mAP
+#: of each sequence the study censored (``eval.censor``) and of each external cohort.
 KEYS = (
     (mn.VAL_BEST_OBJECTIVE, "val objective"),
-    ("test.full.mAP", "test mAP"),
-    ("test.censor_t1_gre_post.mAP", "t1_gre_post censored"),
+    (mn.TEST_FULL_MAP, "test mAP"),
 )
 
 
@@ -40,6 +40,10 @@ def result_line(result: dict[str, Any]) -> str:
         v = result.get(key)
         if isinstance(v, int | float) and not math.isnan(float(v)):
             parts.append(f"{label} {float(v):.3f}")
+    for seq, key in mn.censored_map_keys(result):
+        v = result[key]
+        if isinstance(v, int | float) and not math.isnan(float(v)):
+            parts.append(f"{seq} censored {float(v):.3f}")
     for key, v in sorted(result.items()):
         if key.startswith("external.") and key.endswith(".mAP") and key.count(".") == 2:
             parts.append(f"external {key.split('.')[1]} {float(v):.3f}")

@@ -617,8 +617,9 @@ def _fit_noting_interrupt(tuner: Any) -> tuple[Any, bool]:
 
 
 #: Columns of the study's MLflow runs view, when the trials logged them.
-VIEW_METRICS = ("test.full.mAP", "test.full.mAP_lo", "test.full.mAP_hi", "test.censor_t1_gre_post.mAP",
-                "test.full.max_sensitivity", "test.full.tp_dice", mn.VAL_BEST_OBJECTIVE, mn.VAL_BEST_STEP)
+#: (Then the test mAP of each sequence the study censored, and of each external cohort.)
+VIEW_METRICS = tuple(mn.metric_key("test", mn.FULL, m) for m in ("mAP", "mAP_lo", "mAP_hi", "max_sensitivity", "tp_dice")
+                     ) + (mn.VAL_BEST_OBJECTIVE, mn.VAL_BEST_STEP)
 
 
 def _publish_view(ref: Any, rows: list[dict[str, Any]]) -> tuple[str, str]:
@@ -627,16 +628,18 @@ def _publish_view(ref: Any, rows: list[dict[str, Any]]) -> tuple[str, str]:
     from seqablate import tracking
 
     logged = {k for r in rows for k in r}
-    metrics = [m for m in VIEW_METRICS if m in logged]
+    # the full protocol's mAP and interval, each censored sequence's mAP, then the rest
+    metrics = ([m for m in VIEW_METRICS[:3] if m in logged] + [k for _, k in mn.censored_map_keys(logged)]
+               + [m for m in VIEW_METRICS[3:] if m in logged])
     metrics += sorted(k for k in logged if k.startswith("external.") and k.endswith(".mAP") and k.count(".") == 2)
     # A multi-objective study: each objective at the selected checkpoint (the front's coordinates).
     metrics += sorted(k for k in logged if (mn.parse_objective_key(k) or ("",))[0] == "selected_objective")
     params = ["model.integration", "model.integration_point", "model.sharing", "model.fusion", "model.norm",
               "train.dropout_p", "train.objective", "train.objectives", "train.seed"]
     try:
-        return (tracking.publish_view(ref, metrics=metrics, params=params, order_by="test.full.mAP"),
+        return (tracking.publish_view(ref, metrics=metrics, params=params, order_by=mn.TEST_FULL_MAP),
                 tracking.publish_view(ref, metrics=metrics, params=[p for p in params if p != "train.seed"],
-                                      order_by="test.full.mAP", grouped=True))
+                                      order_by=mn.TEST_FULL_MAP, grouped=True))
     except Exception:  # noqa: BLE001 - a view is a convenience; the study's results are logged
         return "", ""
 
