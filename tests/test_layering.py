@@ -149,3 +149,48 @@ def test_checker_sees_upward_and_cyclic_imports(tmp_path, monkeypatch):
         test_no_import_cycles()
     with pytest.raises(AssertionError, match="only seqablate.tracking may import mlflow"):
         test_third_party_owners("mlflow")
+
+
+def private_imports(path: Path) -> list[str]:
+    """``module.name`` of every ``_private`` name ``path`` imports from another seqablate module
+    (``__dunder__`` names such as ``__version__`` are public)."""
+    out = []
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        if isinstance(node, ast.ImportFrom) and (node.module or "").split(".")[0] == "seqablate":
+            out += [f"{node.module}.{a.name}" for a in node.names
+                    if a.name.startswith("_") and not (a.name.startswith("__") and a.name.endswith("__"))]
+    return out
+
+
+def import_time_environ(path: Path) -> list[int]:
+    """Lines of module-level statements (not inside a function or class) that write
+    ``os.environ``: an import must not change the process's environment."""
+    lines = []
+    for stmt in ast.parse(path.read_text(encoding="utf-8")).body:
+        if isinstance(stmt, ast.FunctionDef | ast.AsyncFunctionDef | ast.ClassDef):
+            continue
+        for node in ast.walk(stmt):
+            target = node.func.value if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) else None
+            if isinstance(node, ast.Assign | ast.AugAssign):
+                targets = node.targets if isinstance(node, ast.Assign) else [node.target]
+                target = next((t.value for t in targets if isinstance(t, ast.Subscript)), None)
+            if isinstance(target, ast.Attribute) and target.attr == "environ":
+                lines.append(node.lineno)
+    return lines
+
+
+def test_no_private_name_crosses_a_module_and_no_import_changes_the_environment():
+    mods = modules()
+    crossing = [f"{m} imports {name}" for m, p in mods.items() for name in private_imports(p)]
+    assert not crossing, "make these public (or keep them in one module):\n" + "\n".join(crossing)
+    env = [f"{m}:{line}" for m, p in mods.items() for line in import_time_environ(p)]
+    assert not env, "os.environ written at import time: " + ", ".join(env)
+
+
+def test_checker_sees_private_imports_and_import_time_environ(tmp_path):
+    f = tmp_path / "m.py"
+    f.write_text("import os\nfrom seqablate import __version__\nfrom seqablate.tracking.store import _retry, client\n"
+                 "from os.path import _get_sep\nos.environ.setdefault('A', '1')\nos.environ['B'] = '2'\n"
+                 "def f():\n    os.environ['C'] = '3'\n")
+    assert private_imports(f) == ["seqablate.tracking.store._retry"]
+    assert import_time_environ(f) == [5, 6]

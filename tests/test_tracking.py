@@ -131,7 +131,7 @@ def test_retry_backoff_then_success() -> None:
             raise _locked()
         return "ok"
 
-    assert TS._retry(flaky, policy=policy) == "ok"
+    assert TS.retry(flaky, policy=policy) == "ok"
     assert calls["n"] == 5 and len(sleeps) == 4
     # Full jitter under ceilings 0.1, 0.2, 0.3 (capped), 0.3.
     for s, ceiling in zip(sleeps, [0.1, 0.2, 0.3, 0.3], strict=True):
@@ -146,7 +146,7 @@ def test_retry_gives_up_and_ignores_other_errors() -> None:
         raise _locked()
 
     with pytest.raises(MlflowException, match="database is locked"):
-        TS._retry(always_locked, policy=policy)
+        TS.retry(always_locked, policy=policy)
     assert len(sleeps) == 2  # 3 attempts, 2 waits
 
     def other() -> None:
@@ -154,7 +154,7 @@ def test_retry_gives_up_and_ignores_other_errors() -> None:
 
     sleeps.clear()
     with pytest.raises(KeyError):
-        TS._retry(other, policy=policy)
+        TS.retry(other, policy=policy)
     assert sleeps == []
 
 

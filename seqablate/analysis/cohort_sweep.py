@@ -181,11 +181,11 @@ def trends(points: Sequence[CostPoint], detections: Any = None, censored: str = 
 def plot_costs(points: Sequence[CostPoint], param: str | None, path: str | Path, censored: str) -> Path:
     """Censoring cost (mAP points) against the cohort parameter, a line per arm with intervals
     (solid: training recipe; dashed: these networks). Raises ValueError without points."""
-    from seqablate.analysis.plots import _plt, _save, interval_yerr
+    from seqablate.analysis.plots import headless_pyplot, interval_yerr, save_figure
 
     if not points:
         raise ValueError("no censoring costs to plot")
-    plt = _plt()
+    plt = headless_pyplot()
     fig, ax = plt.subplots(figsize=(6.0, 4.0))
     numeric = all(p.x is not None for p in points)
     names = list(dict.fromkeys(p.cohort for p in sorted(points, key=lambda p: p.cohort)))
@@ -210,7 +210,7 @@ def plot_costs(points: Sequence[CostPoint], param: str | None, path: str | Path,
                  fontsize=8)
     ax.legend(fontsize=7)
     fig.tight_layout()
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def sweep_blocks(runs: Sequence[Run], figdir: Path, detections: Any = None,

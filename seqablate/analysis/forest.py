@@ -47,12 +47,12 @@ def forest_rows(findings: Sequence[Finding]) -> list[dict[str, Any]]:
 
 def plot_forest(findings: Sequence[Finding], path: str | Path) -> Path | None:
     """Draw the forest plot into ``path`` (PNG); None when no claim has an mAP effect."""
-    from seqablate.analysis.plots import _plt, _save
+    from seqablate.analysis.plots import headless_pyplot, save_figure
 
     rows = forest_rows(findings)
     if not rows:
         return None
-    plt = _plt()
+    plt = headless_pyplot()
     fig, ax = plt.subplots(figsize=(9.5, 0.55 * len(rows) + 1.4))
     colours = {"holds": "#1a7f37", "does not hold": "#cf222e", "not shown": "#9a6700", "no verdict": "#6e7781",
                "undecidable": "#6e7781", "comparison": "#0969da"}
@@ -81,7 +81,7 @@ def plot_forest(findings: Sequence[Finding], path: str | Path) -> Path | None:
                if k in {r["outcome"] for r in rows}]
     ax.legend(handles=handles, fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))
     fig.tight_layout()
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def findings_table(findings: Sequence[Finding]) -> pd.DataFrame:

@@ -330,11 +330,11 @@ def plot_front(front: ParetoFront, path: str | Path) -> Path:
     configuration's seeds as small dots around its mean), the front drawn through its points,
     the paper's dropout settings marked. With more than two objectives the front is the one of
     all of them, drawn in the first two (the title says so). Raises ValueError without points."""
-    from seqablate.analysis.plots import _plt, _save
+    from seqablate.analysis.plots import headless_pyplot, save_figure
 
     if not front.points:
         raise ValueError("no configuration to plot: none logged every objective")
-    plt = _plt()
+    plt = headless_pyplot()
     fig, ax = plt.subplots(figsize=(6.4, 4.8))
     for p in front.points:
         if len(p.runs) > 1:
@@ -369,7 +369,7 @@ def plot_front(front: ParetoFront, path: str | Path) -> Path:
     ax.set_title(title, fontsize=8)
     ax.legend(fontsize=7)
     fig.tight_layout()
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def pareto_blocks(front: ParetoFront, figdir: Path, detections: Any = None) -> list[Any]:

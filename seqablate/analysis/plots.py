@@ -28,7 +28,7 @@ TRUTH_COLOUR = "#00e000"
 PRED_COLOUR = "#ff2020"
 
 
-def _plt() -> Any:
+def headless_pyplot() -> Any:
     import matplotlib
 
     matplotlib.use("Agg")  # no display; safe in workers and CI
@@ -46,9 +46,9 @@ def interval_yerr(estimate: float, interval: tuple[float, float], scale: float =
     return [[max(0.0, scale * (estimate - lo))], [max(0.0, scale * (hi - estimate))]]
 
 
-def _save(fig: Any, path: str | Path) -> Path:
+def save_figure(fig: Any, path: str | Path) -> Path:
     """Save ``fig`` to ``path`` via a temp file + rename (never a half-written PNG)."""
-    plt = _plt()
+    plt = headless_pyplot()
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(suffix=".png", dir=path.parent)
@@ -73,7 +73,7 @@ def plot_saliency_seeds(
     """
     if not traces:
         raise ValueError(f"{title}: no saliency traces to plot")
-    plt = _plt()
+    plt = headless_pyplot()
     n = len(traces)
     cols = min(n, 4)
     rows = int(np.ceil(n / cols))
@@ -90,7 +90,7 @@ def plot_saliency_seeds(
     axes[0, 0].legend(fontsize=7)
     fig.suptitle(title, fontsize=10)
     fig.tight_layout()
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def plot_pr_curves(pr: pd.DataFrame, path: str | Path, *, title: str, maps: Mapping[str, float] | None = None) -> Path:
@@ -101,7 +101,7 @@ def plot_pr_curves(pr: pd.DataFrame, path: str | Path, *, title: str, maps: Mapp
     need = {"condition", "precision", "recall"}
     if not need <= set(pr.columns):
         raise ValueError(f"{title}: PR table lacks columns {sorted(need - set(pr.columns))}")
-    plt = _plt()
+    plt = headless_pyplot()
     fig, ax = plt.subplots(figsize=(5.2, 4))
     for cond, sub in pr.groupby("condition", sort=False):
         sub = sub.sort_values("recall", kind="stable")
@@ -116,12 +116,12 @@ def plot_pr_curves(pr: pd.DataFrame, path: str | Path, *, title: str, maps: Mapp
     ax.set_title(title, fontsize=9)
     ax.legend(fontsize=6)
     fig.tight_layout()
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def plot_froc(curves: Mapping[str, tuple[np.ndarray, np.ndarray]], path: str | Path, *, title: str) -> Path:
     """FROC curves: ``curves`` maps a condition to (FP per patient, sensitivity)."""
-    plt = _plt()
+    plt = headless_pyplot()
     fig, ax = plt.subplots(figsize=(5.2, 4))
     for cond, (fp, sens) in curves.items():
         if len(fp):
@@ -133,14 +133,14 @@ def plot_froc(curves: Mapping[str, tuple[np.ndarray, np.ndarray]], path: str | P
     if curves:
         ax.legend(fontsize=6)
     fig.tight_layout()
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def plot_objective_vs_params(frame: pd.DataFrame, objective: str, params: Sequence[str], path: str | Path) -> Path:
     """One panel per searched param: objective against its value (log x for wide ranges)."""
     if not params:
         raise ValueError("no searched parameters to plot")
-    plt = _plt()
+    plt = headless_pyplot()
     cols = min(len(params), 3)
     rows = int(np.ceil(len(params) / cols))
     fig, axes = plt.subplots(rows, cols, figsize=(3.4 * cols, 2.8 * rows), sharey=True, squeeze=False)
@@ -166,7 +166,7 @@ def plot_objective_vs_params(frame: pd.DataFrame, objective: str, params: Sequen
         ax.axis("off")
     axes[0, 0].set_ylabel(objective, fontsize=8)
     fig.tight_layout()
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def plot_overlay(
@@ -187,7 +187,7 @@ def plot_overlay(
     for name, arr in [("truth", truth), *predictions.items()]:
         if np.shape(arr) != shape:
             raise ValueError(f"{title}: {name} has shape {np.shape(arr)}, background {shape}")
-    plt = _plt()
+    plt = headless_pyplot()
     n = max(len(predictions), 1)
     fig, axes = plt.subplots(1, n, figsize=(3.2 * n, 3.4), squeeze=False)
     for ax, (label, pred) in zip(axes.flat, predictions.items(), strict=False):
@@ -201,7 +201,7 @@ def plot_overlay(
         ax.axis("off")
     fig.suptitle(f"{title} (truth green, prediction red)", fontsize=9)
     fig.tight_layout()
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def plot_consistency(rows: Sequence[tuple[str, float, float]], path: str | Path) -> Path:
@@ -209,7 +209,7 @@ def plot_consistency(rows: Sequence[tuple[str, float, float]], path: str | Path)
 
     ``rows``: (configuration label, spread, Kendall's W). Lower spread = more consistent.
     """
-    plt = _plt()
+    plt = headless_pyplot()
     fig, ax = plt.subplots(figsize=(max(4.0, 1.3 * len(rows) + 1), 3.2))
     labels = [r[0] for r in rows]
     ax.bar(range(len(rows)), [r[1] for r in rows], color="#4472c4")
@@ -218,7 +218,7 @@ def plot_consistency(rows: Sequence[tuple[str, float, float]], path: str | Path)
     ax.set_xticks(range(len(rows)), labels, rotation=20, ha="right", fontsize=7)
     ax.set_ylabel("across-seed std of saliency shares", fontsize=8)
     fig.tight_layout()
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def plot_trial_time(timing: Mapping[str, Mapping[str, float]], path: str | Path, *, phases: Sequence[str],
@@ -234,7 +234,7 @@ def plot_trial_time(timing: Mapping[str, Mapping[str, float]], path: str | Path,
     if len(names) > max_runs:
         keep = set(sorted(names, key=lambda n: -sum(timing[n].get(p, 0.0) for p in phases))[:max_runs])
         names = [n for n in names if n in keep]
-    plt = _plt()
+    plt = headless_pyplot()
     # Tall enough for the legend (one line per phase) however few trials there are.
     fig, ax = plt.subplots(figsize=(8.0, max(1.2 + 0.32 * len(names), 0.8 + 0.2 * len(phases))))
     cmap = plt.get_cmap("tab20")
@@ -253,4 +253,4 @@ def plot_trial_time(timing: Mapping[str, Mapping[str, float]], path: str | Path,
                  fontsize=9)
     ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False)
     fig.tight_layout()
-    return _save(fig, path)
+    return save_figure(fig, path)

@@ -125,11 +125,11 @@ def plot_learning_curves(points: Sequence[CurvePoint], path: str | Path) -> Path
     """One panel per condition / external cohort: mAP % against training patients, a line per
     arm, the interval as error bars (solid: training recipe; dashed: these networks). Raises
     ValueError without points."""
-    from seqablate.analysis.plots import _plt, _save, interval_yerr
+    from seqablate.analysis.plots import headless_pyplot, interval_yerr, save_figure
 
     if not points:
         raise ValueError("no learning-curve points to plot")
-    plt = _plt()
+    plt = headless_pyplot()
     panels = list(dict.fromkeys(p.panel for p in points))
     cols = min(3, len(panels))
     rows = math.ceil(len(panels) / cols)
@@ -161,7 +161,7 @@ def plot_learning_curves(points: Sequence[CurvePoint], path: str | Path) -> Path
     fig.suptitle("Learning curves: seed-mean test mAP; 95 % interval of the training recipe (solid) or of these "
                  "networks (dashed)", fontsize=8)
     fig.tight_layout()
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def scaling_blocks(runs: Sequence[Run], figdir: Path, detections: Any = None) -> list[Any]:

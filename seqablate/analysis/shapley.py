@@ -152,11 +152,11 @@ def plot_shapley(values: list[ShapleyValue], path: str | Path) -> Path:
     """One panel per configuration: a bar per sequence and policy (mAP points) with the
     training recipe's 95 % interval (solid) or, where it is unavailable, that of these networks
     (dashed caps). Raises ValueError without values."""
-    from seqablate.analysis.plots import _plt, _save, interval_yerr
+    from seqablate.analysis.plots import headless_pyplot, interval_yerr, save_figure
 
     if not values:
         raise ValueError("no Shapley values to plot")
-    plt = _plt()
+    plt = headless_pyplot()
     groups: dict[str, list[ShapleyValue]] = {}
     for v in values:
         groups.setdefault(v.group.label, []).append(v)
@@ -185,7 +185,7 @@ def plot_shapley(values: list[ShapleyValue], path: str | Path) -> Path:
     fig.suptitle("Each sequence's contribution to test lesion mAP; 95 % interval of the training recipe "
                  "(solid) or of these networks (dashed)", fontsize=8)
     fig.tight_layout()
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def shapley_blocks(runs: list[Run], figdir: Path, detections: Any = None) -> list[Any]:

@@ -273,7 +273,7 @@ def detect_layout(root: str | Path) -> str:
     return max(votes, key=lambda k: (votes[k], -LAYOUTS.index(k)))
 
 
-def _nifti_patient(pid: str, folder: Path, layout: str, lesion_labels: tuple[int, ...]) -> PatientFiles:
+def nifti_patient(pid: str, folder: Path, layout: str, lesion_labels: tuple[int, ...]) -> PatientFiles:
     files: dict[str, Path] = {}
     mask: Path | None = None
     problems: list[str] = []
@@ -541,7 +541,7 @@ def discover(
             patients.append(_brainmetshare_patient(pid, folder, spacing))  # type: ignore[arg-type]
     else:
         for folder in _subdirs(root):
-            patients.append(_nifti_patient(folder.name, folder, chosen, labels))
+            patients.append(nifti_patient(folder.name, folder, chosen, labels))
     if not patients:
         raise DataError(f"{root}: empty cohort (no patient folder of layout '{chosen}')")
     patients.sort(key=lambda p: p.patient_id)

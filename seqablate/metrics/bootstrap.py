@@ -37,7 +37,7 @@ def _ratio(num: np.ndarray, den: np.ndarray) -> np.ndarray:
         return np.where(den > 0, num / np.where(den > 0, den, 1.0), np.nan)
 
 
-def _vectorised(pts: tuple[PatientDetection, ...], metric: str, counts: np.ndarray) -> np.ndarray:
+def vectorised_metric(pts: tuple[PatientDetection, ...], metric: str, counts: np.ndarray) -> np.ndarray:
     """Metric of each resample given patient multiplicities ``counts[B, P]``."""
     counts = counts.astype(np.float64)
     n_truth = counts @ np.array([p.n_truth for p in pts], dtype=np.float64)  # [B]
@@ -95,7 +95,7 @@ def bootstrap_distribution(
         return np.array([float(metric([pts[i] for i in row])) for row in idx], dtype=np.float64)
     flat = (np.arange(n)[:, None] * len(pts) + idx).reshape(-1)
     counts = np.bincount(flat, minlength=n * len(pts)).reshape(n, len(pts))  # multiplicities
-    return _vectorised(pts, metric, counts)
+    return vectorised_metric(pts, metric, counts)
 
 
 def bootstrap_ci(
@@ -147,7 +147,7 @@ class PairedDifference:
         return bool(self.lo <= 0.0 <= self.hi)
 
 
-def _align(groups: Sequence[Sequence[PatientDetection]]) -> list[tuple[PatientDetection, ...]]:
+def align_patients(groups: Sequence[Sequence[PatientDetection]]) -> list[tuple[PatientDetection, ...]]:
     """Every seed's patients ordered by one shared id list; ValueError if the sets differ."""
     ids = None
     out = []
@@ -191,7 +191,7 @@ def paired_bootstrap(
         raise ValueError(f"unknown bootstrap metric {metric!r}; valid: {list(METRICS)}")
     if not (0.0 < float(level) < 1.0):
         raise ValueError(f"bootstrap level must be in (0, 1), got {level!r}")
-    runs = _align([*a, *b])
+    runs = align_patients([*a, *b])
     n_pat = len(runs[0])
     if n_pat == 0:
         raise ValueError("paired_bootstrap needs at least one patient")
@@ -203,7 +203,7 @@ def paired_bootstrap(
 
     def per_config(group: list[tuple[PatientDetection, ...]], c: np.ndarray) -> np.ndarray:
         with np.errstate(invalid="ignore"):
-            return np.mean([_vectorised(pts, metric, c) for pts in group], axis=0)
+            return np.mean([vectorised_metric(pts, metric, c) for pts in group], axis=0)
 
     ga, gb = runs[: len(a)], runs[len(a):]
     diff = float((per_config(ga, observed) - per_config(gb, observed))[0])

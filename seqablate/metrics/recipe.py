@@ -60,7 +60,12 @@ from dataclasses import dataclass, field, replace
 import numpy as np
 from scipy import stats
 
-from seqablate.metrics.bootstrap import METRICS, _align, _vectorised, percentile_interval
+from seqablate.metrics.bootstrap import (
+    METRICS,
+    align_patients,
+    percentile_interval,
+    vectorised_metric,
+)
 from seqablate.metrics.detection import DetectionResult, PatientDetection
 
 #: Fewest seeds per configuration for a recipe interval.
@@ -172,8 +177,8 @@ def per_seed_values(
     """``(observed[S], resampled[S, B])``: each seed's pooled metric on the observed patients
     and on each resample of ``counts[B, P]`` (runs aligned to one patient order)."""
     ones = np.ones((1, counts.shape[1]))
-    obs = np.array([_vectorised(tuple(r), metric, ones)[0] for r in runs])
-    res = np.stack([_vectorised(tuple(r), metric, counts) for r in runs])
+    obs = np.array([vectorised_metric(tuple(r), metric, ones)[0] for r in runs])
+    res = np.stack([vectorised_metric(tuple(r), metric, counts) for r in runs])
     return obs, res
 
 
@@ -214,7 +219,7 @@ class RecipeData:
         sizes = [len(a.runs) for a in arms]
         if min(sizes) < 1:
             raise ValueError("every arm needs at least one seed")
-        aligned = _align([r for a in arms for r in a.runs])
+        aligned = align_patients([r for a in arms for r in a.runs])
         self.n_patients = len(aligned[0])
         if self.n_patients == 0:
             raise ValueError("recipe estimates need at least one patient")

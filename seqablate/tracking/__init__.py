@@ -22,14 +22,8 @@ with come from :mod:`seqablate.provenance`.
 
 from __future__ import annotations
 
-import os
-
-# A report or predict reads dozens of small artifacts; MLflow would draw a progress bar for
-# each download, burying the command's own progress. Users can still turn them back on.
-os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
-
-from seqablate.provenance import git_commit  # noqa: E402
-from seqablate.tracking.names import (  # noqa: E402
+from seqablate.provenance import git_commit
+from seqablate.tracking.names import (
     CONFIG_ARTIFACT,
     KIND_BASELINE,
     MODEL_DIR,
@@ -48,7 +42,7 @@ from seqablate.tracking.names import (  # noqa: E402
     TAG_VERSION,
     StudyRef,
 )
-from seqablate.tracking.reading import (  # noqa: E402
+from seqablate.tracking.reading import (
     download_artifact,
     download_model,
     list_artifacts,
@@ -62,7 +56,7 @@ from seqablate.tracking.reading import (  # noqa: E402
     resolve_study,
     run_info,
 )
-from seqablate.tracking.runs import (  # noqa: E402
+from seqablate.tracking.runs import (
     EXPERIMENT_KIND,
     VIEW_KEY,
     StudyHandle,
@@ -78,7 +72,7 @@ from seqablate.tracking.runs import (  # noqa: E402
     tag_runs,
     trial_run,
 )
-from seqablate.tracking.store import (  # noqa: E402
+from seqablate.tracking.store import (
     RETRY,
     RetryPolicy,
     TrackingStoreError,
@@ -88,7 +82,7 @@ from seqablate.tracking.store import (  # noqa: E402
     db_state,
     is_locked_error,
 )
-from seqablate.tracking.uris import (  # noqa: E402
+from seqablate.tracking.uris import (
     ARTIFACTS_NAME,
     DB_NAME,
     DEFAULT_DIR,
@@ -96,7 +90,7 @@ from seqablate.tracking.uris import (  # noqa: E402
     default_tracking_uri,
     sqlite_db_path,
 )
-from seqablate.tracking.writing import RunLogger  # noqa: E402
+from seqablate.tracking.writing import RunLogger
 
 __all__ = [
     "ARTIFACTS_NAME", "CONFIG_ARTIFACT", "DB_NAME", "DEFAULT_DIR", "EXPERIMENT_KIND", "KIND_BASELINE", "MODEL_DIR", "RETRY",

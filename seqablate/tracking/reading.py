@@ -20,14 +20,14 @@ from seqablate.tracking.names import (
     TAG_STUDY,
     StudyRef,
 )
-from seqablate.tracking.runs import _latest_study_parent, _quote, _search_all
-from seqablate.tracking.store import _retry, client
+from seqablate.tracking.runs import filter_quote, latest_study_parent, search_all
+from seqablate.tracking.store import client, retry
 from seqablate.tracking.uris import (
     DB_NAME,
-    _local_path,
-    _sqlite_uri,
     default_tracking_uri,
+    local_path,
     sqlite_db_path,
+    sqlite_uri,
 )
 from seqablate.tracking.writing import RunLogger
 
@@ -44,8 +44,8 @@ def _study_from_db(db: Path, uri: str) -> StudyRef:
         raise ValueError(where)
     c = client(uri, create=False)
     parents = []
-    for exp in _retry(c.search_experiments, view_type=ViewType.ACTIVE_ONLY):
-        run = _latest_study_parent(c, exp.experiment_id, None)
+    for exp in retry(c.search_experiments, view_type=ViewType.ACTIVE_ONLY):
+        run = latest_study_parent(c, exp.experiment_id, None)
         if run is not None:
             parents.append(run)
     if not parents:
@@ -88,7 +88,7 @@ def resolve_study(study: str | StudyRef, tracking_uri: str | None = None) -> Stu
     """
     if isinstance(study, StudyRef):
         return study
-    local = _local_path(study)
+    local = local_path(study)
     if local is not None and (local.is_dir() or local.suffix == ".db"):
         recorded = _recorded_study(local) if local.is_dir() else None
         if tracking_uri:
@@ -96,7 +96,7 @@ def resolve_study(study: str | StudyRef, tracking_uri: str | None = None) -> Stu
         elif local.is_dir() and not (local / DB_NAME).is_file() and recorded and recorded[1]:
             uri = default_tracking_uri(explicit=recorded[1])  # runs went to a tracking server
         else:
-            uri = _sqlite_uri(local if local.suffix == ".db" else local / DB_NAME)
+            uri = sqlite_uri(local if local.suffix == ".db" else local / DB_NAME)
         db = sqlite_db_path(uri)
         if db is not None and (db.is_file() or recorded is None or recorded[1] is None):
             return _study_from_db(db, uri)
@@ -112,7 +112,7 @@ def resolve_study(study: str | StudyRef, tracking_uri: str | None = None) -> Stu
     c = client(uri, create=False)
     if _RUN_ID.match(study):
         try:
-            run = _retry(c.get_run, study)
+            run = retry(c.get_run, study)
         except MlflowException:
             run = None
         if run is not None:
@@ -120,13 +120,13 @@ def resolve_study(study: str | StudyRef, tracking_uri: str | None = None) -> Stu
             if tags.get(TAG_KIND) == "trial" and TAG_PARENT in tags:
                 return StudyRef(uri, run.info.experiment_id, tags[TAG_PARENT])
             return StudyRef(uri, run.info.experiment_id, run.info.run_id)
-    exp = _retry(c.get_experiment_by_name, study)
+    exp = retry(c.get_experiment_by_name, study)
     if exp is None:
         raise ValueError(
             f"study {study!r}: no study folder, parent run id or MLflow experiment of that "
             f"name at {uri}"
         )
-    run = _latest_study_parent(c, exp.experiment_id, None)
+    run = latest_study_parent(c, exp.experiment_id, None)
     if run is None:
         raise ValueError(f"experiment {study!r} at {uri} has no seqablate study run")
     return StudyRef(uri, exp.experiment_id, run.info.run_id)
@@ -143,7 +143,7 @@ def list_trials(study: str | StudyRef, *, tracking_uri: str | None = None) -> pd
     """
     ref = resolve_study(study, tracking_uri)
     c = client(ref.tracking_uri, create=False)
-    runs = _search_all(c, ref.experiment_id, f"tags.`{TAG_PARENT}` = '{_quote(ref.parent_run_id)}'")
+    runs = search_all(c, ref.experiment_id, f"tags.`{TAG_PARENT}` = '{filter_quote(ref.parent_run_id)}'")
     return _runs_frame([r for r in runs if r.data.tags.get(TAG_KIND) != KIND_BASELINE])
 
 
@@ -157,8 +157,8 @@ def list_baselines(study: str | StudyRef, *, tracking_uri: str | None = None) ->
     """
     ref = resolve_study(study, tracking_uri)
     c = client(ref.tracking_uri, create=False)
-    flt = f"tags.`{TAG_PARENT}` = '{_quote(ref.parent_run_id)}' and tags.`{TAG_KIND}` = '{KIND_BASELINE}'"
-    return _runs_frame(_search_all(c, ref.experiment_id, flt))
+    flt = f"tags.`{TAG_PARENT}` = '{filter_quote(ref.parent_run_id)}' and tags.`{TAG_KIND}` = '{KIND_BASELINE}'"
+    return _runs_frame(search_all(c, ref.experiment_id, flt))
 
 
 def _runs_frame(runs: list[Any]) -> pd.DataFrame:
@@ -196,7 +196,7 @@ def metric_history(
     """
     c = client(default_tracking_uri(explicit=tracking_uri), create=False)
     latest: dict[int, Metric] = {}
-    for m in _retry(c.get_metric_history, run_id, key):
+    for m in retry(c.get_metric_history, run_id, key):
         old = latest.get(m.step)
         if old is None or m.timestamp >= old.timestamp:
             latest[m.step] = m
@@ -206,7 +206,7 @@ def metric_history(
 def list_artifacts(run_id: str, path: str | None = None, *, tracking_uri: str | None = None) -> list[str]:
     """Artifact paths directly under ``path`` of a run (folders end with '/')."""
     c = client(default_tracking_uri(explicit=tracking_uri), create=False)
-    return [f.path + ("/" if f.is_dir else "") for f in _retry(c.list_artifacts, run_id, path)]
+    return [f.path + ("/" if f.is_dir else "") for f in retry(c.list_artifacts, run_id, path)]
 
 
 def download_artifact(
@@ -217,7 +217,7 @@ def download_artifact(
     target = Path(dst) if dst is not None else Path(tempfile.mkdtemp(prefix="seqablate-artifact-"))
     target.mkdir(parents=True, exist_ok=True)
     try:
-        return Path(_retry(c.download_artifacts, run_id, path, str(target)))
+        return Path(retry(c.download_artifacts, run_id, path, str(target)))
     except MlflowException as err:
         raise ValueError(f"run {run_id}: cannot download artifact {path!r}: {err.message}") from None
 
@@ -245,7 +245,7 @@ def download_model(
         source = _model_version(name, version, uri).source  # resolved in this store's registry
         target = Path(dst) if dst is not None else Path(tempfile.mkdtemp(prefix="seqablate-model-"))
         try:
-            return Path(_retry(mlflow.artifacts.download_artifacts, artifact_uri=source, dst_path=str(target),
+            return Path(retry(mlflow.artifacts.download_artifacts, artifact_uri=source, dst_path=str(target),
                                tracking_uri=uri))
         except MlflowException as err:
             raise ValueError(f"--model {text!r}: its files at {source} cannot be read ({err.message})") from None
@@ -258,7 +258,7 @@ def download_model(
         )
     c = client(uri, create=False)
     try:
-        _retry(c.get_run, run_id)
+        retry(c.get_run, run_id)
     except MlflowException:
         raise ValueError(f"--model {text!r}: no such run at {uri}") from None
     return download_artifact(run_id, sub, dst, tracking_uri=tracking_uri)
@@ -287,12 +287,12 @@ def register_model(run_id: str, name: str, *, tracking_uri: str | None = None) -
     uri = default_tracking_uri(explicit=tracking_uri)
     c = client(uri, create=False)
     try:
-        _retry(c.get_registered_model, name)
+        retry(c.get_registered_model, name)
     except MlflowException:
-        _retry(c.create_registered_model, name)
-    run = _retry(c.get_run, run_id)
+        retry(c.create_registered_model, name)
+    run = retry(c.get_run, run_id)
     source = f"{run.info.artifact_uri.rstrip('/')}/{MODEL_DIR}"
-    mv = _retry(c.create_model_version, name, source, run_id=run_id)
+    mv = retry(c.create_model_version, name, source, run_id=run_id)
     return f"models:/{name}/{mv.version}"
 
 
@@ -308,7 +308,7 @@ def run_info(run_id: str, *, tracking_uri: str | None = None) -> Any:
     """An MLflow run (info, params, metrics, tags) by id, read-only; ValueError if missing."""
     uri = default_tracking_uri(explicit=tracking_uri)
     try:
-        return _retry(client(uri, create=False).get_run, run_id)
+        return retry(client(uri, create=False).get_run, run_id)
     except MlflowException:
         raise ValueError(f"no MLflow run {run_id} at {uri}") from None
 
@@ -319,8 +319,8 @@ def _model_version(name: str, version: str, uri: str) -> Any:
     c = client(uri, create=False)  # an unreachable server or a missing database is named here
     try:
         if version.startswith("@"):
-            return _retry(c.get_model_version_by_alias, name, version[1:])
-        return _retry(c.get_model_version, name, version)
+            return retry(c.get_model_version_by_alias, name, version[1:])
+        return retry(c.get_model_version, name, version)
     except MlflowException as err:
         raise ValueError(f"--model 'models:/{name}/{version}': no such registered model version at {uri} "
                          f"({err.message})") from None

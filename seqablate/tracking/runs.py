@@ -34,9 +34,9 @@ from seqablate.tracking.names import (
     TAG_VERSION,
     StudyRef,
 )
-from seqablate.tracking.store import _retry, client
+from seqablate.tracking.store import client, retry
 from seqablate.tracking.uris import default_artifact_location, default_tracking_uri
-from seqablate.tracking.writing import _VALID_KEY, RunLogger, _str, _yaml
+from seqablate.tracking.writing import VALID_KEY, RunLogger, param_str, yaml_text
 
 if TYPE_CHECKING:
     from pydantic import BaseModel
@@ -69,7 +69,7 @@ class StudyHandle(RunLogger):
         nums = {
             f"summary.{k}": float(v)
             for k, v in summary.items()
-            if isinstance(v, int | float) and not isinstance(v, bool) and _VALID_KEY.match(str(k))
+            if isinstance(v, int | float) and not isinstance(v, bool) and VALID_KEY.match(str(k))
         }
         if nums:
             self.log_metrics(nums)
@@ -82,7 +82,7 @@ EXPERIMENT_KIND = ("mlflow.experimentKind", "custom_model_development")
 
 
 def _get_or_create_experiment(c: mlflow.MlflowClient, tracking_uri: str, name: str) -> str:
-    exp = _retry(c.get_experiment_by_name, name)
+    exp = retry(c.get_experiment_by_name, name)
     if exp is not None:
         if exp.lifecycle_stage != "active":
             raise ValueError(
@@ -90,15 +90,15 @@ def _get_or_create_experiment(c: mlflow.MlflowClient, tracking_uri: str, name: s
                 "another study name"
             )
         if exp.tags.get(EXPERIMENT_KIND[0]) != EXPERIMENT_KIND[1]:
-            _retry(c.set_experiment_tag, exp.experiment_id, *EXPERIMENT_KIND)
+            retry(c.set_experiment_tag, exp.experiment_id, *EXPERIMENT_KIND)
         return exp.experiment_id
     try:
-        return _retry(
+        return retry(
             c.create_experiment, name, artifact_location=default_artifact_location(tracking_uri, name),
             tags=dict([EXPERIMENT_KIND]),
         )
     except MlflowException as err:  # created meanwhile by another process
-        exp = _retry(c.get_experiment_by_name, name)
+        exp = retry(c.get_experiment_by_name, name)
         if exp is None:
             raise err from None
         return exp.experiment_id
@@ -114,8 +114,8 @@ def create_run(tracking_uri: str, experiment_id: str, *, run_name: str, tags: Ma
     """A new RUNNING run (with the git commit and seqablate version tags); returns its id.
     Close it with :class:`RunLogger` ``finish`` / ``fail``."""
     c = client(tracking_uri)
-    all_tags = {TAG_GIT: git_commit(), TAG_VERSION: _VERSION, **{k: _str(v) for k, v in (tags or {}).items()}}
-    return _retry(c.create_run, experiment_id, run_name=run_name, tags=all_tags).info.run_id
+    all_tags = {TAG_GIT: git_commit(), TAG_VERSION: _VERSION, **{k: param_str(v) for k, v in (tags or {}).items()}}
+    return retry(c.create_run, experiment_id, run_name=run_name, tags=all_tags).info.run_id
 
 
 #: Keys of the study views stored on the experiment (MLflow's shared-view mechanism): one row
@@ -157,23 +157,23 @@ def publish_view(ref: StudyRef, *, metrics: Sequence[str], params: Sequence[str]
         state.update({"orderByKey": col("metrics", order_by), "orderByAsc": False})
     key = GROUPED_VIEW_KEY if grouped else VIEW_KEY
     c = client(ref.tracking_uri)
-    _retry(c.set_experiment_tag, ref.experiment_id, f"mlflow.sharedViewState.{key}", json.dumps(state))
+    retry(c.set_experiment_tag, ref.experiment_id, f"mlflow.sharedViewState.{key}", json.dumps(state))
     # workflowType: MLflow 3's UI otherwise opens every experiment in its GenAI overview
     # (traces, token usage), whatever the experiment's kind tag says.
     return f"#/experiments/{ref.experiment_id}/runs?viewStateShareKey={key}&workflowType=machine_learning"
 
 
-def _latest_study_parent(c: mlflow.MlflowClient, experiment_id: str, name: str | None) -> Any:
+def latest_study_parent(c: mlflow.MlflowClient, experiment_id: str, name: str | None) -> Any:
     flt = f"tags.`{TAG_KIND}` = 'study'"
     if name is not None:
-        flt += f" and tags.`{TAG_STUDY}` = '{_quote(name)}'"
-    runs = _retry(
+        flt += f" and tags.`{TAG_STUDY}` = '{filter_quote(name)}'"
+    runs = retry(
         c.search_runs, [experiment_id], flt, max_results=1, order_by=["attributes.start_time DESC"]
     )
     return runs[0] if runs else None
 
 
-def _quote(value: str) -> str:
+def filter_quote(value: str) -> str:
     return value.replace("\\", "\\\\").replace("'", "\\'")
 
 
@@ -199,12 +199,12 @@ def study_run(
     uri = default_tracking_uri(storage, tracking_uri)
     c = client(uri)
     exp_id = _get_or_create_experiment(c, uri, name)
-    parent = _latest_study_parent(c, exp_id, name) if resume else None
+    parent = latest_study_parent(c, exp_id, name) if resume else None
     if parent is not None:
         run_id = parent.info.run_id
-        _retry(c.update_run, run_id, status="RUNNING")
+        retry(c.update_run, run_id, status="RUNNING")
     else:
-        run = _retry(
+        run = retry(
             c.create_run,
             exp_id,
             run_name=name,
@@ -218,7 +218,7 @@ def study_run(
             if parent is None:
                 handle.log_params(flat)
             handle.log_text(
-                to_yaml(config) if hasattr(config, "model_dump") else _yaml(dict(config)),
+                to_yaml(config) if hasattr(config, "model_dump") else yaml_text(dict(config)),
                 "study.yaml",
             )
         if space is not None:
@@ -272,7 +272,7 @@ def _trial_tags(cfg: TrialConfig) -> dict[str, str]:
         "sharing": m.sharing if m.integration != "input" else "-",
         "dropout": dropout_text(t.dropout_p),
         "dropout_mode": t.dropout_mode,
-        "seed": _str(t.seed),
+        "seed": param_str(t.seed),
         # What the run selected its checkpoint by, in words (the param train.objective is terse).
         TAG_OBJECTIVE: objectives.definition(t.objective, t.val_conditions),
         # A multi-objective trial: every objective it reports, numbered as its metrics are.
@@ -285,10 +285,10 @@ def find_trial_run(study: StudyRef, trial_key: str) -> Any:
     """The newest trial run of ``study`` tagged with ``trial_key`` (an MLflow Run), or None."""
     c = client(study.tracking_uri)
     flt = (
-        f"tags.`{TAG_PARENT}` = '{_quote(study.parent_run_id)}' and "
-        f"tags.`{TAG_TRIAL_KEY}` = '{_quote(trial_key)}'"
+        f"tags.`{TAG_PARENT}` = '{filter_quote(study.parent_run_id)}' and "
+        f"tags.`{TAG_TRIAL_KEY}` = '{filter_quote(trial_key)}'"
     )
-    runs = _retry(
+    runs = retry(
         c.search_runs, [study.experiment_id], flt, max_results=1, order_by=["attributes.start_time DESC"]
     )
     return runs[0] if runs else None
@@ -312,25 +312,25 @@ def get_or_create_trial_run(
     if existing is not None:
         status = existing.info.status
         if status != "FINISHED":
-            _retry(c.update_run, existing.info.run_id, status="RUNNING")
+            retry(c.update_run, existing.info.run_id, status="RUNNING")
             with contextlib.suppress(Exception):
-                _retry(c.delete_tag, existing.info.run_id, TAG_ERROR)
+                retry(c.delete_tag, existing.info.run_id, TAG_ERROR)
         return existing.info.run_id, status
     all_tags = {
         TAG_PARENT: study.parent_run_id,
         TAG_KIND: "trial",
         TAG_TRIAL_KEY: trial_key,
-        **{k: _str(v) for k, v in (tags or {}).items()},
+        **{k: param_str(v) for k, v in (tags or {}).items()},
     }
-    run = _retry(c.create_run, study.experiment_id, run_name=run_name, tags=all_tags)
+    run = retry(c.create_run, study.experiment_id, run_name=run_name, tags=all_tags)
     return run.info.run_id, None
 
 
-def _search_all(c: mlflow.MlflowClient, exp_id: str, flt: str) -> list[Any]:
+def search_all(c: mlflow.MlflowClient, exp_id: str, flt: str) -> list[Any]:
     runs: list[Any] = []
     token = None
     while True:
-        page = _retry(
+        page = retry(
             c.search_runs,
             [exp_id],
             flt,
@@ -354,17 +354,17 @@ def close_dangling_trials(study: StudyRef) -> list[str]:
     ``error`` tag saying so.
     """
     c = client(study.tracking_uri)
-    flt = f"tags.`{TAG_PARENT}` = '{_quote(study.parent_run_id)}' and attributes.status = 'RUNNING'"
+    flt = f"tags.`{TAG_PARENT}` = '{filter_quote(study.parent_run_id)}' and attributes.status = 'RUNNING'"
     closed = []
-    for run in _search_all(c, study.experiment_id, flt):
+    for run in search_all(c, study.experiment_id, flt):
         run_id = run.info.run_id
-        _retry(
+        retry(
             c.set_tag,
             run_id,
             TAG_ERROR,
             "trial process ended without closing its run (killed, or stopped early by the scheduler)",
         )
-        _retry(c.set_terminated, run_id, RunStatus.to_string(RunStatus.KILLED))
+        retry(c.set_terminated, run_id, RunStatus.to_string(RunStatus.KILLED))
         closed.append(run_id)
     return closed
 
@@ -376,10 +376,10 @@ def tag_runs(tracking_uri: str, tags: Mapping[str, Mapping[str, Any]]) -> None:
     c = client(tracking_uri)
     for run_id, run_tags in tags.items():
         for key in run_tags:
-            if not isinstance(key, str) or not _VALID_KEY.match(key):
+            if not isinstance(key, str) or not VALID_KEY.match(key):
                 raise ValueError(f"tag name {key!r} is not valid for MLflow")
         if run_tags:
-            _retry(c.log_batch, run_id, tags=[mlflow.entities.RunTag(k, _str(v)) for k, v in run_tags.items()])
+            retry(c.log_batch, run_id, tags=[mlflow.entities.RunTag(k, param_str(v)) for k, v in run_tags.items()])
 
 
 class TrialAlreadyFinished(RuntimeError):
@@ -419,7 +419,7 @@ def trial_run(
         run_name = naming.run_name(overrides) if overrides else config.name
     c = client(study.tracking_uri)
     if study_name is None:
-        parent = _retry(c.get_run, study.parent_run_id)
+        parent = retry(c.get_run, study.parent_run_id)
         study_name = parent.data.tags.get(TAG_STUDY, "")
     all_tags = {**_trial_tags(config), TAG_GIT: git_commit(), TAG_VERSION: _VERSION, TAG_STUDY: study_name,
                 TAG_CONFIGURATION: configuration_name(overrides, config.name), **(tags or {})}

@@ -1,6 +1,6 @@
 """The tracking store: SQLite databases that are never replaced, lock retries, WAL, clients.
 
-Every MLflow call goes through :func:`_retry`, which retries "database is locked"/busy errors
+Every MLflow call goes through :func:`retry`, which retries "database is locked"/busy errors
 with exponential backoff and full jitter; SQLite databases are switched to WAL journaling once
 (readers never block the writer). A database that exists but cannot be read as an MLflow
 store is reported, never re-created (:func:`db_state`); a new one is copied from a migrated
@@ -26,7 +26,7 @@ import mlflow
 from mlflow.exceptions import MlflowException
 
 from seqablate.folders import temp_name
-from seqablate.tracking.uris import ARTIFACTS_NAME, DB_NAME, _sqlite_uri, sqlite_db_path
+from seqablate.tracking.uris import ARTIFACTS_NAME, DB_NAME, sqlite_db_path, sqlite_uri
 
 T = TypeVar("T")
 
@@ -68,7 +68,7 @@ RETRY = RetryPolicy()
 retry_count = 0
 
 
-def _retry(fn: Callable[..., T], *args: Any, policy: RetryPolicy | None = None, **kwargs: Any) -> T:
+def retry(fn: Callable[..., T], *args: Any, policy: RetryPolicy | None = None, **kwargs: Any) -> T:
     """Call ``fn``; on a lock/busy error wait (backoff + jitter) and try again.
 
     Safe for MLflow writes: each store call is one transaction (rolled back on error), and
@@ -103,7 +103,7 @@ def _enable_wal(db: Path) -> None:
     con = sqlite3.connect(db, timeout=30)
     try:
         if con.execute("PRAGMA journal_mode").fetchone()[0].lower() != "wal":
-            _retry(con.execute, "PRAGMA journal_mode=WAL")
+            retry(con.execute, "PRAGMA journal_mode=WAL")
     finally:
         con.close()
 
@@ -210,7 +210,7 @@ def db_state(db: Path) -> str:
     Raises :class:`TrackingStoreError` for anything seqablate must not touch: a folder, a
     file that is not a readable SQLite database (corrupt, truncated, another format), or a
     SQLite database without MLflow's schema (someone else's data). "Database is locked"
-    errors are retried (:func:`_retry`), never taken for corruption.
+    errors are retried (:func:`retry`), never taken for corruption.
     """
     if not db.exists() and not db.is_symlink():
         return "missing"
@@ -221,7 +221,7 @@ def db_state(db: Path) -> str:
     if not db.is_file():
         raise TrackingStoreError(f"{db}: the tracking database path is {'a folder' if db.is_dir() else 'not a file'}; {advice}")
     try:
-        tables, stamped = _retry(_read_schema, db)
+        tables, stamped = retry(_read_schema, db)
     except sqlite3.Error as err:
         if not _writable(db):
             # A healthy database in WAL mode cannot be opened where SQLite may not create its
@@ -259,7 +259,7 @@ def _build_db(dst: Path) -> None:
     work.mkdir()
     try:
         built = work / DB_NAME
-        _retry(mlflow.MlflowClient(tracking_uri=_sqlite_uri(built)).search_experiments, max_results=1)
+        retry(mlflow.MlflowClient(tracking_uri=sqlite_uri(built)).search_experiments, max_results=1)
         _copy_db(built, dst)
     finally:
         shutil.rmtree(work, ignore_errors=True)
@@ -313,7 +313,7 @@ def _client(tracking_uri: str) -> mlflow.MlflowClient:
     # process-wide default (a ./mlflow.db in the working directory) for registered models.
     c = mlflow.MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)
     if db is not None:
-        _retry(c.search_experiments, max_results=1)  # builds the store, verifies the schema
+        retry(c.search_experiments, max_results=1)  # builds the store, verifies the schema
     return c
 
 
@@ -331,7 +331,12 @@ def client(tracking_uri: str, *, create: bool = True) -> mlflow.MlflowClient:
     complete (see :func:`_seed_new_db`). Opening an existing database takes no lock. A
     tracking server (``http(s)://``) is asked once per process whether it answers
     (:func:`check_reachable`); other URIs (``postgresql://``, ...) make a plain client.
+
+    MLflow's per-download progress bars are turned off here (unless the user set
+    ``MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR``): a report or predict reads dozens of small
+    artifacts, and a bar for each would bury the command's own progress.
     """
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     db = sqlite_db_path(tracking_uri)
     if db is not None and db_state(db) == "missing":
         if not create:

@@ -39,7 +39,7 @@ def check_scheme(uri: str, source: str = "--tracking-uri") -> None:
         )
 
 
-def _local_path(uri_or_path: str) -> Path | None:
+def local_path(uri_or_path: str) -> Path | None:
     """The local filesystem path of a bare path or ``file://`` URI; None for other schemes."""
     parsed = urlparse(uri_or_path)
     if parsed.scheme == "file":
@@ -49,7 +49,7 @@ def _local_path(uri_or_path: str) -> Path | None:
     return None
 
 
-def _sqlite_uri(db: Path) -> str:
+def sqlite_uri(db: Path) -> str:
     return f"sqlite:///{db.expanduser().resolve()}"
 
 
@@ -59,10 +59,10 @@ def _normalise_uri(uri: str) -> str:
     A path ending in ``.db`` is the database itself; any other path is a folder that gets
     ``mlflow.db``. Other URIs (``sqlite://``, ``http(s)://``, ``postgresql://``, ...) pass.
     """
-    local = _local_path(uri)
+    local = local_path(uri)
     if local is None:
         return uri
-    return _sqlite_uri(local if local.suffix == ".db" else local / DB_NAME)
+    return sqlite_uri(local if local.suffix == ".db" else local / DB_NAME)
 
 
 def default_tracking_uri(storage: str | None = None, explicit: str | None = None) -> str:
@@ -83,10 +83,10 @@ def default_tracking_uri(storage: str | None = None, explicit: str | None = None
         check_scheme(env, "MLFLOW_TRACKING_URI")
         return _normalise_uri(env)
     if storage:
-        local = _local_path(storage)
+        local = local_path(storage)
         if local is not None:
-            return _sqlite_uri(local / DB_NAME)
-    return _sqlite_uri(Path.cwd() / DEFAULT_DIR / DB_NAME)
+            return sqlite_uri(local / DB_NAME)
+    return sqlite_uri(Path.cwd() / DEFAULT_DIR / DB_NAME)
 
 
 def sqlite_db_path(tracking_uri: str) -> Path | None:

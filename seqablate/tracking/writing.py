@@ -17,7 +17,7 @@ from mlflow.entities import Metric, Param, RunStatus, RunTag
 
 from seqablate.provenance import git_commit
 from seqablate.tracking.names import CONFIG_ARTIFACT, MODEL_DIR, SPLIT_ARTIFACT, TAG_ERROR
-from seqablate.tracking.store import _retry, client
+from seqablate.tracking.store import client, retry
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -26,17 +26,17 @@ def _now_ms() -> int:
     return int(time.time() * 1000)
 
 
-def _str(v: Any) -> str:
+def param_str(v: Any) -> str:
     return "None" if v is None else str(v)
 
 
-_VALID_KEY = re.compile(r"^[/\w.\- :]+$")
+VALID_KEY = re.compile(r"^[/\w.\- :]+$")
 MAX_KEY = 250  # MLflow's limit on metric, param and tag names
 
 
 def _check_key(key: str, what: str) -> str:
     """Refuse keys MLflow would reject at flush time (which would lose a whole batch)."""
-    if (not isinstance(key, str) or not _VALID_KEY.match(key) or ".." in key or key.startswith("/")
+    if (not isinstance(key, str) or not VALID_KEY.match(key) or ".." in key or key.startswith("/")
             or len(key) > MAX_KEY):
         raise ValueError(
             f"{what} name {key!r} is not valid for MLflow: use letters, digits, '_', '-', '.', "
@@ -51,10 +51,10 @@ def _log_params_tags(
     params: Mapping[str, Any] | None = None,
     tags: Mapping[str, Any] | None = None,
 ) -> None:
-    ps = [Param(_check_key(k, "param"), _str(v)) for k, v in (params or {}).items()]
-    ts = [RunTag(k, _str(v)) for k, v in (tags or {}).items()]
+    ps = [Param(_check_key(k, "param"), param_str(v)) for k, v in (params or {}).items()]
+    ts = [RunTag(k, param_str(v)) for k, v in (tags or {}).items()]
     if ps or ts:
-        _retry(c.log_batch, run_id, params=ps, tags=ts)
+        retry(c.log_batch, run_id, params=ps, tags=ts)
 
 
 def _mark_failed(c: mlflow.MlflowClient, run_id: str, err: BaseException) -> None:
@@ -64,14 +64,14 @@ def _mark_failed(c: mlflow.MlflowClient, run_id: str, err: BaseException) -> Non
         msg = msg[:7900] + " ..."
     tb = "".join(traceback.format_exception(type(err), err, err.__traceback__))
     with contextlib.suppress(Exception):
-        _retry(c.set_tag, run_id, TAG_ERROR, msg)
+        retry(c.set_tag, run_id, TAG_ERROR, msg)
     with contextlib.suppress(Exception):
-        _retry(c.log_text, run_id, tb, "error.txt")
+        retry(c.log_text, run_id, tb, "error.txt")
     with contextlib.suppress(Exception):
-        _retry(c.set_terminated, run_id, RunStatus.to_string(RunStatus.FAILED))
+        retry(c.set_terminated, run_id, RunStatus.to_string(RunStatus.FAILED))
 
 
-def _yaml(data: Mapping[str, Any]) -> str:
+def yaml_text(data: Mapping[str, Any]) -> str:
     import yaml
 
     return yaml.safe_dump(dict(data), sort_keys=False)
@@ -127,7 +127,7 @@ class RunLogger:
         """Write buffered metrics (chunks of 1000 per MLflow batch), retrying lock errors."""
         while self._buffer:
             chunk = self._buffer[:1000]
-            _retry(self.client.log_batch, self.run_id, metrics=chunk)
+            retry(self.client.log_batch, self.run_id, metrics=chunk)
             del self._buffer[: len(chunk)]
             self.metrics_logged += len(chunk)
         self._last_flush = time.monotonic()
@@ -150,16 +150,16 @@ class RunLogger:
         if not p.exists():
             raise FileNotFoundError(f"{p}: cannot log as an artifact, it does not exist")
         if p.is_dir():
-            _retry(self.client.log_artifacts, self.run_id, str(p), artifact_path)
+            retry(self.client.log_artifacts, self.run_id, str(p), artifact_path)
         else:
-            _retry(self.client.log_artifact, self.run_id, str(p), artifact_path)
+            retry(self.client.log_artifact, self.run_id, str(p), artifact_path)
 
     def log_text(self, text: str, artifact_file: str) -> None:
-        _retry(self.client.log_text, self.run_id, text, artifact_file)
+        retry(self.client.log_text, self.run_id, text, artifact_file)
 
     def log_dict(self, data: Mapping[str, Any], artifact_file: str) -> None:
         """JSON, or YAML when ``artifact_file`` ends in .yaml/.yml."""
-        _retry(self.client.log_dict, self.run_id, dict(data), artifact_file)
+        retry(self.client.log_dict, self.run_id, dict(data), artifact_file)
 
     def log_table(self, df: pd.DataFrame, artifact_file: str) -> None:
         """A DataFrame as CSV (e.g. the per-lesion table ``lesions/test_full.csv``)."""
@@ -238,7 +238,7 @@ class RunLogger:
             )
             cfg = getattr(model, "config", None)
             if cfg:
-                (path / CONFIG_ARTIFACT).write_text(_yaml(dict(cfg)))
+                (path / CONFIG_ARTIFACT).write_text(yaml_text(dict(cfg)))
             if split is not None:
                 import json
 
@@ -254,7 +254,7 @@ class RunLogger:
         except BaseException as err:
             self.fail(err)
             raise
-        _retry(self.client.set_terminated, self.run_id, status)
+        retry(self.client.set_terminated, self.run_id, status)
 
     def fail(self, err: BaseException) -> None:
         """Flush what can be flushed, then mark FAILED with the error (never raises)."""

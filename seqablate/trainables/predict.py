@@ -76,11 +76,11 @@ def _refuse_unseen(cfg: TrialConfig, known: tuple[str, ...], missing: tuple[str,
 
 
 def _patient_files(folder: Path, cfg: TrialConfig) -> object:
-    from seqablate.data.layouts import _nifti_patient  # one patient folder in the nifti layout
+    from seqablate.data.layouts import nifti_patient  # one patient folder in the nifti layout
 
     if not folder.is_dir():
         raise ValueError(f"--input {folder}: not a folder (expected one NIfTI file per sequence)")
-    return _nifti_patient(folder.name, folder, "nifti", tuple(cfg.data.lesion_labels))
+    return nifti_patient(folder.name, folder, "nifti", tuple(cfg.data.lesion_labels))
 
 
 def _to_input_grid(ras: np.ndarray, orig_affine: np.ndarray) -> np.ndarray:
