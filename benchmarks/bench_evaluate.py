@@ -28,14 +28,14 @@ import torch
 
 def _baseline(model: torch.nn.Module, cfg, patients, norm_stats) -> dict[str, float]:  # noqa: ANN001
     from seqablate import metric_names as mn
-    from seqablate.models.inference import Predictor
-    from seqablate.trainables.cohort import original_mask
-    from seqablate.trainables.evaluate import (
+    from seqablate.evaluation.cohort import original_mask
+    from seqablate.evaluation.evaluate import (
         evaluation_conditions,
         has_input,
         policies,
         score_condition,
     )
+    from seqablate.models.inference import Predictor
 
     out: dict[str, float] = {}
     for policy, deployed in policies(model, cfg, norm_stats):
@@ -51,9 +51,9 @@ def _baseline(model: torch.nn.Module, cfg, patients, norm_stats) -> dict[str, fl
 
 def main() -> None:
     from seqablate.config import with_overrides
-    from seqablate.trainables.cohort import labelled, load_cached
-    from seqablate.trainables.evaluate import evaluate_model
-    from seqablate.trainables.model_ref import load_model
+    from seqablate.evaluation.cohort import labelled, load_cached
+    from seqablate.evaluation.evaluate import evaluate_model
+    from seqablate.evaluation.model_ref import load_model
 
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--model", required=True, help="run id, models:/ URI or model folder")

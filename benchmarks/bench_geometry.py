@@ -67,7 +67,7 @@ def main() -> None:
                                            "slices": 5},
                                   "model": {"backbone": "tiny"}, "train": {"lr": 3e-3}})
         if geometry == "spacing":
-            from seqablate.trainables.cohort import plan_geometry
+            from seqablate.evaluation.cohort import plan_geometry
 
             cfg = plan_geometry(cfg)
         t0 = time.perf_counter()

@@ -91,9 +91,9 @@ def main() -> None:
     # What per-subset statistics cost: one demo model, all subsets, against its training time.
     import torch
 
-    from seqablate.trainables.cohort import load_cached, plan_split
-    from seqablate.trainables.model_ref import load_model
-    from seqablate.trainables.norm import estimate_norm_stats, norm_subsets
+    from seqablate.evaluation.cohort import load_cached, plan_split
+    from seqablate.evaluation.model_ref import load_model
+    from seqablate.evaluation.norm import estimate_norm_stats, norm_subsets
 
     torch.set_num_threads(1)  # a trial's worker has one core
     row = batch.iloc[0]

@@ -8,7 +8,7 @@ so other load falls on both alike, on a mixed-scanner phantom cohort in the demo
 
 * baseline: each subset draws its own batches from the cache and runs the whole network on
   them (the path before the draws were shared);
-* platform: :func:`seqablate.trainables.norm.estimate_norm_stats` (subsets that the same
+* platform: :func:`seqablate.evaluation.norm.estimate_norm_stats` (subsets that the same
   patients provide share one draw, the stem is convolved once per batch and combined per
   subset).
 
@@ -86,9 +86,9 @@ def main() -> None:
     from seqablate.config import TrialConfig, parse
     from seqablate.data.cache import preprocess_cohort
     from seqablate.data.phantom import SCANNERS, make_phantom_cohort
+    from seqablate.evaluation.cohort import plan_geometry
+    from seqablate.evaluation.norm import estimate_norm_stats, norm_subsets
     from seqablate.models import build_model
-    from seqablate.trainables.cohort import plan_geometry
-    from seqablate.trainables.norm import estimate_norm_stats, norm_subsets
 
     work = Path(tempfile.mkdtemp(prefix="seqablate-normstats-"))
     cohort = make_phantom_cohort(work / "stanford", site="stanford", patients=args.patients, seed=5,

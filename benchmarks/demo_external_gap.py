@@ -44,7 +44,7 @@ def main() -> None:
     from seqablate import tracking
     from seqablate.data import make_phantom_cohort
     from seqablate.data.phantom import SCANNERS
-    from seqablate.trainables.score import evaluate_cohort
+    from seqablate.evaluation.score import evaluate_cohort
 
     study = Path(args.demo).resolve() / "study"
     uri = tracking.default_tracking_uri(str(study))

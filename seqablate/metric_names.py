@@ -43,7 +43,7 @@ Saliency traces (per step and cumulative)::
     saliency.sequence.<name>      saliency.cumulative.sequence.<name>
     saliency.slice.<offset>       saliency.cumulative.slice.<offset>
 
-Time, once per trial, in seconds of wall time (:mod:`seqablate.trainables.timing`)::
+Time, once per trial, in seconds of wall time (:mod:`seqablate.timing`)::
 
     time.<phase>    each phase of :data:`TIME_PHASES`: startup, data, batches, steps, saliency,
                     validation, norm_stats, evaluation, bootstrap, checkpoint, logging; a second

@@ -14,12 +14,13 @@ ROOT = Path(__file__).resolve().parents[1] / "seqablate"
 #: Lowest first. A module may import its own layer and those below it.
 LAYERS: tuple[tuple[str, ...], ...] = (
     ("seqablate", "seqablate.sequences", "seqablate.config", "seqablate.folders", "seqablate.metric_names",
-     "seqablate.naming", "seqablate.objectives", "seqablate.provenance", "seqablate.vocabulary"),
+     "seqablate.naming", "seqablate.objectives", "seqablate.provenance", "seqablate.timing", "seqablate.vocabulary"),
     ("seqablate.data",),
     ("seqablate.models",),
     ("seqablate.metrics", "seqablate.saliency"),
     ("seqablate.tracking",),
     ("seqablate.search_spaces",),
+    ("seqablate.evaluation",),
     ("seqablate.trainables",),
     ("seqablate.analysis",),
     ("seqablate.demo", "seqablate.cli", "seqablate.__main__"),
@@ -194,3 +195,39 @@ def test_checker_sees_private_imports_and_import_time_environ(tmp_path):
                  "def f():\n    os.environ['C'] = '3'\n")
     assert private_imports(f) == ["seqablate.tracking.store._retry"]
     assert import_time_environ(f) == [5, 6]
+
+
+#: The presence rule (``data.dropout``) and the choice of statistics (``DeployedModel``) are
+#: applied at inference by :class:`~seqablate.models.deployed.DeployedModel` alone; training
+#: batches and the statistics estimate apply the rule through ``data.dropout`` directly.
+RULE_NAMES = {"apply_presence", "presence_weights", "keep_vector", "stats_key"}
+RULE_OWNERS = {"seqablate.data.dropout", "seqablate.data", "seqablate.data.dataset", "seqablate.models.deployed",
+               "seqablate.models.norm_stats", "seqablate.trainables.loop", "seqablate.trainables.sampling"}
+
+
+def rule_uses(path: Path) -> set[str]:
+    """The names of :data:`RULE_NAMES` that ``path`` calls or imports (``f()``, ``x.f()``,
+    ``from m import f``)."""
+    found = set()
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        if isinstance(node, ast.ImportFrom):
+            found |= {a.name for a in node.names} & RULE_NAMES
+        elif isinstance(node, ast.Call):
+            f = node.func
+            name = f.id if isinstance(f, ast.Name) else f.attr if isinstance(f, ast.Attribute) else ""
+            if name in RULE_NAMES:
+                found.add(name)
+    return found
+
+
+def test_one_inference_path_applies_the_presence_rule_and_picks_statistics():
+    users = {m: rule_uses(p) for m, p in modules().items() if m not in RULE_OWNERS}
+    offenders = {m: sorted(u) for m, u in users.items() if u}
+    assert not offenders, f"call DeployedModel (condition / presence / sequence_weights) instead: {offenders}"
+
+
+def test_checker_sees_rule_uses(tmp_path):
+    f = tmp_path / "m.py"
+    f.write_text("from seqablate.data.dropout import apply_presence\n"
+                 "def g(model, x, p):\n    return model.deployed.stats_key(p), model.presence(x, p)\n")
+    assert rule_uses(f) == {"apply_presence", "stats_key"}

@@ -13,9 +13,9 @@ from seqablate import metric_names as mn
 from seqablate import tracking
 from seqablate.analysis.runs import logged_conditions, runs_from_frame
 from seqablate.config import TrialConfig
+from seqablate.evaluation.evaluate import evaluation_conditions, score_condition
 from seqablate.saliency import SaliencyAccumulator, SaliencyStep
 from seqablate.sequences import PAPER_SEQUENCES
-from seqablate.trainables.evaluate import evaluation_conditions, score_condition
 
 
 def _one_patient() -> tuple[list[np.ndarray], list[np.ndarray], list[tuple[float, float, float]], list[str]]:

@@ -66,7 +66,7 @@ def render(job):
 
 
 if __name__ == "__main__":
-    from seqablate.trainables.score import evaluate_cohort
+    from seqablate.evaluation.score import evaluate_cohort
 
     jobs = [
         (out / v / f"p{i:03d}", i, kind)

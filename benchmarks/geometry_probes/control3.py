@@ -11,7 +11,7 @@ ctl = Path("/work/control2")
 out = Path(sys.argv[1])
 out.mkdir(exist_ok=True)
 PATIENTS = 30
-from seqablate.trainables.score import evaluate_cohort  # noqa: E402 (a probe script: arguments first)
+from seqablate.evaluation.score import evaluate_cohort  # noqa: E402 (a probe script: arguments first)
 
 model = root / "run" / "checkpoint_000002"
 cohorts = {

@@ -1,7 +1,7 @@
 """Figure-1-style overlays: the best models' predictions and the truth on one test slice.
 
 For each best model (by test mAP, without and with dropout) the ``model/`` artifact is
-loaded (:func:`seqablate.trainables.model_ref.load_model`); its cohort (``data.cohort`` of
+loaded (:func:`seqablate.evaluation.model_ref.load_model`); its cohort (``data.cohort`` of
 the logged config) is read through the data layer's cache, the trial's own split picks the
 test patients, and the test patient with the largest lesion volume is predicted in 3D through
 the one inference path (:class:`seqablate.models.inference.Predictor`, with the model's own
@@ -28,14 +28,14 @@ BACKGROUND_PREFERENCE = ("t1_gre_post", "t1_fse_post", "t1_post", "t1_subtractio
 
 
 def _load(data: StudyRuns, run: Run) -> tuple[Any, Any]:
-    from seqablate.trainables.model_ref import load_model
+    from seqablate.evaluation.model_ref import load_model
 
     return load_model(run.run_id, tracking_uri=data.tracking_uri)
 
 
 def _test_patient(cfg: Any) -> Any:
     """The trial's test patient with the largest lesion volume (cached, original split)."""
-    from seqablate.trainables.cohort import load_cached, plan_split, select
+    from seqablate.evaluation.cohort import load_cached, plan_split, select
 
     patients = load_cached(cfg.data, progress=False)
     split = plan_split(cfg, patients)
@@ -62,8 +62,8 @@ def overlay_figures(
     from tqdm.auto import tqdm
 
     from seqablate.analysis.plots import plot_overlay
+    from seqablate.evaluation.cohort import original_mask
     from seqablate.models.inference import Predictor
-    from seqablate.trainables.cohort import original_mask
 
     notes: list[str] = []
     panels: dict[str, np.ndarray] = {}

@@ -119,8 +119,8 @@ def check_predict_args(args: Any) -> None:
 
 
 def check_predict_out(out: Path, patient: Path) -> None:
-    """``predict --out``: :func:`seqablate.trainables.predict.check_out` (that module imports
+    """``predict --out``: :func:`seqablate.evaluation.predict.check_out` (that module imports
     numpy and the config, not torch)."""
-    from seqablate.trainables.predict import check_out
+    from seqablate.evaluation.predict import check_out
 
     check_out(out, patient)

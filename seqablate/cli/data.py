@@ -133,8 +133,8 @@ def _export_nnunet(args: argparse.Namespace) -> int:
     from seqablate.config import DataConfig
     from seqablate.data.layouts import discover
     from seqablate.data.nnunet import PREPROCESSED, RAW, dataset_folder_name, export_nnunet
+    from seqablate.evaluation.splits import same_cohort, study_source
     from seqablate.sequences import validate_sequences
-    from seqablate.trainables.splits import same_cohort, study_source
 
     kind, out, cohort_dir = "nnunet-export", Path(args.out).resolve(), Path(args.cohort).resolve()
     # Refuse a bad OUT before reading anything; --overwrite deletes only an earlier export.

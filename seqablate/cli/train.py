@@ -145,7 +145,7 @@ def _train(args: argparse.Namespace) -> int:
 
     from seqablate import folders, tracking
     from seqablate.config import TrialConfig, absolute_paths, config_diff, load_yaml, to_yaml
-    from seqablate.trainables.cohort import check_cohorts, plan_geometry
+    from seqablate.evaluation.cohort import check_cohorts, plan_geometry
     from seqablate.trainables.loop import fit_trial
     from seqablate.trainables.memory import check_training_memory
 
@@ -449,7 +449,7 @@ def _predict(args: argparse.Namespace) -> int:
     from seqablate.cli.checks import check_predict_args
 
     check_predict_args(args)  # before the heavy imports: a mistyped flag is answered at once
-    from seqablate.trainables.predict import predict_patient
+    from seqablate.evaluation.predict import predict_patient
 
     out = predict_patient(args.model, args.input, args.out, sequences=args.sequences,
                           force=args.force, tracking_uri=args.tracking_uri)
@@ -467,7 +467,7 @@ def _evaluate(args: argparse.Namespace) -> int:
     for flag, value in (("--name", args.name), ("--study", args.study), ("--alias", args.alias)):
         if value:
             raise ValueError(f"{flag} goes with --predictions (a model knows its own study and sequences)")
-    from seqablate.trainables.score import evaluate_cohort
+    from seqablate.evaluation.score import evaluate_cohort
 
     res = evaluate_cohort(args.model, args.cohort, out=args.out, layout=args.layout, sequences=args.sequences,
                           all_subsets=args.all_subsets, externals=_external(args.external),
@@ -482,7 +482,7 @@ def _evaluate(args: argparse.Namespace) -> int:
 
 def _evaluate_predictions(args: argparse.Namespace) -> int:
     from seqablate.cli.data import parse_aliases
-    from seqablate.trainables.outside import score_predictions
+    from seqablate.evaluation.outside import score_predictions
 
     for flag, value in (("--sequences", args.sequences), ("--all-subsets", args.all_subsets),
                         ("--external", args.external)):

@@ -112,6 +112,37 @@ class DeployedModel(nn.Module):
         key = subset_key(present, self.sequences)
         return key if key in self.norm_stats else "stored"
 
+    def condition(self, present: Tensor, censor: Any = ()) -> tuple[Tensor, Tensor, str]:
+        """One patient's sequences under a condition: ``(keep bool[S], used bool[S], statistics
+        key)``: ``keep`` is False for the censored names (canonical names or aliases), ``used``
+        = ``present & keep`` (what the network sees), and the key is :meth:`stats_key` of
+        ``used``. ``present``: bool[S] (what the patient has on disk). Raises ValueError for a
+        censored name the model does not take."""
+        import numpy as np
+
+        from seqablate.data.dropout import keep_vector
+
+        keep = torch.from_numpy(np.asarray(keep_vector(censor, self.sequences)))
+        used = present.to(torch.bool).cpu() & keep
+        return keep, used, self.stats_key(used)
+
+    @staticmethod
+    def presence(image: Tensor, present: Tensor, keep: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        """The presence rule (:func:`seqablate.data.dropout.apply_presence`): sequences absent
+        or not kept zeroed, the rest scaled by S / S_present. ``image`` float[B, S, K, H, W],
+        ``present`` bool[B, S], ``keep`` bool[B, S] or [S]; returns ``(image', present')``."""
+        from seqablate.data.dropout import apply_presence
+
+        return apply_presence(image, present, keep)
+
+    @staticmethod
+    def sequence_weights(used: Tensor) -> Tensor:
+        """float32[S]: the presence rule's per-sequence multipliers for the sequences ``used``
+        (bool[S]): what a linear stem weighs each sequence's partial convolution by."""
+        from seqablate.data.dropout import presence_weights
+
+        return presence_weights(used)  # type: ignore[return-value]
+
     def network(self, key: str) -> nn.Module:
         """A new eval-mode copy of the network with statistics ``key`` ("stored" or a subset
         key), on this model's device; the caller owns it (``Predictor`` prepares it in place)."""
@@ -129,12 +160,10 @@ class DeployedModel(nn.Module):
 
     def forward(self, image: Tensor, present: Tensor) -> Tensor:
         """``image[B, S, K, H, W]`` (unscaled), ``present[B, S]`` -> ``logits[B, 1, H, W]``."""
-        from seqablate.data.dropout import apply_presence
-
         present = present.to(device=image.device, dtype=torch.bool)
         if tuple(present.shape) != tuple(image.shape[:2]):
             raise ValueError(f"present must be [B, S] = {tuple(image.shape[:2])}, got {tuple(present.shape)}")
-        image, present = apply_presence(image, present)
+        image, present = self.presence(image, present)
         keys = [self.stats_key(row) if bool(row.any()) else "stored" for row in present.cpu()]
         if len(set(keys)) == 1:
             return self.net_for(keys[0])(image, present)

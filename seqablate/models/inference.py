@@ -274,7 +274,6 @@ def predict_conditions(patient: Any, jobs: Sequence[tuple[Predictor, Iterable[st
     or the predictors disagree.
     """
     from seqablate.data.dataset import patient_stacks
-    from seqablate.data.dropout import apply_presence, keep_vector, presence_weights
     from seqablate.data.geometry import anchored_pad
 
     if not jobs:
@@ -293,15 +292,14 @@ def predict_conditions(patient: Any, jobs: Sequence[tuple[Predictor, Iterable[st
     for j, (pred, censor) in enumerate(jobs):
         if pred.sequences != seqs or pred.slices != k or pred.device != first.device:
             raise ValueError("predict_conditions: all predictors must take the same sequences, slices and device")
-        keep = torch.from_numpy(keep_vector(censor, seqs))  # canonical names or aliases
-        actual = present & keep
+        # The model decides what a condition means: the presence rule and the statistics.
+        keep, actual, key = pred.deployed.condition(present, censor)
         if not bool(actual.any()):
             raise ValueError(
                 f"patient {pid}: no sequence left to predict from "
                 f"(present: {[s for s, p in zip(seqs, present.tolist(), strict=True) if p]}, "
                 f"censored: {[s for s, kk in zip(seqs, keep.tolist(), strict=True) if not kk]})"
             )
-        key = pred.deployed.stats_key(actual)
         pred.used.append((pid, key))
         gk = (id(pred), key, tuple(actual.tolist()))
         if gk not in groups:
@@ -338,10 +336,10 @@ def predict_conditions(patient: Any, jobs: Sequence[tuple[Predictor, Iterable[st
             parts = preds[0].stem().partials(x) if shared else None
             for g, (pred, key, keep, actual) in enumerate(plan):
                 if parts is not None:
-                    y = pred.stem().combine(parts, presence_weights(actual), pred._stem_norms[key])
+                    y = pred.stem().combine(parts, pred.deployed.sequence_weights(actual), pred._stem_norms[key])
                     logits = nets[g].forward_from_stem(y, size)  # type: ignore[operator]
                 else:
-                    xg, pg = apply_presence(x, present.expand(b, -1).to(dev), keep.expand(b, -1).to(dev))
+                    xg, pg = pred.deployed.presence(x, present.expand(b, -1).to(dev), keep.expand(b, -1).to(dev))
                     logits = nets[g](xg, pg)
                 prob = torch.sigmoid(logits.float())[:, 0]
                 outs[g][i : i + b] = prob[:, top : top + h, left : left + w].cpu().numpy()

@@ -26,10 +26,10 @@ from typing import Any
 
 from seqablate import metric_names as mn
 from seqablate.config import StudyConfig, TrialConfig, parse, to_yaml, with_overrides
+from seqablate.evaluation.cohort import TrialSplit
 from seqablate.naming import run_name
 from seqablate.search_spaces.registry import BUILTIN_HELPERS
 from seqablate.tracking.names import STUDY_FILE
-from seqablate.trainables.cohort import TrialSplit
 from seqablate.trainables.trial_names import config_name, trial_overrides
 
 #: Metric Tune/Optuna/ASHA optimise: the best validation objective so far (``train.objective``;
@@ -101,7 +101,7 @@ def plan_splits(cfg: StudyConfig, space: Any, points: list[dict[str, Any]], pati
     that varies the cohort or split settings (its points are drawn during the study, after the
     split is planned), or a cohort that cannot be used (named with its point).
     """
-    from seqablate.trainables.cohort import check_cohorts, plan_split
+    from seqablate.evaluation.cohort import check_cohorts, plan_split
 
     varied = sorted({k for p in points for k in p if k == "data.cohort" or k.removeprefix("data.") in SPLIT_FIELDS})
     if varied and space.kind != "grid":
@@ -138,11 +138,11 @@ def _scaling(ctx: StudyContext) -> Any:
 def _fit_one(ctx: StudyContext, overrides: dict[str, Any]) -> dict[str, Any]:
     """Train + evaluate one config as one MLflow child run; returns its final metrics.
 
-    Its start is the trial's time zero (:mod:`~seqablate.trainables.timing`): the workers book
+    Its start is the trial's time zero (:mod:`~seqablate.timing`): the workers book
     what came before them (the MLflow run, the worker group) as start-up, and once the trainer
     has returned this driver logs ``time.other`` and ``time.total`` beside their phases.
     """
-    from seqablate.trainables.timing import DriverClock, close_books
+    from seqablate.timing import DriverClock, close_books
 
     clock = DriverClock.start()  # before the imports below: the first trial of a process pays for them
     import ray.train
@@ -403,7 +403,7 @@ def study_space(cfg: StudyConfig) -> Any:
 def prepare(cfg: StudyConfig) -> tuple[StudyConfig, TrialSplit, list[Any]]:
     """Validate the study before Ray starts: space, cohorts (cached once), split, externals.
     Returns the config (smoke applied), the base config's split and the cohort's patients."""
-    from seqablate.trainables.cohort import check_cohorts, plan_geometry
+    from seqablate.evaluation.cohort import check_cohorts, plan_geometry
 
     cfg = apply_smoke(cfg)
     space = study_space(cfg)  # unknown space or --trials pattern -> SpaceError listing the choices

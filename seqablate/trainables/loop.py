@@ -12,7 +12,7 @@ The ``config`` dict a worker gets is ``{"trial": TrialConfig as JSON, "run": Wor
 JSON}`` (:func:`worker_config`).
 
 Where the time goes: the loop books every block to a phase of one
-:class:`~seqablate.trainables.timing.PhaseTimer` (start-up, data, batches, steps, saliency,
+:class:`~seqablate.timing.PhaseTimer` (start-up, data, batches, steps, saliency,
 validation, statistics, evaluation, bootstrap, checkpoint, logging); rank 0 logs the seconds
 as ``time.<phase>`` at the end and puts them in the final report, and the trial's driver (the
 Tune driver, or :func:`fit_trial`) adds ``time.other`` and ``time.total`` when it ends.
@@ -42,8 +42,8 @@ import torch
 
 from seqablate import metric_names as mn
 from seqablate.config import TrialConfig, parse
-from seqablate.trainables.checkpoint import TrainState, read_checkpoint, read_state, save_checkpoint
-from seqablate.trainables.cohort import (
+from seqablate.evaluation.checkpoint import TrainState, read_checkpoint, read_state, save_checkpoint
+from seqablate.evaluation.cohort import (
     TrialSplit,
     load_cached,
     original_mask,
@@ -52,11 +52,11 @@ from seqablate.trainables.cohort import (
     select,
     split_record,
 )
+from seqablate.timing import DriverClock, PhaseTimer, Timed, close_books
 from seqablate.trainables.losses import segmentation_loss
 from seqablate.trainables.sampling import DistributedWeightedSampler
 from seqablate.trainables.schedule import build_optimizer
 from seqablate.trainables.session import LocalSession, RaySession, Session
-from seqablate.trainables.timing import DriverClock, PhaseTimer, Timed, close_books
 
 
 class InjectedFailure(RuntimeError):
@@ -275,7 +275,7 @@ def validation_conditions(cfg: TrialConfig) -> list[tuple[str, tuple[str, ...]]]
 def check_validation(cfg: TrialConfig, data: TrialData) -> None:
     """Refuse, before any training, a validation condition under which no validation patient
     keeps a sequence (its mAP, hence the objective, would be undefined at every validation)."""
-    from seqablate.trainables.evaluate import has_input
+    from seqablate.evaluation.evaluate import has_input
 
     if not data.val:
         return
@@ -300,10 +300,10 @@ def validate(trainer: Trainer, data: TrialData, cfg: TrialConfig) -> dict[str, f
     """
     from seqablate import objectives
     from seqablate.data.cache import to_original_grid
+    from seqablate.evaluation.evaluate import detect, has_input
     from seqablate.metrics.detection import DetectionResult
     from seqablate.models.deployed import DeployedModel
     from seqablate.models.inference import Predictor
-    from seqablate.trainables.evaluate import detect, has_input
 
     if not data.val:
         return {}
@@ -347,9 +347,9 @@ def validate(trainer: Trainer, data: TrialData, cfg: TrialConfig) -> dict[str, f
 
 def _norm_stats_for(model: torch.nn.Module, data: TrialData, cfg: TrialConfig,
                     censored: list[tuple[str, ...]]) -> Any:
+    from seqablate import timing
+    from seqablate.evaluation.norm import estimate_norm_stats, patient_subsets
     from seqablate.models.norm_stats import has_batchnorm
-    from seqablate.trainables import timing
-    from seqablate.trainables.norm import estimate_norm_stats, patient_subsets
 
     if not has_batchnorm(model):
         return None
@@ -398,8 +398,8 @@ def estimate_final_stats(weights: dict[str, torch.Tensor], trainer: Trainer, dat
     """Per-subset BatchNorm statistics of the selected weights (None without BatchNorm)."""
     import copy
 
+    from seqablate.evaluation.norm import estimate_norm_stats, norm_subsets
     from seqablate.models.norm_stats import has_batchnorm
-    from seqablate.trainables.norm import estimate_norm_stats, norm_subsets
 
     if not has_batchnorm(trainer.bare):
         return None
@@ -546,8 +546,8 @@ def evaluate_selected(trainer: Trainer, progress: Progress, cfg: TrialConfig, da
     """Evaluate the selected weights on the test split and external cohorts; log to MLflow."""
     import copy
 
-    from seqablate.trainables import timing
-    from seqablate.trainables.evaluate import evaluate_model
+    from seqablate import timing
+    from seqablate.evaluation.evaluate import evaluate_model
 
     weights, step = select_final(progress, trainer, cfg)
     model = copy.deepcopy(trainer.bare)
@@ -704,7 +704,7 @@ def fit_trial(
     ``storage`` holds the checkpoints; if it already holds some, training resumes from the
     newest (at its saved step). ``split`` defaults to :func:`plan_split` of the cohort.
 
-    This function is the trial's driver for the timing (:mod:`~seqablate.trainables.timing`):
+    This function is the trial's driver for the timing (:mod:`~seqablate.timing`):
     ``time.total`` runs from its start to the worker's end, the patients it loads to plan the
     split are ``data``; with ``tracking`` it logs ``time.other`` and ``time.total`` beside the
     worker's phases. A resumed run times this call only.

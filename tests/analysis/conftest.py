@@ -40,7 +40,7 @@ def _curves(logger, cfg):
     trainables' own evaluation code for two conditions of a two-patient toy cohort."""
     import tempfile
 
-    from seqablate.trainables.evaluate import EvalReport, score_condition
+    from seqablate.evaluation.evaluate import EvalReport, score_condition
 
     truth = np.zeros((4, 16, 16), np.uint8)
     truth[1, 2, 2] = truth[1, 10, 10] = 1

@@ -25,7 +25,7 @@ def _run_metrics(run_folder: Path) -> tuple[str, dict[str, float], str]:
 def _test_cohort(run_folder: Path, cohort: Path, out: Path) -> Path:
     """A cohort folder holding copies of exactly the run's test patients."""
     from seqablate.config import TrialConfig, load_yaml
-    from seqablate.trainables.cohort import load_cached, plan_split
+    from seqablate.evaluation.cohort import load_cached, plan_split
 
     cfg = load_yaml(run_folder / "config.yaml", TrialConfig)
     split = plan_split(cfg, load_cached(cfg.data))

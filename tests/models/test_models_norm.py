@@ -234,7 +234,7 @@ def test_statistics_of_many_conditions_from_one_draw_equal_one_condition_at_a_ti
 def test_subsets_are_grouped_by_the_patients_who_can_provide_them() -> None:
     from types import SimpleNamespace
 
-    from seqablate.trainables.norm import eligible_groups
+    from seqablate.evaluation.norm import eligible_groups
 
     seqs = ("a", "b", "c")
     pts = [SimpleNamespace(present=[True, True, True]), SimpleNamespace(present=[True, False, True]),

@@ -50,7 +50,7 @@ def no_preprocessing(monkeypatch: pytest.MonkeyPatch) -> None:
 def test_evaluate_refuses_a_cohort_without_masks_before_preprocessing(
     trained: Path, cohort: Path, tmp_path: Path, no_preprocessing: None, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    from seqablate.trainables.score import evaluate_cohort
+    from seqablate.evaluation.score import evaluate_cohort
 
     unlabelled = _copy(cohort, tmp_path / "c")
     for seg in unlabelled.glob("*/seg.nii.gz"):

@@ -265,7 +265,7 @@ def test_unreachable_tracking_server_is_named(tmp_path: Path, trained: Path, mon
 
 def test_hints_name_flags_the_command_has(tmp_path: Path) -> None:
     from seqablate.config import TrialConfig
-    from seqablate.trainables.cohort import load_cached
+    from seqablate.evaluation.cohort import load_cached
 
     with pytest.raises(ValueError) as err:
         load_cached(TrialConfig().data)

@@ -14,11 +14,11 @@ from tests.trainables.conftest import tiny_trial
 def test_evaluation_by_patient_gives_the_per_condition_numbers(cohorts: dict[str, Path], tmp_path: Path) -> None:
     from seqablate.config import TrialConfig
     from seqablate.data.cache import preprocess_cohort
+    from seqablate.evaluation.cohort import original_mask
+    from seqablate.evaluation.evaluate import evaluate_model, has_input, policies, score_condition
+    from seqablate.evaluation.norm import estimate_norm_stats, norm_subsets
     from seqablate.models import build_model
     from seqablate.models.inference import Predictor
-    from seqablate.trainables.cohort import original_mask
-    from seqablate.trainables.evaluate import evaluate_model, has_input, policies, score_condition
-    from seqablate.trainables.norm import estimate_norm_stats, norm_subsets
 
     raw = tiny_trial(cohorts["stanford"])
     raw["model"]["backbone"] = "tiny"
@@ -32,8 +32,8 @@ def test_evaluation_by_patient_gives_the_per_condition_numbers(cohorts: dict[str
     got = evaluate_model(model, cfg, test, externals={"oslo": oslo}, norm_stats=stats, progress=False)
 
     # The reference: the per-condition path, whole network per condition, no shared stem.
+    from seqablate.evaluation.evaluate import evaluation_conditions
     from seqablate.metric_names import prefix
-    from seqablate.trainables.evaluate import evaluation_conditions
 
     want: dict[str, float] = {}
     names = []
@@ -85,7 +85,7 @@ def test_shapley_metrics_from_the_subset_conditions_under_each_policy() -> None:
     names them: full, censor_<seq>, subset_<...>), the other policy incomplete: values for the
     first only, equal to the hand-computed game of tests/metrics/test_metrics_shapley.py."""
     from seqablate import metric_names as mn
-    from seqablate.trainables.evaluate import shapley_metrics
+    from seqablate.evaluation.evaluate import shapley_metrics
 
     seqs = ("a", "b", "c")
     v = {"subset_a": 0.1, "subset_b": 0.2, "subset_c": 0.0, "censor_c": 0.5, "censor_b": 0.3, "censor_a": 0.2,

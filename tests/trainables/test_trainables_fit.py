@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from seqablate.config import TrialConfig, parse
-from seqablate.trainables.checkpoint import load_best_model, read_state
+from seqablate.evaluation.checkpoint import load_best_model, read_state
 from seqablate.trainables.loop import FaultPlan, InjectedFailure, fit_trial
 
 from .conftest import tiny_trial

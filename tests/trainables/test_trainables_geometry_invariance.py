@@ -72,8 +72,8 @@ def _origin(cohort: Path, patient: str) -> np.ndarray:
 
 def test_one_model_three_geometries(tmp_path: Path) -> None:
     from seqablate.data.phantom import SCANNERS, make_phantom_cohort
+    from seqablate.evaluation.score import evaluate_cohort
     from seqablate.trainables.loop import fit_trial
-    from seqablate.trainables.score import evaluate_cohort
 
     train = make_phantom_cohort(tmp_path / "train", site="stanford", patients=40, seed=0,
                                 scanners=SCANNERS["stanford"], workers=2)

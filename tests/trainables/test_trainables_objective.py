@@ -120,7 +120,7 @@ def test_a_condition_no_validation_patient_can_be_scored_under_is_refused_before
     ({"dropout_p": {"t1_gre_post": 0.4, "flair": 0.0}}, ("t1_gre_post", "flair"), ("flair",)),
 ])
 def test_predict_refuses_only_sequences_never_absent_in_training(train: dict, missing: tuple, unseen: tuple) -> None:
-    from seqablate.trainables.predict import PredictRefused, _refuse_unseen, never_absent
+    from seqablate.evaluation.predict import PredictRefused, _refuse_unseen, never_absent
 
     cfg = parse(TrialConfig, {"train": train})
     assert never_absent(cfg, missing) == unseen
@@ -209,7 +209,7 @@ def test_keep_best_records_every_objective_at_the_selected_step(objectives: list
         "val.best_objective.1": bests[0], "val.best_objective.2": bests[1],
     })
     # Before any validation every searched metric is there, as 0 (Tune refuses a result without one).
-    from seqablate.trainables.checkpoint import TrainState
+    from seqablate.evaluation.checkpoint import TrainState
 
     assert _bests(TrainState(), 2)["val.selected_objective.2"] == 0.0
     assert set(_bests(TrainState(), 0)) == {mn.VAL_BEST_OBJECTIVE, mn.VAL_BEST}
@@ -217,7 +217,7 @@ def test_keep_best_records_every_objective_at_the_selected_step(objectives: list
 
 def test_fit_trial_reports_every_objective_and_tests_the_validation_conditions(cohorts: dict[str, Path],
                                                                               tmp_path: Path) -> None:
-    from seqablate.trainables.checkpoint import read_state
+    from seqablate.evaluation.checkpoint import read_state
     from seqablate.trainables.loop import fit_trial
 
     raw = tiny_trial(cohorts["stanford"], steps=4, saliency_every=0, objectives=["full", "worst"],
@@ -250,7 +250,7 @@ def test_fit_trial_reports_every_objective_and_tests_the_validation_conditions(c
 
 
 def test_evaluation_tests_the_validation_conditions_once() -> None:
-    from seqablate.trainables.evaluate import evaluation_conditions
+    from seqablate.evaluation.evaluate import evaluation_conditions
 
     cfg = parse(TrialConfig, {"eval": {"each_sequence": False},
                               "train": {"val_conditions": [FULL, "censor_bravo", "subset_t1_gre_post-flair"]}})

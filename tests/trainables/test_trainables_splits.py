@@ -21,7 +21,7 @@ class _Space:
 
 def test_each_split_seed_of_a_grid_gets_its_own_split(cohorts: dict[str, Path]) -> None:
     from seqablate.config import StudyConfig, TrialConfig, with_overrides
-    from seqablate.trainables.cohort import check_cohorts, plan_split
+    from seqablate.evaluation.cohort import check_cohorts, plan_split
     from seqablate.trainables.driver import StudyContext, plan_splits, split_key
 
     base = TrialConfig.model_validate(tiny_trial(cohorts["stanford"]))
@@ -45,7 +45,7 @@ def test_a_search_that_varies_the_split_and_a_space_that_varies_the_cohort_are_r
     cohorts: dict[str, Path],
 ) -> None:
     from seqablate.config import StudyConfig, TrialConfig
-    from seqablate.trainables.cohort import check_cohorts
+    from seqablate.evaluation.cohort import check_cohorts
     from seqablate.trainables.driver import StudySetupError, plan_splits
 
     base = TrialConfig.model_validate(tiny_trial(cohorts["stanford"]))
@@ -64,7 +64,7 @@ def test_a_grid_over_cohorts_plans_each_cohorts_split(cohorts: dict[str, Path], 
     gets its own cohort's split, planned (and the cohort preprocessed) before Ray starts."""
     from seqablate.config import StudyConfig, TrialConfig, with_overrides
     from seqablate.data import make_phantom_cohort
-    from seqablate.trainables.cohort import check_cohorts, load_cached, plan_split
+    from seqablate.evaluation.cohort import check_cohorts, load_cached, plan_split
     from seqablate.trainables.driver import StudyContext, plan_splits
 
     other = make_phantom_cohort(tmp_path / "misreg2", site="stanford", patients=6, seed=0, shape=(32, 32, 12),
@@ -102,7 +102,7 @@ def test_training_subsets_are_nested_seeded_and_leave_validation_and_test_alone(
     import numpy as np
 
     from seqablate.config import TrialConfig, with_overrides
-    from seqablate.trainables.cohort import plan_split, training_subset
+    from seqablate.evaluation.cohort import plan_split, training_subset
 
     train = tuple(f"p{i:02d}" for i in range(20))
     ids = sorted(train)

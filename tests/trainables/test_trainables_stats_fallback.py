@@ -12,10 +12,10 @@ import pandas as pd
 
 def test_a_subset_without_estimated_statistics_is_flagged_per_patient() -> None:
     from seqablate.config import TrialConfig
+    from seqablate.evaluation.evaluate import ConditionResult, EvalReport, _record_stats, fallbacks
     from seqablate.models import build_model
     from seqablate.models.deployed import DeployedModel
     from seqablate.models.norm_stats import subset_key
-    from seqablate.trainables.evaluate import ConditionResult, EvalReport, _record_stats, fallbacks
 
     cfg = TrialConfig.model_validate({"model": {"backbone": "tiny", "integration": "input"}})
     seqs = tuple(cfg.data.sequences)

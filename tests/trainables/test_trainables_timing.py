@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 
 from seqablate import metric_names as mn
-from seqablate.trainables import timing
-from seqablate.trainables.timing import PhaseTimer, close_books
+from seqablate import timing
+from seqablate.timing import PhaseTimer, close_books
 
 from .conftest import tiny_trial
 

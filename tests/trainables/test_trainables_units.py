@@ -9,9 +9,9 @@ import pytest
 import torch
 
 from seqablate.config import TrainConfig, TrialConfig
-from seqablate.trainables.evaluate import evaluation_conditions
+from seqablate.evaluation.evaluate import evaluation_conditions
+from seqablate.evaluation.predict import _to_input_grid, lesion_table
 from seqablate.trainables.losses import segmentation_loss, soft_dice_loss
-from seqablate.trainables.predict import _to_input_grid, lesion_table
 from seqablate.trainables.sampling import DistributedWeightedSampler
 from seqablate.trainables.schedule import lr_factor
 

@@ -1,6 +1,6 @@
 """A run's split read back: which patients trained, validated and tested a model or a study.
 
-Every trial records ``split.json`` (:func:`seqablate.trainables.cohort.split_record`) at its
+Every trial records ``split.json`` (:func:`seqablate.evaluation.cohort.split_record`) at its
 run's root and inside ``model/``. ``evaluate`` reads it to leave a model's training and
 validation patients out of its scores; ``cohort export-nnunet`` and ``evaluate --predictions``
 read a study's, so an outside baseline trains and is scored on the same patients. Runs made
@@ -48,7 +48,7 @@ class RecordedSplit:
         return {"train": list(self.train), "val": list(self.val), "test": list(self.test)}
 
     def record(self) -> dict[str, Any]:
-        """The ``split.json`` mapping (what :func:`seqablate.trainables.cohort.split_record` writes)."""
+        """The ``split.json`` mapping (what :func:`seqablate.evaluation.cohort.split_record` writes)."""
         return {"cohort": self.cohort, "sequences": list(self.sequences), **self.as_dict()}
 
     @property
@@ -103,9 +103,9 @@ def run_split(run_id: str, tracking_uri: str) -> RecordedSplit | None:
 
 def recompute_split(cfg: TrialConfig, source: str) -> RecordedSplit:
     """The split of a run that recorded none, recomputed from its config over its cohort
-    (the same deterministic :func:`~seqablate.trainables.cohort.plan_split` training used).
+    (the same deterministic :func:`~seqablate.evaluation.cohort.plan_split` training used).
     Raises ValueError when the config's cohort is not there any more."""
-    from seqablate.trainables.cohort import load_cached, plan_split, split_record
+    from seqablate.evaluation.cohort import load_cached, plan_split, split_record
 
     if not cfg.data.cohort or not Path(cfg.data.cohort).is_dir():
         raise ValueError(f"{source} recorded no split (trained before seqablate recorded splits) and its cohort "

@@ -10,7 +10,7 @@ A checkpoint folder holds:
 - ``state.json``: ``step`` (optimiser steps done), ``best_metric``, ``best_step``, and for a
   multi-objective trial ``selected`` / ``bests`` (each objective at the best step / its own best),
   and ``timing`` (the trial driver's start and the seconds per phase up to the checkpoint, so a
-  worker Ray Train restarts keeps them: :meth:`~seqablate.trainables.timing.PhaseTimer.resume`);
+  worker Ray Train restarts keeps them: :meth:`~seqablate.timing.PhaseTimer.resume`);
 - ``saliency.pt``: the cumulative saliency accumulator (so traces continue on resume);
 - ``norm_stats.pt``: per-subset BatchNorm statistics of the selected weights (written with
   the final checkpoint of a BatchNorm model, see :mod:`seqablate.models.norm_stats`);

@@ -123,10 +123,10 @@ def evaluate_cohort(
     import torch
 
     from seqablate import folders, tracking
+    from seqablate.evaluation.cohort import labelled, load_cached
+    from seqablate.evaluation.evaluate import evaluate_model, evaluation_conditions, fallbacks
+    from seqablate.evaluation.model_ref import load_model
     from seqablate.sequences import canonical
-    from seqablate.trainables.cohort import labelled, load_cached
-    from seqablate.trainables.evaluate import evaluate_model, evaluation_conditions, fallbacks
-    from seqablate.trainables.model_ref import load_model
 
     cohort = Path(cohort).resolve()
     out_dir = Path(out) if out is not None else Path.cwd() / "seqablate-evaluations" / cohort.name
@@ -211,8 +211,8 @@ def _leave_out_training(model_ref: str, uri: str, cfg: TrialConfig, trained_coho
     ``include``; elsewhere nothing is left out, but patients whose ids are the model's
     training patients are pointed out.
     """
-    from seqablate.trainables.cohort import plan_split, split_record
-    from seqablate.trainables.splits import RecordedSplit, local_split, run_split, same_cohort
+    from seqablate.evaluation.cohort import plan_split, split_record
+    from seqablate.evaluation.splits import RecordedSplit, local_split, run_split, same_cohort
 
     source = _source_run(model_ref, uri)
     recorded = run_split(source, uri) if source is not None else (

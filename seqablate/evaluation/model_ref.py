@@ -18,8 +18,8 @@ def load_model(ref: str | Path, *, tracking_uri: str | None = None, device: Any 
     the reference when it cannot be resolved or is not a seqablate model.
     """
     from seqablate import tracking
+    from seqablate.evaluation.checkpoint import load_best_model, read_norm_stats
     from seqablate.models.deployed import DeployedModel
-    from seqablate.trainables.checkpoint import load_best_model, read_norm_stats
 
     folder = tracking.download_model(ref, tracking_uri=tracking_uri)
     if (folder / "MLmodel").is_file():

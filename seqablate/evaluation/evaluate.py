@@ -27,11 +27,11 @@ import pandas as pd
 import torch
 
 from seqablate import metric_names as mn
+from seqablate import timing
 from seqablate.config import TrialConfig
+from seqablate.evaluation.cohort import original_mask
 from seqablate.models.deployed import DeployedModel
 from seqablate.sequences import subsets
-from seqablate.trainables import timing
-from seqablate.trainables.cohort import original_mask
 
 
 def evaluation_conditions(cfg: TrialConfig) -> list[tuple[str, tuple[str, ...]]]:

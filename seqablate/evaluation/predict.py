@@ -168,9 +168,9 @@ def predict_patient(
     from seqablate.data.cache import CachedPatient
     from seqablate.data.preprocess import PreprocessParams, preprocess_volume
     from seqablate.data.volumes import load_patient
+    from seqablate.evaluation.model_ref import load_model
     from seqablate.models.inference import Predictor
     from seqablate.sequences import canonical
-    from seqablate.trainables.model_ref import load_model
 
     _claim_out(Path(out_dir), create=False, patient=Path(input_dir))  # refuse a bad --out before any work
     dev = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))

@@ -3,7 +3,7 @@
 An outside baseline (nnU-Net trained on ``cohort export-nnunet``'s dataset, any other tool)
 hands in one probability map or binary mask per patient (:mod:`seqablate.data.predictions`).
 Each is scored against the patient's lesion mask on the prediction's own grid, which must be
-the cohort's, with the trials' metric code (:func:`seqablate.trainables.evaluate.score_condition`:
+the cohort's, with the trials' metric code (:func:`seqablate.evaluation.evaluate.score_condition`:
 lesion-level mAP with its bootstrap CI, max sensitivity, TP Dice, FROC) under the trials'
 names (``test.full.*``, or ``external.<cohort>.*`` for a study's external cohort) and the
 trials' tables (``patients.csv``, ``lesions.csv``, ...). With ``study`` the study's evaluation
@@ -54,7 +54,7 @@ class OutsideResult:
 def _prefix(source: Any, cohort: Path) -> str:
     """``test.full`` on the study's own cohort (or without a study); ``external.<name>`` on one
     of the study's external cohorts (``external.<folder name>`` on any other cohort)."""
-    from seqablate.trainables.splits import same_cohort
+    from seqablate.evaluation.splits import same_cohort
 
     if source is None or source.config is None:
         return mn.prefix("test")
@@ -111,8 +111,8 @@ def score_predictions(
     from seqablate.data.layouts import discover
     from seqablate.data.predictions import BINARY, PROBABILITY, find_predictions, load_prediction
     from seqablate.data.volumes import load_patient
-    from seqablate.trainables.evaluate import EvalReport, score_condition
-    from seqablate.trainables.splits import same_cohort, study_source
+    from seqablate.evaluation.evaluate import EvalReport, score_condition
+    from seqablate.evaluation.splits import same_cohort, study_source
 
     predictions, cohort = Path(predictions).resolve(), Path(cohort).resolve()
     name = name or predictions.name

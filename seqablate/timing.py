@@ -22,7 +22,7 @@ no second is counted twice: bootstrap inside evaluation, logging inside checkpoi
 inside validation. The same phase opened inside itself books the inner time once.
 
 **The active timer.** Code deep in a call tree (the bootstrap of
-:func:`~seqablate.trainables.evaluate.score_detections`, validation's statistics) books its time
+:func:`~seqablate.evaluation.evaluate.score_detections`, validation's statistics) books its time
 with the module-level :func:`phase`, which uses the timer the training loop activated in this
 context (a :class:`contextvars.ContextVar`, so other threads and trials in the process never
 see it) and does nothing without one (``seqablate evaluate``, tests): no timer is threaded
