@@ -72,8 +72,10 @@ import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
+from seqablate.vocabulary import PER_SUBSET, STORED
+
 SPLITS = ("test", "external")
-POLICIES = ("stored", "per_subset")
+POLICIES = (STORED, PER_SUBSET)
 #: Lesion-level metrics an evaluation logs per condition (CI bounds: ``mAP_lo``/``mAP_hi``).
 EVAL_METRICS = ("mAP", "max_sensitivity", "tp_dice", "froc_mean", "n_truth", "n_pred", "n_tp", "n_patients")
 
@@ -116,7 +118,7 @@ SALIENCY = "saliency"
 SALIENCY_KINDS = ("sequence", "slice")
 
 _EVAL_RE = re.compile(
-    r"^(?P<split>test|external)(?:_(?P<policy>stored|per_subset))?\."
+    rf"^(?P<split>test|external)(?:_(?P<policy>{'|'.join(POLICIES)}))?\."
     r"(?P<rest>.+)\.(?P<metric>[A-Za-z_]+?)(?P<bound>_lo|_hi)?$"
 )
 
@@ -233,7 +235,7 @@ def shapley_key(sequence: str, *, policy: str | None = None) -> str:
     return f"{prefix('test', SHAPLEY, policy=policy)}.{sequence}"
 
 
-_SHAPLEY_RE = re.compile(r"^test(?:_(?P<policy>stored|per_subset))?\.shapley\.(?P<seq>[^.]+)$")
+_SHAPLEY_RE = re.compile(rf"^test(?:_(?P<policy>{'|'.join(POLICIES)}))?\.shapley\.(?P<seq>[^.]+)$")
 
 
 def parse_shapley_key(key: str) -> tuple[str, str | None] | None:

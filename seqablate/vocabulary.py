@@ -36,8 +36,12 @@ DROPOUT_MODES: tuple[str, ...] = ("bernoulli", "uniform")
 NORMS: tuple[str, ...] = ("batch", "group", "instance")
 #: Backbones (``model.backbone``); their widths live in ``seqablate.models.backbones``.
 BACKBONES: tuple[str, ...] = ("resnet50", "resnet101", "compact", "tiny")
-#: BatchNorm statistics at inference (``eval.norm_stats``).
-NORM_STATS: tuple[str, ...] = ("stored", "per_subset")
+#: BatchNorm statistics at inference (``eval.norm_stats``): the running statistics of training
+#: (the paper's), or statistics re-estimated per sequence subset. ``STORED`` is also the
+#: statistics key of a sample that gets the training statistics.
+STORED = "stored"
+PER_SUBSET = "per_subset"
+NORM_STATS: tuple[str, ...] = (STORED, PER_SUBSET)
 #: Intensity normalisations (``data.intensity``).
 INTENSITIES: tuple[str, ...] = ("minmax_clahe", "minmax", "zscore")
 #: Preprocessing geometries (``data.geometry``).

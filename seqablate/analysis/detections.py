@@ -19,6 +19,7 @@ import pandas as pd
 from seqablate import metric_names as mn
 from seqablate.analysis.runs import ConfigGroup, Run
 from seqablate.analysis.study import StudyRuns
+from seqablate.vocabulary import STORED
 
 
 def load_detections(data: StudyRuns, run: Run, tmp: Path) -> dict[str, list[Any]]:
@@ -43,7 +44,7 @@ def load_detections(data: StudyRuns, run: Run, tmp: Path) -> dict[str, list[Any]
 def policy_prefix(run: Run, split: str, condition: str, policy: str | None, cohort: str | None = None) -> str:
     """The logged prefix of ``policy``'s metrics for this run: ``policy`` None or the run's own
     policy has none (a model without BatchNorm logs only that one)."""
-    own = run.params.get("eval.norm_stats", "stored")
+    own = run.params.get("eval.norm_stats", STORED)
     return mn.prefix(split, condition, cohort=cohort, policy=None if policy in (None, own) else policy)
 
 

@@ -36,6 +36,7 @@ from seqablate.analysis.runs import ConfigGroup, Run, group_by_config, study_seq
 from seqablate.analysis.study import StudyRuns
 from seqablate.analysis.verdicts import ClaimTest, Rules, holm, policy_agreement
 from seqablate.metrics.recipe import Arm
+from seqablate.vocabulary import STORED
 
 CENSORED = "t1_gre_post"
 #: The rules the report states and the verdicts follow.
@@ -362,7 +363,7 @@ def baseline_findings(det: StudyDetections, pair: _Pair, baselines: Sequence[Run
 
 def _configured_policy(pair: _Pair) -> str:
     """The statistics policy the pair's runs were configured with (the first run's)."""
-    return str(pair.base.first.params.get("eval.norm_stats", "stored"))
+    return str(pair.base.first.params.get("eval.norm_stats", STORED))
 
 
 def build_findings(data: StudyRuns, runs: Sequence[Run], traces: Sequence[Any] = (), *,

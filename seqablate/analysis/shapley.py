@@ -22,6 +22,7 @@ import pandas as pd
 from seqablate import metric_names as mn
 from seqablate.analysis.runs import ConfigGroup, Run, group_by_config
 from seqablate.metrics.shapley import all_subsets, shapley_weights
+from seqablate.vocabulary import PER_SUBSET, STORED
 
 LEVEL = 0.95
 SHAPLEY_PNG = "shapley.png"
@@ -59,7 +60,7 @@ def _conditions(run: Run, policy: str | None) -> dict[frozenset[str], str] | Non
 
 def _policies(run: Run) -> list[tuple[str | None, str]]:
     """``(logged policy or None for the run's own, its name)`` of every policy the run logged."""
-    own = run.params.get("eval.norm_stats", "stored")
+    own = run.params.get("eval.norm_stats", STORED)
     out: list[tuple[str | None, str]] = [(None, own)]
     out += [(p, p) for p in mn.POLICIES if p != own and any(k.startswith(f"test_{p}.") for k in run.metrics)]
     return out
@@ -161,7 +162,7 @@ def plot_shapley(values: list[ShapleyValue], path: str | Path) -> Path:
     for v in values:
         groups.setdefault(v.group.label, []).append(v)
     fig, axes = plt.subplots(len(groups), 1, figsize=(6.4, 2.4 * len(groups) + 0.6), squeeze=False)
-    colors = {"stored": "#0969da", "per_subset": "#bf8700"}
+    colors = {STORED: "#0969da", PER_SUBSET: "#bf8700"}
     for ax, (label, vals) in zip(axes[:, 0], groups.items(), strict=True):
         seqs = list(dict.fromkeys(v.sequence for v in vals))
         pols = list(dict.fromkeys(v.policy for v in vals))

@@ -36,6 +36,7 @@ from seqablate.analysis.runs import (
 )
 from seqablate.metric_names import condition_subset, metric_key
 from seqablate.sequences import subset_label, subsets
+from seqablate.vocabulary import PER_SUBSET, STORED
 
 #: Scale from logged fractions to displayed percent.
 PERCENT = 100.0
@@ -309,14 +310,14 @@ def _condition_for(runs: Sequence[Run], kept: tuple[str, ...], seqs: tuple[str, 
 
 
 #: The two BatchNorm statistics policies, as extra mAP columns of BatchNorm studies.
-POLICY_COLUMNS = {"stored": "mAP, stored BN stats", "per_subset": "mAP, per-subset BN stats"}
+POLICY_COLUMNS = {STORED: "mAP, stored BN stats", PER_SUBSET: "mAP, per-subset BN stats"}
 
 
 def policy_key(run: Run, key: str, policy: str) -> str:
     """The name under which ``run`` logged metric ``key`` (``test.``/``external.``) with
     BatchNorm statistics ``policy``: ``key`` itself for the run's own policy, else with the
     policy after the split (``test_stored.full.mAP``)."""
-    own = run.params.get("eval.norm_stats", "stored")
+    own = run.params.get("eval.norm_stats", STORED)
     if own == policy:
         return key
     split, rest = key.split(".", 1)

@@ -24,6 +24,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from seqablate.vocabulary import PER_SUBSET
+
 #: Demo cohorts: 100 stanford patients (40 test, >= 15 validation, the rest train) and 16 oslo.
 #: 40 test patients, not 60: with 5 seeds per arm the recipe intervals are set mostly by the
 #: seeds, and the patients moved out of the test split train and select the networks
@@ -47,7 +49,7 @@ BASE: dict[str, Any] = {
     "model": {"backbone": "tiny", "integration": "input", "norm": "batch"},
     "train": {"steps": STEPS, "batch_size": 8, "lr": LR, "warmup_steps": 50, "val_every": 250,
               "saliency_every": 25, "dice_weight": 1.0},
-    "eval": {"bootstrap": 1000, "each_sequence": False, "censor": ["t1_gre_post"], "norm_stats": "per_subset"},
+    "eval": {"bootstrap": 1000, "each_sequence": False, "censor": ["t1_gre_post"], "norm_stats": PER_SUBSET},
 }
 SPACE = Path(__file__).with_name("space.py")
 

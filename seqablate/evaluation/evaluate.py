@@ -32,6 +32,7 @@ from seqablate.config import TrialConfig
 from seqablate.evaluation.cohort import original_mask
 from seqablate.models.deployed import DeployedModel
 from seqablate.sequences import subsets
+from seqablate.vocabulary import PER_SUBSET, STORED
 
 
 def evaluation_conditions(cfg: TrialConfig) -> list[tuple[str, tuple[str, ...]]]:
@@ -178,7 +179,7 @@ def _record_stats(r: ConditionResult, used: dict[str, str], deployed: DeployedMo
     if len(r.patients):
         keys = r.patients["patient"].astype(str).map(used).fillna("")
         r.patients["norm_stats"] = keys
-        r.patients["norm_stats_fallback"] = (deployed.policy == "per_subset") & bool(deployed.norm_stats) & (keys == "stored")
+        r.patients["norm_stats_fallback"] = (deployed.policy == PER_SUBSET) & bool(deployed.norm_stats) & (keys == STORED)
 
 
 def fallbacks(report: EvalReport) -> dict[str, list[str]]:
@@ -267,8 +268,8 @@ def policies(model: torch.nn.Module, cfg: TrialConfig, norm_stats: Any) -> list[
     own = cfg.eval.norm_stats
     conf = cfg.model_dump(mode="json")
     if not has_batchnorm(model) or not norm_stats:
-        return [(None, DeployedModel(model, policy="stored", config=conf))]
-    other = "stored" if own == "per_subset" else "per_subset"
+        return [(None, DeployedModel(model, policy=STORED, config=conf))]
+    other = STORED if own == PER_SUBSET else PER_SUBSET
     return [(None, DeployedModel(model, norm_stats=norm_stats, policy=own, config=conf)),
             (other, DeployedModel(model, norm_stats=norm_stats, policy=other, config=conf))]
 

@@ -17,6 +17,7 @@ import numpy as np
 
 from seqablate.config import TrialConfig
 from seqablate.folders import temp_name
+from seqablate.vocabulary import STORED
 
 
 class PredictRefused(ValueError):
@@ -30,7 +31,7 @@ class PredictOutput:
     files: list[Path] = field(default_factory=list)
     used: tuple[str, ...] = ()  # sequences the prediction used
     missing: tuple[str, ...] = ()  # sequences the model knows that were missing
-    norm_stats: str = "stored"  # the BatchNorm statistics used: "stored" or a subset key
+    norm_stats: str = STORED  # the BatchNorm statistics used: "stored" or a subset key
 
 
 def never_absent(cfg: TrialConfig, missing: tuple[str, ...]) -> tuple[str, ...]:

@@ -24,6 +24,7 @@ import torch.nn as nn
 from torch import Tensor
 
 from seqablate.models.norm_stats import NormStats, apply_stats, has_batchnorm, subset_key
+from seqablate.vocabulary import NORM_STATS, PER_SUBSET, STORED
 
 
 class DeployedModel(nn.Module):
@@ -42,12 +43,12 @@ class DeployedModel(nn.Module):
         model: nn.Module,
         *,
         norm_stats: NormStats | None = None,
-        policy: str = "stored",
+        policy: str = STORED,
         config: Mapping[str, Any] | None = None,
     ) -> None:
         super().__init__()
-        if policy not in ("stored", "per_subset"):
-            raise ValueError(f"eval.norm_stats: unknown value {policy!r}; valid choices: ['stored', 'per_subset']")
+        if policy not in NORM_STATS:
+            raise ValueError(f"eval.norm_stats: unknown value {policy!r}; valid choices: {list(NORM_STATS)}")
         self.net = copy.deepcopy(model).eval()
         self.sequences: tuple[str, ...] = tuple(model.sequences)  # type: ignore[arg-type]
         self.slices = int(model.slices)  # type: ignore[arg-type]
@@ -107,10 +108,10 @@ class DeployedModel(nn.Module):
     def stats_key(self, present: Tensor | list[bool]) -> str:
         """The statistics a sample with sequences ``present`` (bool[S]) gets: its subset's key
         when ``per_subset`` statistics hold it, else ``"stored"``."""
-        if self.policy != "per_subset" or not self.norm_stats:
-            return "stored"
+        if self.policy != PER_SUBSET or not self.norm_stats:
+            return STORED
         key = subset_key(present, self.sequences)
-        return key if key in self.norm_stats else "stored"
+        return key if key in self.norm_stats else STORED
 
     def condition(self, present: Tensor, censor: Any = ()) -> tuple[Tensor, Tensor, str]:
         """One patient's sequences under a condition: ``(keep bool[S], used bool[S], statistics
@@ -147,7 +148,7 @@ class DeployedModel(nn.Module):
         """A new eval-mode copy of the network with statistics ``key`` ("stored" or a subset
         key), on this model's device; the caller owns it (``Predictor`` prepares it in place)."""
         net = copy.deepcopy(self.net).eval()
-        if key != "stored":
+        if key != STORED:
             apply_stats(net, self.norm_stats[key])
         return net
 
@@ -164,7 +165,7 @@ class DeployedModel(nn.Module):
         if tuple(present.shape) != tuple(image.shape[:2]):
             raise ValueError(f"present must be [B, S] = {tuple(image.shape[:2])}, got {tuple(present.shape)}")
         image, present = self.presence(image, present)
-        keys = [self.stats_key(row) if bool(row.any()) else "stored" for row in present.cpu()]
+        keys = [self.stats_key(row) if bool(row.any()) else STORED for row in present.cpu()]
         if len(set(keys)) == 1:
             return self.net_for(keys[0])(image, present)
         out: Tensor | None = None

@@ -18,6 +18,7 @@ from mlflow.entities import Metric, Param, RunStatus, RunTag
 from seqablate.provenance import git_commit
 from seqablate.tracking.names import CONFIG_ARTIFACT, MODEL_DIR, SPLIT_ARTIFACT, TAG_ERROR
 from seqablate.tracking.store import client, retry
+from seqablate.vocabulary import STORED
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -223,7 +224,7 @@ class RunLogger:
             if (getattr(model, "config", None) or {}).get("data", {}).get("geometry") == "spacing":
                 signature = _any_slice_size(signature)
         meta = {"seqablate_version": __version__, "git_commit": git_commit(),
-                "norm_stats": getattr(model, "policy", "stored"),
+                "norm_stats": getattr(model, "policy", STORED),
                 "sequences": list(getattr(model, "sequences", ()))}
         import logging
 

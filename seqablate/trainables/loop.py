@@ -57,6 +57,7 @@ from seqablate.trainables.losses import segmentation_loss
 from seqablate.trainables.sampling import DistributedWeightedSampler
 from seqablate.trainables.schedule import build_optimizer
 from seqablate.trainables.session import LocalSession, RaySession, Session
+from seqablate.vocabulary import PER_SUBSET
 
 
 class InjectedFailure(RuntimeError):
@@ -309,7 +310,7 @@ def validate(trainer: Trainer, data: TrialData, cfg: TrialConfig) -> dict[str, f
         return {}
     conditions = validation_conditions(cfg)
     stats = (_norm_stats_for(trainer.bare, data, cfg, [c for _, c in conditions])
-             if cfg.eval.norm_stats == "per_subset" else None)
+             if cfg.eval.norm_stats == PER_SUBSET else None)
     deployed = DeployedModel(trainer.bare, norm_stats=stats, policy=cfg.eval.norm_stats)
     predictor = Predictor(deployed, device=trainer.device, batch_size=cfg.eval.batch_size, amp=cfg.train.amp)
     # One patient at a time, every condition in one pass (its slices read, an input-level
