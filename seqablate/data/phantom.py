@@ -46,7 +46,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
-import os
 import shutil
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -998,20 +997,70 @@ def make_phantom_cohort(
     non-empty folder seqablate did not write) is an error. The cohort is built in a temp
     folder and moved into place.
     """
-    from tqdm.auto import tqdm
-
     s = _site(site, lesion_diameter_mm, misregistration_mm)
     if patients < 1:
         raise DataError(f"patients must be >= 1, got {patients}")
-    params: dict[str, object] = {"version": PHANTOM_VERSION, "site": site, "patients": patients, "seed": seed}
+    params, affine, shp, region, coarsest = _cohort_params(
+        s, site, patients, seed, shape, small, voxel_mm, fov_mm, scanners, region_mm, lesion_diameter_mm,
+        misregistration_mm)
+    out = Path(out)
+    if _reusable(out, params, overwrite):
+        return out
+    n_missing = min(s.missing_pre, max(patients - 1, 0))
+    missing = set(np.random.default_rng([seed, s.code, 10**6]).choice(patients, n_missing, replace=False).tolist())
+    grids = _patient_grids(s, seed, patients, scanners, shp, affine)
+    from seqablate.folders import sweep_temp, temp_name
+
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+    except (FileExistsError, NotADirectoryError):
+        raise DataError(f"{out}: a parent of this path is a file, not a folder") from None
+    sweep_temp(out.parent)  # temp folders of phantom writers that were killed
+    tmp = out.parent / temp_name(f"phantom-{out.name}")
+    tmp.mkdir()
+    try:
+        jobs = [
+            (tmp / f"{site}_{i:03d}", f"{site}_{i:03d}", seed, site, s, i,
+             tuple(q for q in s.sequences if not (i in missing and q == "t1_fse_pre")), *grids[i], region, coarsest)
+            for i in range(patients)
+        ]
+        entries = map_patients(_write_patient, jobs, workers=workers, desc=f"phantom {site}", progress=progress)
+        meta = {
+            **params,
+            # one grid: its voxel size, FOV and affine; mixed scanners: per patient only
+            "spacing_mm": None if affine is None else np.abs(np.diag(affine)[:3]).round(4).tolist(),
+            "fov_mm": None if affine is None else (np.abs(np.diag(affine)[:3]) * np.asarray(shp)).round(3).tolist(),
+            "affine": None if affine is None else affine.tolist(),
+            "coarsest_mm": coarsest,
+            "reference": s.reference,
+            "patients_info": entries,
+        }
+        (tmp / "phantom.json").write_text(json.dumps(meta, indent=1))
+        _move_into_place(tmp, out)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+    return out
+
+
+def _cohort_params(
+    s: _Site, site: str, patients: int, seed: int, shape: tuple[int, int, int] | None, small: bool,
+    voxel_mm: tuple[float, float, float] | None, fov_mm: tuple[float, float, float] | None,
+    scanners: ScannerRange | None, region_mm: tuple[Sequence[float], Sequence[float]] | None,
+    lesion_diameter_mm: tuple[float, float] | None, misregistration_mm: float | None,
+) -> tuple[dict[str, Any], np.ndarray | None, tuple[int, int, int] | None, tuple[np.ndarray, np.ndarray], float]:
+    """What identifies a phantom cohort (``params``, recorded in ``phantom.json``) and its grid:
+    ``(params, affine or None, shape or None, lesion region (min, max) mm, coarsest voxel mm)``
+    (affine and shape None with ``scanners``: a grid per patient). Arguments as
+    :func:`make_phantom_cohort`; DataError for a combination that does not apply."""
+    params: dict[str, Any] = {"version": PHANTOM_VERSION, "site": site, "patients": patients, "seed": seed}
     if scanners is not None:
         if not isinstance(scanners, ScannerRange):
             raise DataError(f"scanners must be a ScannerRange, got {type(scanners).__name__}")
         given = [n for n, v in (("shape", shape), ("voxel_mm", voxel_mm), ("fov_mm", fov_mm)) if v is not None]
         if given or small:
             raise DataError(f"scanners draws each patient's grid; {', '.join(given or ['small'])} does not apply with it")
-        affine = None
-        shp = None
+        affine, shp = None, None
         region = scanners.region()
         coarsest = scanners.coarsest_mm
         params.update(shape=None, scanners=scanners.as_dict())
@@ -1031,14 +1080,20 @@ def make_phantom_cohort(
         params["lesion_diameter_mm"] = list(s.diameter_mm)  # only when set: the default is the site's
     if misregistration_mm is not None:
         params["misregistration_mm"] = s.misregistration_mm
-    out = Path(out)
+    return params, affine, shp, region, coarsest
+
+
+def _reusable(out: Path, params: dict[str, Any], overwrite: bool) -> bool:
+    """Whether ``out`` already holds this phantom (reuse it untouched). False when ``out`` is
+    missing, an empty folder, or another phantom cohort and ``overwrite``; DataError for another
+    phantom without ``overwrite``, or anything seqablate did not write."""
     if _is_phantom(out):
         try:
             old = json.loads((out / "phantom.json").read_text())
             # an override, or its absence, is identity
             keys = (*params, "lesion_diameter_mm", "voxel_mm", "scanners", "misregistration_mm")
             if {k: old.get(k) for k in keys} == {k: params.get(k) for k in keys}:
-                return out
+                return True
         except (OSError, ValueError):
             pass
         if not overwrite:
@@ -1054,67 +1109,53 @@ def make_phantom_cohort(
                 f"{out}: {describe(out)} is already there; a phantom cohort is written only into a "
                 "new or empty folder or over another phantom cohort"
             )
-    n_missing = min(s.missing_pre, max(patients - 1, 0))
-    missing = set(np.random.default_rng([seed, s.code, 10**6]).choice(patients, n_missing, replace=False).tolist())
+    return False
+
+
+def _patient_grids(s: _Site, seed: int, patients: int, scanners: ScannerRange | None,
+                   shape: tuple[int, int, int] | None, affine: np.ndarray | None) -> list[tuple[Any, Any]]:
+    """``(shape, affine)`` of every patient: the cohort's one grid, or a draw from ``scanners``
+    by a child stream of the patient's seed (its anatomy and lesions do not depend on it)."""
+    if scanners is None:
+        return [(shape, affine)] * patients
     grids = []
     for i in range(patients):
-        if scanners is None:
-            grids.append((shp, affine))
-        else:
-            geo = np.random.default_rng(np.random.SeedSequence([seed, s.code, i], spawn_key=(_GEOMETRY_KEY,)))
-            a, g = scanners.draw(geo)
-            grids.append((g, a))
-    from seqablate.folders import mark, sweep_temp, temp_name
+        geo = np.random.default_rng(np.random.SeedSequence([seed, s.code, i], spawn_key=(_GEOMETRY_KEY,)))
+        a, g = scanners.draw(geo)
+        grids.append((g, a))
+    return grids
 
-    try:
-        out.parent.mkdir(parents=True, exist_ok=True)
-    except (FileExistsError, NotADirectoryError):
-        raise DataError(f"{out}: a parent of this path is a file, not a folder") from None
-    sweep_temp(out.parent)  # temp folders of phantom writers that were killed
-    tmp = out.parent / temp_name(f"phantom-{out.name}")
-    tmp.mkdir()
-    try:
-        jobs = [
-            (tmp / f"{site}_{i:03d}", f"{site}_{i:03d}", seed, site, s, i,
-             tuple(q for q in s.sequences if not (i in missing and q == "t1_fse_pre")), *grids[i], region, coarsest)
-            for i in range(patients)
-        ]
-        bar = tqdm(total=patients, desc=f"phantom {site}", unit="patient", disable=not progress)
-        n = max(1, min(int(workers), patients))
+
+def _move_into_place(tmp: Path, out: Path) -> None:
+    """Move the finished cohort ``tmp`` to ``out`` (:func:`seqablate.folders.replace_own_dir`:
+    one rename; a phantom already there is swapped out and deleted). A phantom written before
+    folders carried markers is recognised by its manifest and marked first."""
+    from seqablate.folders import mark, marker_kind, replace_own_dir
+
+    if _is_phantom(out) and marker_kind(out) != "phantom":
+        mark(out, "phantom")  # ours by its manifest (checked by _reusable)
+    replace_own_dir(tmp, out, "phantom", flag="--overwrite")
+
+
+def map_patients(fn: Any, jobs: Sequence[Any], *, workers: int = 1, desc: str = "", progress: bool = False) -> list[Any]:
+    """``[fn(job) for job in jobs]`` in ``workers`` processes (spawned, in order), with a
+    progress bar of one step per job. ``fn`` must be picklable (a module-level function)."""
+    from tqdm.auto import tqdm
+
+    n = max(1, min(int(workers), len(jobs)))
+    out: list[Any] = []
+    with tqdm(total=len(jobs), desc=desc, unit="patient", disable=not progress) as bar:
         if n == 1:
-            entries = []
             for job in jobs:
-                entries.append(_write_patient(job))
+                out.append(fn(job))
                 bar.update()
-        else:
-            import multiprocessing
-            from concurrent.futures import ProcessPoolExecutor
+            return out
+        import multiprocessing
+        from concurrent.futures import ProcessPoolExecutor
 
-            # spawn, not fork: the caller may hold torch/Ray threads, which fork does not survive.
-            with ProcessPoolExecutor(max_workers=n, mp_context=multiprocessing.get_context("spawn")) as pool:
-                entries = []
-                for entry in pool.map(_write_patient, jobs):
-                    entries.append(entry)
-                    bar.update()
-        bar.close()
-        meta = {
-            **params,
-            # one grid: its voxel size, FOV and affine; mixed scanners: per patient only
-            "spacing_mm": None if affine is None else np.abs(np.diag(affine)[:3]).round(4).tolist(),
-            "fov_mm": None if affine is None else (np.abs(np.diag(affine)[:3]) * np.asarray(shp)).round(3).tolist(),
-            "affine": None if affine is None else affine.tolist(),
-            "coarsest_mm": coarsest,
-            "reference": s.reference,
-            "patients_info": entries,
-        }
-        (tmp / "phantom.json").write_text(json.dumps(meta, indent=1))
-        mark(tmp, "phantom")
-        if _is_phantom(out):  # only a phantom cohort is ever replaced (checked above)
-            trash = out.parent / temp_name(f"trash-{out.name}")
-            os.replace(out, trash)
-            shutil.rmtree(trash, ignore_errors=True)
-        os.replace(tmp, out)  # rename(2) also takes the place of an empty folder
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
+        # spawn, not fork: the caller may hold torch/Ray threads, which fork does not survive.
+        with ProcessPoolExecutor(max_workers=n, mp_context=multiprocessing.get_context("spawn")) as pool:
+            for result in pool.map(fn, jobs):
+                out.append(result)
+                bar.update()
     return out
