@@ -214,9 +214,13 @@ def plot_costs(points: Sequence[CostPoint], param: str | None, path: str | Path,
 
 
 def sweep_blocks(runs: Sequence[Run], figdir: Path, detections: Any = None,
-                 censored: str = "t1_gre_post") -> list[Any]:
-    """The report's blocks for a study over several cohorts (else empty)."""
+                 censored: str | None = None) -> list[Any]:
+    """The report's blocks for a study over several cohorts (else empty); ``censored``
+    defaults to the study's (:func:`~seqablate.analysis.runs.study_censored`)."""
     from seqablate.analysis.document import Figure, Frame, Paragraph
+    from seqablate.analysis.runs import study_censored
+
+    censored = censored or study_censored(runs)
 
     points, param = censoring_costs(runs, detections, censored)
     if not points:

@@ -32,13 +32,19 @@ from typing import Any
 
 from seqablate import metric_names as mn
 from seqablate.analysis.detections import StudyDetections
-from seqablate.analysis.runs import ConfigGroup, Run, group_by_config, study_sequences, twin_key
+from seqablate.analysis.runs import (
+    ConfigGroup,
+    Run,
+    group_by_config,
+    study_censored,
+    study_sequences,
+    twin_key,
+)
 from seqablate.analysis.study import StudyRuns
 from seqablate.analysis.verdicts import ClaimTest, Rules, holm, policy_agreement
 from seqablate.metrics.recipe import Arm
 from seqablate.vocabulary import STORED
 
-CENSORED = "t1_gre_post"
 #: The rules the report states and the verdicts follow.
 RULES = Rules()
 #: Patient resamples per estimate.
@@ -277,24 +283,25 @@ def _seeds_sentence(alpha: float) -> str:
 
 
 def _claims_of_pair(det: StudyDetections, pair: _Pair, policy: str | None, seqs: Sequence[str], cohorts: Sequence[str],
-                    consistency: ClaimTest | None, rules: Rules) -> tuple[dict[tuple[str, str | None], tuple[ClaimTest, str]], int]:
+                    consistency: ClaimTest | None, rules: Rules, censored: str,
+                    ) -> tuple[dict[tuple[str, str | None], tuple[ClaimTest, str]], int]:
     """One pair's claims under one policy: ``(claim, cohort) -> (test, what)`` (Holm applied)
     and the number of patients left out because a condition could not score them."""
     out: dict[tuple[str, str | None], tuple[ClaimTest, str]] = {}
     dropped = 0
-    if CENSORED in seqs and len(seqs) > 1:
-        cond = f"censor_{CENSORED}"
+    if censored in seqs and len(seqs) > 1:
+        cond = mn.censor_condition(censored)
         prep = _prepare(det, [_Side(pair.base, "test", "full"), _Side(pair.base, "test", cond),
                               _Side(pair.drop, "test", "full"), _Side(pair.drop, "test", cond)], policy)
         if prep is not None:
             data, dropped = prep
             full_b, cens_b, full_d, cens_d = (float(data.mean(k).estimate) for k in range(4))
             out[("a", None)] = (claim_ratio("a", data, 1, 0, rules.most, "the no-dropout full-protocol", _words("a"), rules),
-                                f"{pair.base.label}, censoring {CENSORED}: mAP {100 * full_b:.1f} -> {100 * cens_b:.1f}, full minus censored")
+                                f"{pair.base.label}, censoring {censored}: mAP {100 * full_b:.1f} -> {100 * cens_b:.1f}, full minus censored")
             d_b = rules.margin(full_d)
             out[("b", None)] = (claim_margin("b", data, 2, 3, 2, "equivalence", "the dropout full-protocol",
                                              _words("b", f"{100 * d_b:.1f}"), rules),
-                                f"{pair.label}, censoring {CENSORED}: mAP {100 * full_d:.1f} -> {100 * cens_d:.1f}, full minus censored")
+                                f"{pair.label}, censoring {censored}: mAP {100 * full_d:.1f} -> {100 * cens_d:.1f}, full minus censored")
             d_c = rules.margin(full_b)
             out[("c", None)] = (claim_margin("c", data, 2, 0, 0, "noninferiority", "the no-dropout full-protocol",
                                              _words("c", f"{100 * d_c:.1f}"), rules),
@@ -379,6 +386,7 @@ def build_findings(data: StudyRuns, runs: Sequence[Run], traces: Sequence[Any] =
 
     out: list[Finding] = []
     seqs = study_sequences(runs)
+    censored = study_censored(runs)
     cohorts = external_cohorts(runs)
     det = detections if detections is not None else StudyDetections(data)
     try:
@@ -388,7 +396,7 @@ def build_findings(data: StudyRuns, runs: Sequence[Run], traces: Sequence[Any] =
             headline: str | None = _configured_policy(pair) if bn else None
             policies: list[str | None] = [headline, *[p for p in mn.POLICIES if p != headline]] if bn else [None]
             cons = consistency_claim(by_key.get(pair.drop.key), by_key.get(pair.base.key))
-            per_policy = {p: _claims_of_pair(det, pair, p, seqs, cohorts, cons, rules) for p in policies}
+            per_policy = {p: _claims_of_pair(det, pair, p, seqs, cohorts, cons, rules, censored) for p in policies}
             dropped = per_policy[headline][1]
             for key in sorted({k for claims, _ in per_policy.values() for k in claims}, key=lambda k: (k[0], k[1] or "")):
                 if key not in per_policy[headline][0]:

@@ -21,7 +21,6 @@ import numpy as np
 from seqablate.analysis.document import Figure
 from seqablate.analysis.runs import Run
 from seqablate.analysis.study import StudyRuns
-from seqablate.analysis.tables import CENSORED
 
 #: Background sequence preference (a post-contrast image shows enhancing lesions best).
 BACKGROUND_PREFERENCE = ("t1_gre_post", "t1_fse_post", "t1_post", "t1_subtraction")
@@ -56,9 +55,13 @@ def _background(patient: Any) -> np.ndarray:
 
 
 def overlay_figures(
-    data: StudyRuns, best: Sequence[tuple[str, Run]], figdir: Path
+    data: StudyRuns, best: Sequence[tuple[str, Run]], figdir: Path, censored: str | None = None,
 ) -> tuple[list[Figure], list[str]]:
-    """One overlay figure for the best models (one panel per model x condition), plus notes."""
+    """One overlay figure for the best models (one panel per model x condition: all sequences,
+    and ``censored`` censored; default: the study's), plus notes."""
+    from seqablate.analysis.runs import study_censored
+
+    censored = censored or study_censored(data.runs)
     from tqdm.auto import tqdm
 
     from seqablate.analysis.plots import plot_overlay
@@ -81,8 +84,8 @@ def overlay_figures(
                 notes.append(f"{run.name}: trained on another cohort ({cfg.data.cohort}); not overlaid")
                 continue
             conditions: list[tuple[str, tuple[str, ...]]] = [("all sequences", ())]
-            if CENSORED in cfg.data.sequences and len(cfg.data.sequences) > 1:
-                conditions.append((f"{CENSORED} censored", (CENSORED,)))
+            if censored in cfg.data.sequences and len(cfg.data.sequences) > 1:
+                conditions.append((f"{censored} censored", (censored,)))
             predictor = Predictor(model, batch_size=cfg.eval.batch_size, amp=cfg.train.amp)
             for cname, censor in conditions:
                 prob = predictor.predict_volume(patient, censor)

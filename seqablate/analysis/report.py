@@ -27,6 +27,7 @@ from seqablate.analysis.pareto import PARETO_PNG, compute_front, pareto_blocks, 
 from seqablate.analysis.runs import (
     Run,
     group_by_config,
+    study_censored,
     study_sequences,
     timed_runs,
     timing_summary,
@@ -34,7 +35,7 @@ from seqablate.analysis.runs import (
 from seqablate.analysis.scaling import scaling_blocks
 from seqablate.analysis.shapley import shapley_blocks
 from seqablate.analysis.study import StudyRuns, load_study
-from seqablate.analysis.tables import CENSORED, build_tables, row_order
+from seqablate.analysis.tables import build_tables, row_order
 from seqablate.analysis.traces import collect_traces, consistency_comparisons, consistency_frame
 from seqablate.tracking.names import TAG_OBJECTIVE
 
@@ -64,169 +65,183 @@ def build_document(
 def _document(
     data: StudyRuns, figdir: Path, detections: Any, *, progress: bool, overlays: bool, max_configs: int
 ) -> Document:
+    """The report, section by section (each ``_*_section`` returns its blocks). What the
+    sections computed and the caller reads back (findings, tables, the Pareto front) is set on
+    ``data`` here, in one place."""
     from tqdm.auto import tqdm
-
-    from seqablate.analysis.plots import (
-        plot_consistency,
-        plot_objective_vs_params,
-        plot_saliency_seeds,
-    )
 
     figdir.mkdir(parents=True, exist_ok=True)
     runs = data.runs
     doc = Document(f"seqablate study report: {data.name}")
-    statuses = pd.Series([r.status for r in runs]).value_counts().to_dict() if runs else {}
-    doc.add(Paragraph(
-        f"Study `{data.name}`: {len(runs)} trial runs ("
-        + ", ".join(f"{n} {s}" for s, n in sorted(statuses.items())) + f"); sequences "
-        f"{', '.join(study_sequences(runs))}. Tracking URI `{data.tracking_uri}`, parent run "
-        f"`{data.parent_run_id}`. Open the runs with `mlflow ui --backend-store-uri {data.tracking_uri}`."
-    ))
-    doc.add(Paragraph(provenance(runs)))
-    steps = tqdm(total=7, desc="report", disable=not progress, leave=False)
+    doc.add(*_overview(data))
     groups = sorted(group_by_config(runs), key=row_order)
     traces = collect_traces(data, groups, progress=progress)
-
-    # 0. Findings: the paper's claims as paired differences with CIs
-    doc.add(Heading("Findings"))
+    censored = study_censored(runs)
+    best = best_runs(runs)
     found = build_findings(data, runs, traces, detections=detections)
-    if found:
-        from seqablate.analysis.forest import findings_table, plot_forest
-
-        forest = plot_forest(found, figdir / FOREST_PNG)
-        if forest is not None:
-            doc.add(Figure(forest, "Forest plot of the findings: every claim's paired difference (mAP points) with the "
-                                   "interval of these trained networks and of the training recipe, under both statistics "
-                                   "policies"))
-        doc.add(Frame(findings_table(found), "The findings under the configured statistics policy."))
-        doc.add(Paragraph(
-            "Each part of the paper's finding, tested on this study's runs: paired differences of pooled "
-            "lesion-level mAP over the same patients (test or external). Two intervals are given: 'these "
-            "trained networks' resamples patients with the seeds fixed (it says nothing about a new seed); "
-            "'the training recipe' adds the seed-to-seed variance (seed as a random factor, t quantiles "
-            "with Welch-Satterthwaite degrees of freedom; needs >= 3 seeds per configuration) and decides "
-            "the verdicts. Each claim is a one-sided test of the claim against its margin; Holm's procedure "
-            "runs over the claims of one comparison, and each interval is shown at its claim's Holm-adjusted "
-            f"level (1 - 2 alpha_i). Rules: {RULES.describe()}. (d) is an exact one-sided permutation test "
-            "over seeds."
-        ))
-        for f in found:
-            doc.add(Paragraph(f.text))
-    else:
-        doc.add(Paragraph("No configuration was trained both without and with sequence dropout; "
-                          "the paper's claims compare such pairs."))
-    data.findings = found
-    steps.update(1)
-
-    # 1. Paper tables
-    doc.add(Heading("Tables (paper section V)"))
     tables = build_tables(runs, intervals=detections.mean_interval, baselines=data.baselines)
-    data.tables = tables
-    for t in tables:
-        doc.add(PaperTable(t))
-    contributions = shapley_blocks(runs, figdir, detections)
-    if contributions:
-        doc.add(Heading("How much each sequence contributes (Shapley values)"))
-        doc.add(*contributions)
-    curves = scaling_blocks(runs, figdir, detections)
-    if curves:
-        doc.add(Heading("How results scale with training data"))
-        doc.add(*curves)
-    sweep = sweep_blocks(runs, figdir, detections)
-    if sweep:
-        doc.add(Heading(f"Across cohorts: the cost of censoring {CENSORED}"))
-        doc.add(*sweep)
-    steps.update(1)
+    front = compute_front(runs)
+    data.findings, data.tables, data.pareto = found, tables, front
+    sections = (
+        lambda: _findings_section(found, figdir),
+        lambda: _tables_section(runs, tables, figdir, detections, censored),
+        lambda: _search_section(data, front, figdir, detections),
+        lambda: _saliency_section(traces, figdir, max_configs),
+        lambda: _curves_section(data, best, figdir),
+        lambda: _overlay_section(data, best, figdir, censored, overlays),
+        lambda: [Heading("Trial time"), *time_blocks(runs, figdir)],
+    )
+    for section in tqdm(sections, desc="report", disable=not progress, leave=False):
+        doc.add(*section())
+    return doc
 
-    # 2. HPO
+
+def _overview(data: StudyRuns) -> list[Any]:
+    """The study in two paragraphs: its runs and their states, sequences, where the runs are,
+    and the provenance."""
+    runs = data.runs
+    statuses = pd.Series([r.status for r in runs]).value_counts().to_dict() if runs else {}
+    return [
+        Paragraph(
+            f"Study `{data.name}`: {len(runs)} trial runs ("
+            + ", ".join(f"{n} {s}" for s, n in sorted(statuses.items())) + f"); sequences "
+            f"{', '.join(study_sequences(runs))}. Tracking URI `{data.tracking_uri}`, parent run "
+            f"`{data.parent_run_id}`. Open the runs with `mlflow ui --backend-store-uri {data.tracking_uri}`."
+        ),
+        Paragraph(provenance(runs)),
+    ]
+
+
+def _findings_section(found: Sequence[Any], figdir: Path) -> list[Any]:
+    """Findings: the paper's claims as paired differences with both intervals, a forest plot."""
+    blocks: list[Any] = [Heading("Findings")]
+    if not found:
+        return [*blocks, Paragraph("No configuration was trained both without and with sequence dropout; "
+                                   "the paper's claims compare such pairs.")]
+    from seqablate.analysis.forest import findings_table, plot_forest
+
+    forest = plot_forest(found, figdir / FOREST_PNG)
+    if forest is not None:
+        blocks.append(Figure(forest, "Forest plot of the findings: every claim's paired difference (mAP points) with "
+                                     "the interval of these trained networks and of the training recipe, under both "
+                                     "statistics policies"))
+    blocks.append(Frame(findings_table(found), "The findings under the configured statistics policy."))
+    blocks.append(Paragraph(
+        "Each part of the paper's finding, tested on this study's runs: paired differences of pooled "
+        "lesion-level mAP over the same patients (test or external). Two intervals are given: 'these "
+        "trained networks' resamples patients with the seeds fixed (it says nothing about a new seed); "
+        "'the training recipe' adds the seed-to-seed variance (seed as a random factor, t quantiles "
+        "with Welch-Satterthwaite degrees of freedom; needs >= 3 seeds per configuration) and decides "
+        "the verdicts. Each claim is a one-sided test of the claim against its margin; Holm's procedure "
+        "runs over the claims of one comparison, and each interval is shown at its claim's Holm-adjusted "
+        f"level (1 - 2 alpha_i). Rules: {RULES.describe()}. (d) is an exact one-sided permutation test "
+        "over seeds."
+    ))
+    blocks += [Paragraph(f.text) for f in found]
+    return blocks
+
+
+def _tables_section(runs: Sequence[Run], tables: Sequence[Any], figdir: Path, detections: Any,
+                    censored: str) -> list[Any]:
+    """The paper's tables, then (when the study has them) Shapley values, learning curves and
+    the censoring cost across cohorts."""
+    blocks: list[Any] = [Heading("Tables (paper section V)"), *(PaperTable(t) for t in tables)]
+    for heading, extra in (
+        ("How much each sequence contributes (Shapley values)", shapley_blocks(runs, figdir, detections)),
+        ("How results scale with training data", scaling_blocks(runs, figdir, detections)),
+        (f"Across cohorts: the cost of censoring {censored}", sweep_blocks(runs, figdir, detections, censored)),
+    ):
+        if extra:
+            blocks += [Heading(heading), *extra]
+    return blocks
+
+
+def _search_section(data: StudyRuns, front: Any, figdir: Path, detections: Any) -> list[Any]:
+    """A search's best trials, parameter importances and objective plots; a multi-objective
+    study's Pareto front (validation) with the test numbers beside it."""
+    from seqablate.analysis.plots import plot_objective_vs_params
+
+    runs = data.runs
+    blocks: list[Any] = []
     if _is_search(data):
-        doc.add(Heading("Hyperparameter search"))
+        blocks.append(Heading("Hyperparameter search"))
         summary = summarize_hpo(runs)
         if summary is None:
-            doc.add(Paragraph("No finished trial logged an objective (" + ", ".join(OBJECTIVES) + ")."))
+            blocks.append(Paragraph("No finished trial logged an objective (" + ", ".join(OBJECTIVES) + ")."))
         else:
             # What the trials selected by, in words, when they agree (the objective.definition tag).
             defs = sorted({r.tags[TAG_OBJECTIVE] for r in runs if r.usable and r.tags.get(TAG_OBJECTIVE)})
             what = f": {defs[0]}" if len(defs) == 1 and summary.objective in OBJECTIVES[:2] else ""
-            doc.add(Frame(summary.best, f"Best trials by {summary.objective}{what} (of {len(summary.frame)} finished)."))
+            blocks.append(Frame(summary.best, f"Best trials by {summary.objective}{what} (of {len(summary.frame)} finished)."))
             if summary.importances:
                 imp = pd.DataFrame({"parameter": list(summary.importances), "importance": list(summary.importances.values())})
-                doc.add(Frame(imp, "Optuna fANOVA parameter importances for the objective (sum to 1)."))
+                blocks.append(Frame(imp, "Optuna fANOVA parameter importances for the objective (sum to 1)."))
             else:
-                doc.add(Paragraph("Parameter importances need two or more finished trials with a varying parameter."))
+                blocks.append(Paragraph("Parameter importances need two or more finished trials with a varying parameter."))
             path = plot_objective_vs_params(summary.frame, summary.objective, summary.params, figdir / "hpo_objective.png")
-            doc.add(Figure(path, f"{summary.objective} against each searched parameter"))
-    # 2b. Several objectives: the Pareto front (validation), with the test numbers beside it
-    front = compute_front(runs)
-    data.pareto = front
+            blocks.append(Figure(path, f"{summary.objective} against each searched parameter"))
     if front is not None:
-        doc.add(Heading("Multi-objective search: the Pareto front"))
-        doc.add(*pareto_blocks(front, figdir, detections))
-    steps.update(1)
+        blocks += [Heading("Multi-objective search: the Pareto front"), *pareto_blocks(front, figdir, detections)]
+    return blocks
 
-    # 3. Saliency and consistency
-    doc.add(Heading("Saliency and multi-seed consistency"))
+
+def _saliency_section(traces: Sequence[Any], figdir: Path, max_configs: int) -> list[Any]:
+    """Saliency and multi-seed consistency: the spread and Kendall's W table, comparisons, and
+    the per-seed saliency figures of the first ``max_configs`` configurations."""
+    from seqablate.analysis.plots import plot_consistency, plot_saliency_seeds
+
+    blocks: list[Any] = [Heading("Saliency and multi-seed consistency")]
     if not traces:
-        doc.add(Paragraph("No run logged saliency traces (train.saliency_every = 0?)."))
+        return [*blocks, Paragraph("No run logged saliency traces (train.saliency_every = 0?).")]
+    frame = consistency_frame(traces)
+    if frame.empty:
+        blocks.append(Paragraph("Consistency needs two or more seeds of a configuration with saliency traces; none has."))
     else:
-        frame = consistency_frame(traces)
-        if frame.empty:
-            doc.add(Paragraph("Consistency needs two or more seeds of a configuration with saliency traces; none has."))
-        else:
-            doc.add(Frame(frame, (
-                "Per configuration: spread = mean over training of the across-seed std of each sequence's "
-                "share of cumulative saliency (0 = all seeds learn identically); Kendall's W of the seeds' "
-                "sequence rankings by final cumulative saliency (1 = identical rankings); mean final shares."
-            )))
-            for line in consistency_comparisons(traces):
-                doc.add(Paragraph(line))
-            bars = [(st.group.label, st.consistency.spread, st.consistency.kendall_w) for st in traces if st.consistency]
-            doc.add(Figure(plot_consistency(bars, figdir / "consistency.png"), "Across-seed spread of saliency shares per configuration"))
-        for i, st in enumerate(traces[:max_configs]):
-            for kind, title in (("sequence", "per sequence"), ("slice", "per slice offset")):
-                seeds = getattr(st, kind)
-                if seeds:
-                    path = plot_saliency_seeds(
-                        dict(sorted(seeds.items())), figdir / f"saliency_{kind}_{i}.png",
-                        title=f"{st.group.label}: cumulative saliency {title}",
-                    )
-                    doc.add(Figure(path, f"Cumulative saliency aggregate {title}, one panel per seed: {st.group.label}"))
-        if len(traces) > max_configs:
-            doc.add(Paragraph(f"Saliency figures shown for the first {max_configs} of {len(traces)} configurations."))
-    steps.update(1)
+        blocks.append(Frame(frame, (
+            "Per configuration: spread = mean over training of the across-seed std of each sequence's "
+            "share of cumulative saliency (0 = all seeds learn identically); Kendall's W of the seeds' "
+            "sequence rankings by final cumulative saliency (1 = identical rankings); mean final shares."
+        )))
+        blocks += [Paragraph(line) for line in consistency_comparisons(traces)]
+        bars = [(st.group.label, st.consistency.spread, st.consistency.kendall_w) for st in traces if st.consistency]
+        blocks.append(Figure(plot_consistency(bars, figdir / "consistency.png"),
+                             "Across-seed spread of saliency shares per configuration"))
+    for i, st in enumerate(traces[:max_configs]):
+        for kind, title in (("sequence", "per sequence"), ("slice", "per slice offset")):
+            seeds = getattr(st, kind)
+            if seeds:
+                path = plot_saliency_seeds(
+                    dict(sorted(seeds.items())), figdir / f"saliency_{kind}_{i}.png",
+                    title=f"{st.group.label}: cumulative saliency {title}",
+                )
+                blocks.append(Figure(path, f"Cumulative saliency aggregate {title}, one panel per seed: {st.group.label}"))
+    if len(traces) > max_configs:
+        blocks.append(Paragraph(f"Saliency figures shown for the first {max_configs} of {len(traces)} configurations."))
+    return blocks
 
-    # 4. PR / FROC of the best models
-    doc.add(Heading("Evaluation curves"))
-    best = best_runs(runs)
+
+def _curves_section(data: StudyRuns, best: dict[str, Run], figdir: Path) -> list[Any]:
+    """PR and FROC curves of the best full-protocol models."""
+    blocks: list[Any] = [Heading("Evaluation curves")]
     if not best:
-        doc.add(Paragraph("No finished full-protocol run; no curves."))
+        blocks.append(Paragraph("No finished full-protocol run; no curves."))
     with tempfile.TemporaryDirectory(prefix="seqablate-report-") as tmp:
         for label, run in best.items():
             figs, notes = evaluation_figures(data, run, label, figdir, Path(tmp))
-            doc.add(*figs)
-            for n in notes:
-                doc.add(Paragraph(n))
-    steps.update(1)
+            blocks += [*figs, *(Paragraph(n) for n in notes)]
+    return blocks
 
-    # 5. Overlays (need the model artifact and the cohort)
-    doc.add(Heading(f"Predictions with all sequences and with {CENSORED} censored"))
-    if overlays and best:
-        from seqablate.analysis.overlays import overlay_figures
 
-        figs, notes = overlay_figures(data, list(best.items()), figdir)
-        doc.add(*figs)
-        for n in notes:
-            doc.add(Paragraph(n))
-    else:
-        doc.add(Paragraph("Overlays not drawn (" + ("disabled" if not overlays else "no best model") + ")."))
-    steps.update(1)
+def _overlay_section(data: StudyRuns, best: dict[str, Run], figdir: Path, censored: str, overlays: bool) -> list[Any]:
+    """Predictions of the best models on one test patient, with all sequences and with
+    ``censored`` censored (they need the model artifact and the cohort)."""
+    blocks: list[Any] = [Heading(f"Predictions with all sequences and with {censored} censored")]
+    if not (overlays and best):
+        return [*blocks, Paragraph("Overlays not drawn (" + ("disabled" if not overlays else "no best model") + ").")]
+    from seqablate.analysis.overlays import overlay_figures
 
-    # 6. Where the time went
-    doc.add(Heading("Trial time"))
-    doc.add(*time_blocks(runs, figdir))
-    steps.update(1)
-    steps.close()
-    return doc
+    figs, notes = overlay_figures(data, list(best.items()), figdir, censored)
+    return [*blocks, *figs, *(Paragraph(n) for n in notes)]
 
 
 def time_blocks(runs: Sequence[Run], figdir: Path) -> list[Any]:

@@ -244,6 +244,23 @@ def study_sequences(runs: Sequence[Run]) -> tuple[str, ...]:
     return max(counts, key=lambda s: (len(s), counts[s]))
 
 
+def study_censored(runs: Sequence[Run]) -> str:
+    """The sequence the study's headline claims censor: the first of ``eval.censor`` that most
+    runs name (a sequence of the study's protocol), else the config's default (the paper's
+    BRAVO, ``t1_gre_post``) when the protocol has it, else the protocol's first sequence.
+    Runs logged ``eval.censor`` comma-joined; an empty value (``each_sequence`` studies)
+    names none."""
+    from seqablate.config import EvalConfig
+
+    seqs = study_sequences(runs)
+    firsts = Counter(c.split(",")[0].strip() for r in runs if (c := r.params.get("eval.censor")))
+    named = [s for s, _ in firsts.most_common() if s in seqs]
+    if named:
+        return named[0]
+    default = EvalConfig().censor
+    return default[0] if default and default[0] in seqs else seqs[0]
+
+
 def logged_conditions(runs: Iterable[Run]) -> list[str]:
     """Test conditions logged by any run, 'full' first, then in first-seen order."""
     seen: dict[str, None] = {}

@@ -31,6 +31,7 @@ from seqablate.analysis.runs import (
     external_cohorts,
     group_by_config,
     logged_conditions,
+    study_censored,
     study_sequences,
     twin_key,
 )
@@ -40,8 +41,6 @@ from seqablate.vocabulary import PER_SUBSET, STORED
 
 #: Scale from logged fractions to displayed percent.
 PERCENT = 100.0
-#: The sequence whose censoring Tables III/IV study (the paper's BRAVO).
-CENSORED = "t1_gre_post"
 
 
 @dataclass
@@ -466,13 +465,15 @@ def table_integration(runs: Sequence[Run], *, dropout: bool) -> Table:
 # ----------------------------------------------------------------------------- Tables III and IV
 
 
-def table_censored(runs: Sequence[Run], *, dropout: bool, censored: str = CENSORED) -> Table:
+def table_censored(runs: Sequence[Run], *, dropout: bool, censored: str | None = None) -> Table:
     """Table III (``dropout=False``) / IV (``dropout=True``): ``censored`` removed at test time.
 
     Rows: full-protocol configurations without / with dropout, evaluated on the test
     condition whose inputs are all sequences but ``censored``. Table III adds, in a section,
     the models trained on exactly that subset (no dropout), evaluated on their full protocol.
+    ``censored`` None: the study's (:func:`~seqablate.analysis.runs.study_censored`).
     """
+    censored = censored or study_censored(runs)
     tid = "IV" if dropout else "III"
     kind = "Dropout" if dropout else "Non-dropout"
     seqs = study_sequences(runs)
@@ -702,8 +703,8 @@ def build_tables(runs: Sequence[Run], intervals: IntervalFn | None = None,
         out = [
             table_integration(runs, dropout=False),
             table_integration(runs, dropout=True),
-            table_censored(runs, dropout=False),
-            table_censored(runs, dropout=True),
+            table_censored(runs, dropout=False, censored=study_censored(runs)),
+            table_censored(runs, dropout=True, censored=study_censored(runs)),
         ]
         out += table_subsets(runs)
         out += table_external(runs)
