@@ -21,7 +21,6 @@ def _pooled_map(pts: list[PatientDetection]) -> float:
 
 
 def test_matches_a_literal_loop() -> None:
-    rng = np.random.default_rng(0)
     a = [cohort(np.random.default_rng(s), 6, 0.7, width=2) for s in (1, 2)]  # two seeds of A
     b = [cohort(np.random.default_rng(s), 6, 0.4, width=2) for s in (3,)]  # one seed of B
     res = paired_bootstrap(a, b, "mAP", n=200, seed=5)
@@ -37,7 +36,6 @@ def test_matches_a_literal_loop() -> None:
     np.testing.assert_allclose(res.distribution, literal, rtol=1e-12, atol=1e-12)
     assert res.difference == pytest.approx(np.mean([_pooled_map(r) for r in a]) - _pooled_map(b[0]))
     assert (res.lo, res.hi) == pytest.approx(tuple(np.percentile(literal, [2.5, 97.5])))
-    del rng
 
 
 def test_identical_configurations_contain_zero() -> None:
