@@ -7,17 +7,20 @@ import pytest
 from seqablate.config import ConfigError, StudyConfig, TrialConfig, load_yaml, parse, to_yaml
 
 
-def test_defaults() -> None:
+def test_the_default_study_is_one_that_runs() -> None:
+    """Defaults that fit together: the default space exists and every point of it is a valid
+    trial on the default base, one run per point (one seed), nothing scheduled away; and the
+    defaults survive a YAML round trip."""
+    from seqablate.search_spaces import get_space, validate_space
+
     s = StudyConfig()
-    assert (s.name, s.space, s.seeds, s.scheduler, s.workers_per_trial) == (
-        "study",
-        "paper-table1",
-        1,
-        "none",
-        1,
-    )
-    assert s.gpus_per_worker == 0.0 and s.max_concurrent is None and s.smoke is False
-    assert s.base == TrialConfig()
+    points = validate_space(get_space(s.space), s.base, seeds=s.seeds)
+    assert points and all(p["train.seed"] == 0 for p in points)
+    assert len({tuple(sorted((k, str(v)) for k, v in p.items())) for p in points}) == len(points)
+    assert s.scheduler == "none" and s.base == TrialConfig()
+    import yaml
+
+    assert parse(StudyConfig, yaml.safe_load(to_yaml(s))) == s
 
 
 def test_cohort_and_external_flow_into_base() -> None:
