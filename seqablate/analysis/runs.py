@@ -15,6 +15,7 @@ under ``test_<policy>.`` / ``external_<policy>.``. Where a trial's time went is
 
 from __future__ import annotations
 
+import functools
 import math
 import re
 from collections import Counter
@@ -24,7 +25,7 @@ from typing import Any
 
 from seqablate import metric_names as mn
 from seqablate import vocabulary as V
-from seqablate.config import DropoutP, dropout_active, parse_dropout_p
+from seqablate.config import DropoutP, ModelConfig, dropout_active, parse_dropout_p
 from seqablate.metric_names import parse_metric
 from seqablate.sequences import PAPER_SEQUENCES
 
@@ -72,19 +73,25 @@ class Run:
 
     @property
     def integration(self) -> str:
-        return self.param("model.integration", "integration", "input") or "input"
+        return self._model("integration")
 
     @property
     def integration_point(self) -> str:
-        return self.param("model.integration_point", "integration_point", "layer4") or "layer4"
+        return self._model("integration_point")
 
     @property
     def fusion(self) -> str:
-        return self.param("model.fusion", "fusion", "concat") or "concat"
+        return self._model("fusion")
 
     @property
     def sharing(self) -> str:
-        return self.param("model.sharing", "sharing", "independent") or "independent"
+        return self._model("sharing")
+
+    def _model(self, key: str) -> str:
+        """``model.<key>`` (or its tag), else the config's default (a run logged before the key
+        existed trained with it)."""
+        default = str(getattr(_model_defaults(), key))
+        return self.param(f"model.{key}", key, default) or default
 
     @property
     def dropout_p(self) -> DropoutP:
@@ -144,6 +151,11 @@ class Run:
         if not raw:
             return PAPER_SEQUENCES
         return tuple(s.strip() for s in re.split(r"[,+ ]+", raw.strip("[]")) if s.strip())
+
+
+@functools.cache
+def _model_defaults() -> ModelConfig:
+    return ModelConfig()
 
 
 def dropout_label(p: DropoutP) -> str:
