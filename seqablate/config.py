@@ -37,7 +37,7 @@ from seqablate.naming import mapping_text, parse_mapping_text
 from seqablate.sequences import PAPER_SEQUENCES, canonical, validate_sequences
 
 # The choices come from seqablate.vocabulary (declared once); Literal[tuple] expands to them.
-Layout = Literal["auto", "nifti", "brainmetshare", "brats-mets", "ucsf-bmsr", "nnunet"]
+Layout = Literal[("auto", *V.LAYOUTS)]  # type: ignore[valid-type]
 Integration = Literal[V.INTEGRATIONS]  # type: ignore[valid-type]
 IntegrationPoint = Literal[V.INTEGRATION_POINTS]  # type: ignore[valid-type]
 Fusion = Literal[V.FUSIONS]  # type: ignore[valid-type]

@@ -32,6 +32,9 @@ FUSIONS: tuple[str, ...] = ("concat", "mean", "subtract")
 SHARING_MODES: tuple[str, ...] = ("independent", "shared", "l2_tied")
 #: Sequence dropout modes (``train.dropout_mode``).
 DROPOUT_MODES: tuple[str, ...] = ("bernoulli", "uniform")
+#: Cohort folder layouts the data layer reads (``data.layout``; ``auto`` detects one of them),
+#: most specific first (detection breaks ties in this order).
+LAYOUTS: tuple[str, ...] = ("nifti", "brainmetshare", "brats-mets", "ucsf-bmsr", "nnunet")
 #: Normalisation layers (``model.norm``).
 NORMS: tuple[str, ...] = ("batch", "group", "instance")
 #: Backbones (``model.backbone``); their widths live in ``seqablate.models.backbones``.

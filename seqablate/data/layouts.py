@@ -47,9 +47,10 @@ from seqablate.sequences import (
     canonical,
     suggest,
 )
+from seqablate.vocabulary import LAYOUTS as V_LAYOUTS
 
-#: Layouts this module can read (``auto`` detects one of them).
-LAYOUTS: tuple[str, ...] = ("nifti", "brainmetshare", "brats-mets", "ucsf-bmsr", "nnunet")
+#: Layouts this module can read (``auto`` detects one of them): the vocabulary's, in its order.
+LAYOUTS: tuple[str, ...] = V_LAYOUTS
 
 #: Label values a mask of each layout may contain (anything else is an error).
 MASK_LABELS: dict[str, tuple[int, ...]] = {
