@@ -373,6 +373,36 @@ def _configured_policy(pair: _Pair) -> str:
     return str(pair.base.first.params.get("eval.norm_stats", STORED))
 
 
+def _finding(pair: _Pair, key: tuple[str, str | None],
+             per_policy: dict[str | None, tuple[dict[tuple[str, str | None], tuple[ClaimTest, str]], int]],
+             headline: str | None, rules: Rules) -> Finding:
+    """One claim of one pair (``key`` = (claim, external cohort or None)) as a Finding: its
+    test under the headline policy, the other policies' outcomes beside it, and its text ((d)
+    with the permutation test's floor against the strictest Holm level of the family)."""
+    claims, dropped = per_policy[headline]
+    if key not in claims:
+        return Finding(key[0], pair.label, f"({key[0]}) {pair.label}: not compared under "
+                       f"{_stats_name(headline, headline)}: a run of the pair logged no per-lesion "
+                       "table of it (eval/lesions.csv).", None, cohort=key[1])
+    tests = {p: per_policy[p][0][key][0] for p in per_policy if key in per_policy[p][0]}
+    t, what = claims[key]
+    if key[0] == "d":
+        c = t.extra
+        strictest = rules.alpha / max(sum(1 for x, _ in claims.values() if x.testable), 1)
+        text = (f"(d) {what} (exact one-sided permutation p = {c.p_value:.3g}, floor {c.min_p:.3g}, "
+                f"Holm level {t.alpha:.3g}). {t.verdict}")
+        if c.min_p > strictest:
+            text += (f" With {c.n_a} and {c.n_b} seeds the floor is above the strictest Holm level of "
+                     f"this family ({strictest:.3g}); {_seeds_sentence(strictest)}")
+    else:
+        text = claim_text(key[0], what, t, headline, policy_agreement(tests, headline), tests)
+    if dropped and key[0] in "abc":
+        text += f" ({dropped} patient(s) left out: a condition could not score them.)"
+    short = f"({key[0]}) {pair.base.label}: {EFFECTS[key[0]]}" + (f" [{key[1]}]" if key[1] else "")
+    return Finding(key[0], pair.label, text, t.holds, {"policies": {p: x.outcome for p, x in tests.items()}},
+                   tests, headline, key[1], dropped, short)
+
+
 def build_findings(data: StudyRuns, runs: Sequence[Run], traces: Sequence[Any] = (), *,
                    rules: Rules = RULES, detections: StudyDetections | None = None) -> list[Finding]:
     """The findings (a)-(e) for every no-dropout / dropout pair of the study.
@@ -397,32 +427,8 @@ def build_findings(data: StudyRuns, runs: Sequence[Run], traces: Sequence[Any] =
             policies: list[str | None] = [headline, *[p for p in mn.POLICIES if p != headline]] if bn else [None]
             cons = consistency_claim(by_key.get(pair.drop.key), by_key.get(pair.base.key))
             per_policy = {p: _claims_of_pair(det, pair, p, seqs, cohorts, cons, rules, censored) for p in policies}
-            dropped = per_policy[headline][1]
             for key in sorted({k for claims, _ in per_policy.values() for k in claims}, key=lambda k: (k[0], k[1] or "")):
-                if key not in per_policy[headline][0]:
-                    out.append(Finding(key[0], pair.label, f"({key[0]}) {pair.label}: not compared under "
-                                       f"{_stats_name(headline, headline)}: a run of the pair logged no per-lesion "
-                                       "table of it (eval/lesions.csv).", None, cohort=key[1]))
-                    continue
-                tests = {p: per_policy[p][0][key][0] for p in policies if key in per_policy[p][0]}
-                t, what = per_policy[headline][0][key]
-                agreement = policy_agreement(tests, headline) if key[0] != "d" else ""
-                text = claim_text(key[0], what, t, headline, agreement, tests if key[0] != "d" else {})
-                if key[0] == "d":
-                    c = t.extra
-                    family = sum(1 for x, _ in per_policy[headline][0].values() if x.testable)
-                    strictest = rules.alpha / max(family, 1)
-                    text = (f"(d) {what} (exact one-sided permutation p = {c.p_value:.3g}, floor {c.min_p:.3g}, "
-                            f"Holm level {t.alpha:.3g}). {t.verdict}")
-                    if c.min_p > strictest:
-                        text += (f" With {c.n_a} and {c.n_b} seeds the floor is above the strictest Holm level of "
-                                 f"this family ({strictest:.3g}); {_seeds_sentence(strictest)}")
-                if dropped and key[0] in "abc":
-                    text += f" ({dropped} patient(s) left out: a condition could not score them.)"
-                short = f"({key[0]}) {pair.base.label}: {EFFECTS[key[0]]}" + (f" [{key[1]}]" if key[1] else "")
-                out.append(Finding(key[0], pair.label, text, t.holds,
-                                   {"policies": {p: x.outcome for p, x in tests.items()}}, tests, headline,
-                                   key[1], dropped, short))
+                out.append(_finding(pair, key, per_policy, headline, rules))
             out += baseline_findings(det, pair, getattr(data, "baselines", []), headline)
         for line in det.unreadable:
             out.append(Finding("-", "", f"Not compared: {line}", None))
