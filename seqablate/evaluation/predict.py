@@ -12,12 +12,17 @@ import dataclasses
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from seqablate.config import TrialConfig
 from seqablate.folders import temp_name
 from seqablate.vocabulary import STORED
+
+if TYPE_CHECKING:
+    from seqablate.data.cache import CachedPatient
+    from seqablate.data.layouts import PatientFiles
 
 
 class PredictRefused(ValueError):
@@ -163,21 +168,33 @@ def predict_patient(
     sequence the model knows is missing and the model never saw it absent in training
     (:func:`never_absent`: no sequence dropout, or a per-sequence p of 0), unless ``force``;
     ValueError for bad inputs."""
-    import nibabel as nib
     import torch
 
-    from seqablate.data.cache import CachedPatient
-    from seqablate.data.preprocess import PreprocessParams, preprocess_volume
-    from seqablate.data.volumes import load_patient
     from seqablate.evaluation.model_ref import load_model
     from seqablate.models.inference import Predictor
-    from seqablate.sequences import canonical
 
     _claim_out(Path(out_dir), create=False, patient=Path(input_dir))  # refuse a bad --out before any work
     dev = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     deployed, cfg = load_model(model_ref, tracking_uri=tracking_uri, device=dev)
+    pf, available, missing = _inputs(Path(input_dir), cfg, sequences)
+    if missing and not force:
+        _refuse_unseen(cfg, tuple(cfg.data.sequences), missing, input_dir)
+    patient, orig_affine = _preprocess(pf, available, cfg)
+    predictor = Predictor(deployed, device=dev, batch_size=cfg.eval.batch_size, amp=cfg.train.amp)
+    probs = _to_input_grid(predictor.predict_volume(patient), orig_affine).astype(np.float32)
+    written = _write_outputs(_claim_out(Path(out_dir), create=True), probs, orig_affine, cfg.eval.threshold)
+    return PredictOutput(Path(out_dir), written, available, missing, predictor.used[-1][1])
+
+
+def _inputs(input_dir: Path, cfg: TrialConfig, sequences: list[str] | None,
+            ) -> tuple[PatientFiles, tuple[str, ...], tuple[str, ...]]:
+    """The patient's files (restricted to ``sequences`` when given), and the model's sequences
+    it has and lacks, in the model's order. ValueError for a sequence the model does not know,
+    or a patient with none of the model's sequences."""
+    from seqablate.sequences import canonical
+
     known = tuple(cfg.data.sequences)
-    pf = _patient_files(Path(input_dir), cfg)
+    pf = _patient_files(input_dir, cfg)
     if sequences:
         wanted = [canonical(s) for s in sequences]
         unknown = [s for s in wanted if s not in known]
@@ -189,8 +206,17 @@ def predict_patient(
     if not available:
         raise ValueError(f"--input {input_dir}: none of the model's sequences {list(known)} found "
                          f"(has {sorted(pf.files)})")
-    if missing and not force:
-        _refuse_unseen(cfg, known, missing, input_dir)
+    return pf, available, missing
+
+
+def _preprocess(pf: PatientFiles, available: tuple[str, ...], cfg: TrialConfig) -> tuple[CachedPatient, np.ndarray]:
+    """``(cached patient, the input's own affine)``: the patient's volumes preprocessed as the
+    model's training cohort was, in memory."""
+    from seqablate.data.cache import CachedPatient
+    from seqablate.data.preprocess import PreprocessParams, preprocess_volume
+    from seqablate.data.volumes import load_patient
+
+    known = tuple(cfg.data.sequences)
     vol = load_patient(pf, list(available))
     pre = preprocess_volume(vol, known, PreprocessParams.from_data(cfg.data))
     # The model was trained and is evaluated on the float16 preprocessing cache: the same
@@ -198,21 +224,25 @@ def predict_patient(
     patient = CachedPatient(patient_id=pf.patient_id, image=pre.image.astype(np.float16), present=pre.present,
                             mask=None, spacing=tuple(vol.spacing), orig_shape=tuple(vol.shape), affine=vol.affine,
                             sequences=known, grid=pre.grid, head_box=pre.head_box)
-    predictor = Predictor(deployed, device=dev, batch_size=cfg.eval.batch_size, amp=cfg.train.amp)
-    probs_ras = predictor.predict_volume(patient)
-    probs = _to_input_grid(probs_ras, vol.orig_affine).astype(np.float32)
-    out = _claim_out(Path(out_dir), create=True)
-    # Everything is written into a temp folder first and moved into place file by file.
+    return patient, vol.orig_affine
+
+
+def _write_outputs(out: Path, probs: np.ndarray, affine: np.ndarray, threshold: float) -> list[Path]:
+    """Write :data:`OUTPUT_FILES` into ``out``: the probability map, the mask above
+    ``threshold`` and the lesion table, each built in a temp folder and moved into place file
+    by file (never half a file). Returns the paths written."""
+    import nibabel as nib
+
     tmp = out / temp_name("predict")
     tmp.mkdir()
     try:
         files = {
-            "probability.nii.gz": nib.Nifti1Image(probs, vol.orig_affine),
-            "mask.nii.gz": nib.Nifti1Image((probs > cfg.eval.threshold).astype(np.uint8), vol.orig_affine),
+            "probability.nii.gz": nib.Nifti1Image(probs, affine),
+            "mask.nii.gz": nib.Nifti1Image((probs > threshold).astype(np.uint8), affine),
         }
         for name, img in files.items():
             nib.save(img, tmp / name)
-        lesion_table(probs, vol.orig_affine, cfg.eval.threshold).to_csv(tmp / "lesions.csv", index=False)
+        lesion_table(probs, affine, threshold).to_csv(tmp / "lesions.csv", index=False)
         written = []
         for name in [*files, "lesions.csv"]:
             os.replace(tmp / name, out / name)
@@ -221,4 +251,4 @@ def predict_patient(
         for leftover in tmp.glob("*"):
             leftover.unlink()
         tmp.rmdir()
-    return PredictOutput(out, written, available, missing, predictor.used[-1][1])
+    return written
