@@ -59,15 +59,14 @@ def overlay_figures(
 ) -> tuple[list[Figure], list[str]]:
     """One overlay figure for the best models (one panel per model x condition: all sequences,
     and ``censored`` censored; default: the study's), plus notes."""
-    from seqablate.analysis.runs import study_censored
-
-    censored = censored or study_censored(data.runs)
     from tqdm.auto import tqdm
 
     from seqablate.analysis.plots import plot_overlay
+    from seqablate.analysis.runs import study_censored
     from seqablate.evaluation.cohort import original_mask
     from seqablate.models.inference import Predictor
 
+    censored = censored or study_censored(data.runs)
     notes: list[str] = []
     panels: dict[str, np.ndarray] = {}
     patient = truth = background = None

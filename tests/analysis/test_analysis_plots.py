@@ -64,8 +64,34 @@ def _overlay_main(root):
 
 @pytest.mark.slow
 def test_overlays_from_logged_model_and_cohort(tmp_path, monkeypatch):
+    """The figure shows the chosen patient's truth at its most lesioned axial slice, read here
+    from the cohort's own seg.nii.gz (not through the cache), and one boolean panel per model
+    and condition: all sequences, and the study's censored sequence censored."""
+    import re
+
+    import nibabel as nib
+
+    from seqablate.analysis import plots
+
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    seen: dict = {}
+    real = plots.plot_overlay
+
+    def spy(background, truth, predictions, path, *, title):
+        seen.update(background=background, truth=truth, predictions=dict(predictions), title=title)
+        return real(background, truth, predictions, path, title=title)
+
+    monkeypatch.setattr(plots, "plot_overlay", spy)
     figs, notes = _overlay_main(tmp_path)
     assert notes == []
     assert len(figs) == 1 and figs[0].path.is_file()
     assert "largest lesion volume" in figs[0].caption
+    pid, z = re.search(r"patient (\S+), axial slice (\d+)", seen["title"]).groups()
+    seg = np.asarray(nib.load(tmp_path / "cohort" / pid / "seg.nii.gz").dataobj) > 0
+    assert int(z) == int(np.argmax(seg.sum(axis=(0, 1))))
+    assert np.array_equal(seen["truth"], seg[:, :, int(z)])
+    assert seen["background"].shape == seg.shape[:2]
+    labels = sorted(k.split(": ", 1)[1] for k in seen["predictions"])
+    assert labels == ["all sequences", "t1_gre_post censored"]
+    for mask in seen["predictions"].values():
+        assert mask.dtype == bool and mask.shape == seg.shape[:2]
