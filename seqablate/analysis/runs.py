@@ -25,7 +25,7 @@ from typing import Any
 
 from seqablate import metric_names as mn
 from seqablate import vocabulary as V
-from seqablate.config import DropoutP, ModelConfig, dropout_active, parse_dropout_p
+from seqablate.config import DropoutP, EvalConfig, ModelConfig, dropout_active, parse_dropout_p
 from seqablate.metric_names import parse_metric
 from seqablate.sequences import PAPER_SEQUENCES
 
@@ -262,8 +262,6 @@ def study_censored(runs: Sequence[Run]) -> str:
     BRAVO, ``t1_gre_post``) when the protocol has it, else the protocol's first sequence.
     Runs logged ``eval.censor`` comma-joined; an empty value (``each_sequence`` studies)
     names none."""
-    from seqablate.config import EvalConfig
-
     seqs = study_sequences(runs)
     firsts = Counter(c.split(",")[0].strip() for r in runs if (c := r.params.get("eval.censor")))
     named = [s for s, _ in firsts.most_common() if s in seqs]

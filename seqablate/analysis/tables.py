@@ -698,13 +698,14 @@ def build_tables(runs: Sequence[Run], intervals: IntervalFn | None = None,
     single seed (its own logged one). ``baselines``: outside tools' runs, added as rows of
     Tables I and VI.
     """
+    censored = study_censored(runs)
     token = _INTERVALS.set(intervals)
     try:
         out = [
             table_integration(runs, dropout=False),
             table_integration(runs, dropout=True),
-            table_censored(runs, dropout=False, censored=study_censored(runs)),
-            table_censored(runs, dropout=True, censored=study_censored(runs)),
+            table_censored(runs, dropout=False, censored=censored),
+            table_censored(runs, dropout=True, censored=censored),
         ]
         out += table_subsets(runs)
         out += table_external(runs)

@@ -1024,7 +1024,7 @@ def make_phantom_cohort(
              tuple(q for q in s.sequences if not (i in missing and q == "t1_fse_pre")), *grids[i], region, coarsest)
             for i in range(patients)
         ]
-        entries = map_patients(_write_patient, jobs, workers=workers, desc=f"phantom {site}", progress=progress)
+        entries = _map_patients(_write_patient, jobs, workers=workers, desc=f"phantom {site}", progress=progress)
         meta = {
             **params,
             # one grid: its voxel size, FOV and affine; mixed scanners: per patient only
@@ -1137,7 +1137,7 @@ def _move_into_place(tmp: Path, out: Path) -> None:
     replace_own_dir(tmp, out, "phantom", flag="--overwrite")
 
 
-def map_patients(fn: Any, jobs: Sequence[Any], *, workers: int = 1, desc: str = "", progress: bool = False) -> list[Any]:
+def _map_patients(fn: Any, jobs: Sequence[Any], *, workers: int = 1, desc: str = "", progress: bool = False) -> list[Any]:
     """``[fn(job) for job in jobs]`` in ``workers`` processes (spawned, in order), with a
     progress bar of one step per job. ``fn`` must be picklable (a module-level function)."""
     from tqdm.auto import tqdm
